@@ -1,0 +1,94 @@
+from cloudai.api.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterWorkerRequest(_message.Message):
+    __slots__ = ("worker_id", "address", "capacity", "runtime", "running_task_ids")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    address: str
+    capacity: _types_pb2.Resources
+    runtime: str
+    running_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., runtime: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RegisterWorkerResponse(_message.Message):
+    __slots__ = ("accepted", "message", "heartbeat_interval")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    message: str
+    heartbeat_interval: float
+    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ...) -> None: ...
+
+class ManualRegisterWorkerRequest(_message.Message):
+    __slots__ = ("worker_id", "address")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    address: str
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("worker_id", "running_task_ids", "cpu_percent", "mem_used_gb", "disk_free_gb")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEM_USED_GB_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_GB_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    running_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    cpu_percent: float
+    mem_used_gb: float
+    disk_free_gb: float
+    def __init__(self, worker_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("known", "stop_task_ids")
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    STOP_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    stop_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, known: _Optional[bool] = ..., stop_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubmitTaskRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: _types_pb2.TaskSpec
+    def __init__(self, spec: _Optional[_Union[_types_pb2.TaskSpec, _Mapping]] = ...) -> None: ...
+
+class ListTasksRequest(_message.Message):
+    __slots__ = ("status", "worker_id", "limit")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    worker_id: str
+    limit: int
+    def __init__(self, status: _Optional[str] = ..., worker_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListTasksResponse(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[_types_pb2.Task]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[_types_pb2.Task, _Mapping]]] = ...) -> None: ...
+
+class ListWorkersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterSnapshot(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[_types_pb2.WorkerInfo]
+    def __init__(self, workers: _Optional[_Iterable[_Union[_types_pb2.WorkerInfo, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,160 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Resources(_message.Message):
+    __slots__ = ("cpu", "mem_gb", "storage_gb", "gpu")
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEM_GB_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_GB_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    cpu: float
+    mem_gb: float
+    storage_gb: float
+    gpu: int
+    def __init__(self, cpu: _Optional[float] = ..., mem_gb: _Optional[float] = ..., storage_gb: _Optional[float] = ..., gpu: _Optional[int] = ...) -> None: ...
+
+class TaskSpec(_message.Message):
+    __slots__ = ("image", "command", "env", "resources", "name", "worker_id", "owner", "grace_seconds", "stop_signal")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    resources: Resources
+    name: str
+    worker_id: str
+    owner: str
+    grace_seconds: float
+    stop_signal: str
+    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., name: _Optional[str] = ..., worker_id: _Optional[str] = ..., owner: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., stop_signal: _Optional[str] = ...) -> None: ...
+
+class TaskID(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class TaskAck(_message.Message):
+    __slots__ = ("success", "message")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    message: str
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TaskEvent(_message.Message):
+    __slots__ = ("at", "kind", "actor", "message")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    kind: str
+    actor: str
+    message: str
+    def __init__(self, at: _Optional[float] = ..., kind: _Optional[str] = ..., actor: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    spec: TaskSpec
+    status: str
+    worker_id: str
+    exit_code: int
+    reason: str
+    created_at: float
+    started_at: float
+    completed_at: float
+    events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
+    oom_killed: bool
+    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ...) -> None: ...
+
+class TaskResult(_message.Message):
+    __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    worker_id: str
+    status: str
+    logs: str
+    exit_code: int
+    completed_at: float
+    error: str
+    oom_killed: bool
+    started_at: float
+    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., status: _Optional[str] = ..., logs: _Optional[str] = ..., exit_code: _Optional[int] = ..., completed_at: _Optional[float] = ..., error: _Optional[str] = ..., oom_killed: _Optional[bool] = ..., started_at: _Optional[float] = ...) -> None: ...
+
+class LogsRequest(_message.Message):
+    __slots__ = ("task_id", "follow")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    follow: bool
+    def __init__(self, task_id: _Optional[str] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class WorkerInfo(_message.Message):
+    __slots__ = ("worker_id", "address", "capacity", "allocated", "available", "state", "last_heartbeat", "running_tasks", "registered_at", "runtime")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    address: str
+    capacity: Resources
+    allocated: Resources
+    available: Resources
+    state: str
+    last_heartbeat: float
+    running_tasks: _containers.RepeatedScalarFieldContainer[str]
+    registered_at: float
+    runtime: str
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., available: _Optional[_Union[Resources, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., running_tasks: _Optional[_Iterable[str]] = ..., registered_at: _Optional[float] = ..., runtime: _Optional[str] = ...) -> None: ...

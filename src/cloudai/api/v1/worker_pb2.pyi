@@ -1,0 +1,33 @@
+from cloudai.api.v1 import types_pb2 as _types_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AssignTaskRequest(_message.Message):
+    __slots__ = ("task_id", "spec")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    spec: _types_pb2.TaskSpec
+    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[_types_pb2.TaskSpec, _Mapping]] = ...) -> None: ...
+
+class CancelTaskRequest(_message.Message):
+    __slots__ = ("task_id", "stop_signal", "grace_seconds", "force", "reason")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    stop_signal: str
+    grace_seconds: float
+    force: bool
+    reason: str
+    def __init__(self, task_id: _Optional[str] = ..., stop_signal: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,1 @@
+"""The operator CLI: scriptable subcommands and the interactive master> shell."""

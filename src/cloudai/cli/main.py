@@ -1,0 +1,395 @@
+"""`cloudai`: the one console entry point. The CLI edge of error translation lives here:
+a CloudAIError becomes one line on stderr and its exit code; nothing prints a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from cloudai import __version__
+from cloudai.cli import commands
+from cloudai.cli.render import Renderer
+from cloudai.client import Client, default_master
+from cloudai.config import DEFAULT_MASTER_PORT, DEFAULT_WORKER_PORT, home
+from cloudai.errors import CloudAIError, InvalidArgument
+
+__all__ = ["build_parser", "main"]
+
+_RUN_VALUE_FLAGS = {
+    "--worker",
+    "--cpu",
+    "--mem",
+    "--storage",
+    "--gpu",
+    "--env",
+    "--name",
+    "--grace",
+    "--stop-signal",
+    "--master",
+    "-o",
+    "--output",
+}
+_SERVER_COMMANDS = {"up", "master", "worker"}
+
+
+def _client_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    default = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
+    parser.add_argument(
+        "--master",
+        metavar="HOST:PORT",
+        default=default(None),
+        help="master address (default: $CLOUDAI_MASTER, else localhost:50051)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default=default("text"),
+        help="output format (default: text)",
+    )
+
+
+def _number(kind: type, name: str, minimum: float = 0.0):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if value != value or value < minimum:  # NaN or below the minimum
+            raise argparse.ArgumentTypeError(f"{name} must be at least {minimum:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log format (default: text)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("CLOUDAI_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cloudai",
+        description="Run containers across a cluster of machines; watch and cancel them.",
+    )
+    p.add_argument("--version", action="version", version=f"cloudai {__version__}")
+    _client_options(p, top=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser("up", help="start a local cluster: master (SQLite) + one worker + shell")
+    up.add_argument(
+        "--listen",
+        default=f"0.0.0.0:{DEFAULT_MASTER_PORT}",
+        help="master listen address (default: 0.0.0.0:50051)",
+    )
+    up.add_argument(
+        "--worker-listen",
+        default=f"127.0.0.1:{DEFAULT_WORKER_PORT}",
+        help="local worker listen address (default: 127.0.0.1:50052)",
+    )
+    up.add_argument("--worker-id", default="worker-1", help="local worker ID (default: worker-1)")
+    up.add_argument("--db", help="database URL (default: SQLite in $CLOUDAI_HOME)")
+    up.add_argument(
+        "--runtime",
+        choices=["auto", "docker", "process"],
+        default="auto",
+        help="auto: Docker when an engine answers, else process (default: auto)",
+    )
+    up.add_argument("--no-shell", action="store_true", help="serve until interrupted, no shell")
+    _log_options(up)
+
+    m = sub.add_parser("master", help="run the master server")
+    m.add_argument(
+        "--listen",
+        default=f"0.0.0.0:{DEFAULT_MASTER_PORT}",
+        help="listen address (default: 0.0.0.0:50051)",
+    )
+    m.add_argument(
+        "--db",
+        help="database URL: sqlite:///PATH or postgresql://USER@HOST/DB "
+        "(default: SQLite in $CLOUDAI_HOME)",
+    )
+    m.add_argument(
+        "--heartbeat-interval",
+        type=_number(float, "--heartbeat-interval", 0.05),
+        default=5.0,
+        help="expected worker heartbeat interval, seconds (default: 5)",
+    )
+    _log_options(m)
+
+    w = sub.add_parser("worker", help="run a worker server")
+    w.add_argument("--id", required=True, dest="worker_id", help="worker ID")
+    w.add_argument(
+        "--master",
+        default=None,
+        metavar="HOST:PORT",
+        help="master address (default: $CLOUDAI_MASTER, else localhost:50051)",
+    )
+    w.add_argument(
+        "--listen",
+        default=f"0.0.0.0:{DEFAULT_WORKER_PORT}",
+        help="listen address (default: 0.0.0.0:50052; port 0 picks a free one)",
+    )
+    w.add_argument(
+        "--advertise",
+        default="",
+        metavar="HOST:PORT",
+        help="address the master dials (default: this host's name and the port)",
+    )
+    w.add_argument(
+        "--runtime",
+        choices=["docker", "process"],
+        default="docker",
+        help="container runtime (default: docker)",
+    )
+    w.add_argument("--cpu", type=_number(float, "--cpu", 0.01), help="CPU cores (default: all)")
+    w.add_argument("--mem", type=_number(float, "--mem"), help="memory GB (default: all)")
+    w.add_argument(
+        "--storage", type=_number(float, "--storage"), help="storage GB (default: free disk)"
+    )
+    w.add_argument("--gpu", type=_number(int, "--gpu"), help="GPUs (default: 0)")
+    w.add_argument(
+        "--heartbeat-interval",
+        type=_number(float, "--heartbeat-interval", 0.05),
+        default=5.0,
+        help="seconds between heartbeats (default: 5)",
+    )
+    _log_options(w)
+
+    s = sub.add_parser("shell", help="the interactive master> prompt")
+    _client_options(s, top=False)
+
+    r = sub.add_parser("register", help="register a worker by address (ManualRegisterWorker)")
+    r.add_argument("worker_id", metavar="ID")
+    r.add_argument("address", metavar="HOST:PORT")
+    _client_options(r, top=False)
+
+    ws = sub.add_parser("workers", help="list workers: state, capacity, allocated, available")
+    _client_options(ws, top=False)
+
+    t = sub.add_parser("task", help="run, list and show tasks")
+    tsub = t.add_subparsers(dest="task_command", metavar="ACTION", required=True)
+    run = tsub.add_parser(
+        "run",
+        help="run a task",
+        description="Run IMAGE (with CMD ARG..., else the image's own command). Options may "
+        "come before or after the command; put `--` before a command whose own arguments "
+        "look like these options.",
+    )
+    run.add_argument("image", metavar="IMAGE")
+    run.add_argument("cmd", nargs="*", metavar="CMD ARG")
+    run.add_argument("--worker", default="", metavar="ID", help="run on this worker")
+    run.add_argument("--cpu", type=_number(float, "--cpu"), default=1.0, help="CPU cores (1)")
+    run.add_argument("--mem", type=_number(float, "--mem"), default=0.5, help="memory GB (0.5)")
+    run.add_argument(
+        "--storage", type=_number(float, "--storage"), default=0.0, help="storage GB (0)"
+    )
+    run.add_argument("--gpu", type=_number(int, "--gpu"), default=0, help="GPUs (0)")
+    run.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="environment variable (repeatable)",
+    )
+    run.add_argument("--name", default="", help="a name for the task")
+    run.add_argument(
+        "--grace",
+        type=_number(float, "--grace"),
+        default=0.0,
+        help="stop grace period in seconds (default 10)",
+    )
+    run.add_argument("--stop-signal", default="", help="stop signal (default SIGTERM)")
+    _client_options(run, top=False)
+    ls = tsub.add_parser("ls", help="list tasks")
+    ls.add_argument(
+        "--status",
+        default="",
+        choices=["", "pending", "running", "completed", "failed", "cancelled"],
+    )
+    ls.add_argument("--worker", default="", metavar="ID")
+    _client_options(ls, top=False)
+    show = tsub.add_parser("show", help="show a task: status, exit code, times, events")
+    show.add_argument("task_id", metavar="TASK_ID")
+    _client_options(show, top=False)
+
+    lg = sub.add_parser("logs", help="print a task's output")
+    lg.add_argument("task_id", metavar="TASK_ID")
+    lg.add_argument("-f", "--follow", action="store_true", help="stream until the task ends")
+    _client_options(lg, top=False)
+
+    mon = sub.add_parser("monitor", help="watch a task until it ends (exit 0 if it completed)")
+    mon.add_argument("task_id", metavar="TASK_ID")
+    _client_options(mon, top=False)
+
+    c = sub.add_parser("cancel", help="cancel tasks")
+    c.add_argument("task_ids", nargs="+", metavar="TASK_ID")
+    _client_options(c, top=False)
+    return p
+
+
+def _split_run(argv: list[str]) -> list[str]:
+    """Let `task run` take its options before or after the command: options we know are
+    moved before a `--`, everything else (IMAGE, CMD, ARG...) after it, in order."""
+    try:
+        start = next(i for i in range(len(argv) - 1) if argv[i : i + 2] == ["task", "run"]) + 2
+    except StopIteration:
+        return argv
+    options: list[str] = []
+    positional: list[str] = []
+    rest = argv[start:]
+    i = 0
+    while i < len(rest):
+        tok = rest[i]
+        name = tok.split("=", 1)[0]
+        if tok == "--":
+            positional.extend(rest[i + 1 :])
+            break
+        if tok in ("-h", "--help"):
+            options.append(tok)
+        elif name in _RUN_VALUE_FLAGS:
+            if "=" in tok:
+                options.append(tok)
+            else:
+                options.extend(rest[i : i + 2])
+                i += 1
+        else:
+            positional.append(tok)
+        i += 1
+    return argv[:start] + options + ["--", *positional]
+
+
+def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> int:
+    cmd = args.command
+    if cmd == "workers":
+        return commands.workers(client, out)
+    if cmd == "register":
+        return commands.register(client, out, args.worker_id, args.address)
+    if cmd == "task":
+        if args.task_command == "run":
+            return commands.task_run(
+                client,
+                out,
+                args.image,
+                args.cmd,
+                worker=args.worker,
+                cpu=args.cpu,
+                mem=args.mem,
+                storage=args.storage,
+                gpu=args.gpu,
+                env=args.env,
+                name=args.name,
+                grace=args.grace,
+                stop_signal=args.stop_signal,
+            )
+        if args.task_command == "ls":
+            return commands.task_ls(client, out, args.status, args.worker)
+        return commands.task_show(client, out, args.task_id)
+    if cmd == "logs":
+        return commands.logs(client, out, args.task_id, args.follow)
+    if cmd == "monitor":
+        return commands.monitor(client, out, args.task_id)
+    if cmd == "cancel":
+        return commands.cancel(client, out, args.task_ids)
+    raise InvalidArgument(f"{cmd} is not available here")
+
+
+def _shell_dispatcher(parser: argparse.ArgumentParser, client: Client, out: Renderer):  # type: ignore[no-untyped-def]
+    def dispatch(tokens: list[str]) -> int:
+        if tokens and tokens[0] in _SERVER_COMMANDS | {"shell"}:
+            raise InvalidArgument(f"{tokens[0]} is not a shell command (type help)")
+        try:
+            args = parser.parse_args(_split_run(tokens))
+        except SystemExit as exc:  # argparse printed its usage line
+            return int(exc.code or 0)
+        output = getattr(args, "output", "json" if out.json_mode else "text")
+        return client_dispatch(args, client, Renderer(output, out.console))
+
+    return dispatch
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    from cloudai.logsetup import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
+    if args.command == "master":
+        from cloudai.master.app import run_master
+        from cloudai.master.cluster import MasterConfig
+        from cloudai.store import default_sqlite_url
+
+        db = args.db or default_sqlite_url(home())
+        asyncio.run(
+            run_master(args.listen, db, MasterConfig(heartbeat_interval=args.heartbeat_interval))
+        )
+        return 0
+    if args.command == "worker":
+        from cloudai.core.resources import Resources
+        from cloudai.worker.app import WorkerConfig, run_worker
+        from cloudai.worker.telemetry import machine_capacity
+
+        state_dir = home() / f"worker-{args.worker_id}"
+        machine = machine_capacity(state_dir)
+        capacity = Resources(
+            cpu=args.cpu if args.cpu is not None else machine.cpu,
+            mem_gb=args.mem if args.mem is not None else machine.mem_gb,
+            storage_gb=args.storage if args.storage is not None else machine.storage_gb,
+            gpu=args.gpu if args.gpu is not None else machine.gpu,
+        )
+        cfg = WorkerConfig(
+            worker_id=args.worker_id,
+            master=args.master or default_master(),
+            listen=args.listen,
+            runtime=args.runtime,
+            capacity=capacity,
+            state_dir=str(state_dir),
+            advertise=args.advertise,
+            heartbeat_interval=args.heartbeat_interval,
+        )
+        asyncio.run(run_worker(cfg))
+        return 0
+    from cloudai.cli.up import run_up
+
+    return run_up(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(_split_run(argv))
+    out = Renderer(getattr(args, "output", "text") or "text")
+    try:
+        if args.command in _SERVER_COMMANDS:
+            return _run_server(args)
+        with Client(args.master) as client:
+            if args.command == "shell":
+                from cloudai.cli.shell import run_shell
+
+                client.ensure_reachable()
+                return run_shell(client, out, _shell_dispatcher(parser, client, out))
+            return client_dispatch(args, client, out)
+    except CloudAIError as exc:
+        out.error(exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def entry() -> None:
+    logging.getLogger("grpc").setLevel(logging.ERROR)
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

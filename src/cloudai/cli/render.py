@@ -1,0 +1,246 @@
+"""All output of the CLI and the shell. Only this module knows about Rich."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from cloudai.core.models import Task, Worker
+from cloudai.core.resources import Resources
+
+__all__ = ["Renderer", "iso", "task_json", "worker_json"]
+
+STATUS_STYLE = {
+    "pending": "yellow",
+    "running": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+STATE_STYLE = {"healthy": "green", "unhealthy": "yellow", "offline": "red"}
+
+
+def iso(ts: float | None) -> str | None:
+    if not ts:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _res(r: Resources) -> dict[str, Any]:
+    return {"cpu": r.cpu, "mem_gb": r.mem_gb, "storage_gb": r.storage_gb, "gpu": r.gpu}
+
+
+def task_json(t: Task) -> dict[str, Any]:
+    return {
+        "task_id": t.task_id,
+        "name": t.spec.name,
+        "image": t.spec.image,
+        "command": list(t.spec.command),
+        "env": dict(t.spec.env),
+        "resources": _res(t.spec.resources),
+        "requested_worker": t.spec.worker_id or None,
+        "owner": t.spec.owner,
+        "status": t.status.value,
+        "worker_id": t.worker_id,
+        "exit_code": t.exit_code,
+        "oom_killed": t.oom_killed,
+        "reason": t.reason,
+        "created_at": iso(t.created_at),
+        "started_at": iso(t.started_at),
+        "completed_at": iso(t.completed_at),
+        "events": [
+            {"at": iso(e.at), "kind": e.kind, "actor": e.actor, "message": e.message}
+            for e in t.events
+        ],
+    }
+
+
+def worker_json(w: Worker, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    return {
+        "worker_id": w.worker_id,
+        "address": w.address,
+        "state": w.state,
+        "runtime": w.runtime,
+        "capacity": _res(w.capacity),
+        "allocated": _res(w.allocated),
+        "available": _res(w.available),
+        "running_tasks": list(w.running_tasks),
+        "last_heartbeat": iso(w.last_heartbeat),
+        "last_heartbeat_age_s": round(now - w.last_heartbeat, 1) if w.last_heartbeat else None,
+    }
+
+
+def _age(ts: float | None, now: float) -> str:
+    if not ts:
+        return "never"
+    s = max(now - ts, 0)
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
+
+
+def _duration(t: Task, now: float) -> str:
+    if not t.started_at:
+        return "-"
+    end = t.completed_at or now
+    return f"{max(end - t.started_at, 0):.1f}s"
+
+
+class Renderer:
+    def __init__(self, output: str = "text", console: Console | None = None) -> None:
+        self.json_mode = output == "json"
+        self.console = console or Console(
+            highlight=False, width=None if sys.stdout.isatty() else 160
+        )
+        self.err = Console(stderr=True, highlight=False)
+
+    def emit_json(self, obj: Any) -> None:
+        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+        sys.stdout.flush()
+
+    def error(self, message: str) -> None:
+        if self.json_mode:
+            sys.stderr.write(json.dumps({"error": message}) + "\n")
+        else:
+            self.err.print(Text("✗ Error: " + message, style="red"), soft_wrap=True)
+
+    def ok(self, message: str, data: dict[str, Any] | None = None) -> None:
+        if self.json_mode:
+            self.emit_json({"ok": True, "message": message, **(data or {})})
+        else:
+            self.console.print(Text("✓ " + message, style="green"))
+
+    def task_submitted(self, task: Task) -> None:
+        if self.json_mode:
+            self.emit_json(task_json(task))
+            return
+        where = f"on {task.worker_id}" if task.worker_id else "waiting for room"
+        self.console.print(
+            Text(f"✅ Task {task.task_id} submitted ({task.status.value}, {where})", style="green")
+        )
+
+    def task_detail(self, task: Task) -> None:
+        if self.json_mode:
+            self.emit_json(task_json(task))
+            return
+        now = time.time()
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        style = STATUS_STYLE.get(task.status.value, "")
+        rows: list[tuple[str, Text | str]] = [
+            ("Task ID", task.task_id),
+            ("Status", Text(task.status.value, style=style)),
+            ("Worker", task.worker_id or "-"),
+            ("Image", task.spec.image),
+            ("Command", " ".join(task.spec.command) or "(image default)"),
+            ("Request", str(task.spec.resources)),
+            ("Owner", task.spec.owner or "-"),
+            ("Exit code", "-" if task.exit_code is None else str(task.exit_code)),
+            ("Created", iso(task.created_at) or "-"),
+            ("Started", iso(task.started_at) or "-"),
+            ("Completed", iso(task.completed_at) or "-"),
+            ("Run time", _duration(task, now)),
+        ]
+        if task.spec.name:
+            rows.insert(1, ("Name", task.spec.name))
+        if task.reason:
+            rows.append(("Reason", task.reason))
+        if task.oom_killed:
+            rows.append(("OOM", Text("killed: over its memory limit", style="red")))
+        for key, value in rows:
+            grid.add_row(key, value)
+        parts: list[Any] = [grid]
+        if task.events:
+            ev = Table(title="Events", show_edge=False, header_style="bold")
+            for col in ("At", "Event", "By", "Detail"):
+                ev.add_column(col)
+            for e in task.events:
+                ev.add_row(iso(e.at) or "", e.kind, e.actor, e.message)
+            parts.append(ev)
+        self.console.print(Panel(Group(*parts), title=f"Task {task.task_id}", expand=False))
+
+    def tasks_table(self, tasks: list[Task]) -> None:
+        if self.json_mode:
+            self.emit_json([task_json(t) for t in tasks])
+            return
+        if not tasks:
+            self.console.print("No tasks.")
+            return
+        now = time.time()
+        table = Table(header_style="bold")
+        for col in ("TASK ID", "NAME", "IMAGE", "STATUS", "WORKER", "EXIT", "CREATED", "RUN TIME"):
+            table.add_column(col, no_wrap=col == "TASK ID")
+        for t in tasks:
+            table.add_row(
+                t.task_id,
+                t.spec.name or "-",
+                t.spec.image,
+                Text(t.status.value, style=STATUS_STYLE.get(t.status.value, "")),
+                t.worker_id or "-",
+                "-" if t.exit_code is None else str(t.exit_code),
+                _age(t.created_at, now),
+                _duration(t, now),
+            )
+        self.console.print(table)
+
+    def workers_table(self, workers: list[Worker]) -> None:
+        now = time.time()
+        if self.json_mode:
+            self.emit_json([worker_json(w, now) for w in workers])
+            return
+        if not workers:
+            self.console.print("No workers registered.")
+            return
+        self.console.print("[dim]CPU, MEM, DISK and GPU show allocated/capacity.[/]")
+        table = Table(header_style="bold")
+        for col in ("WORKER", "ADDRESS", "STATE", "CPU", "MEM GB", "DISK GB", "GPU", "TASKS"):
+            table.add_column(col, no_wrap=col in ("WORKER", "ADDRESS"))
+        table.add_column("HEARTBEAT")
+        for w in workers:
+            a, c = w.allocated, w.capacity
+            table.add_row(
+                w.worker_id,
+                w.address,
+                Text("● " + w.state, style=STATE_STYLE.get(w.state, "")),
+                f"{a.cpu:g}/{c.cpu:g}",
+                f"{a.mem_gb:g}/{c.mem_gb:g}",
+                f"{a.storage_gb:g}/{c.storage_gb:g}",
+                f"{a.gpu}/{c.gpu}",
+                str(len(w.running_tasks)),
+                _age(w.last_heartbeat, now),
+            )
+        self.console.print(table)
+
+    def worker_registered(self, w: Worker) -> None:
+        if self.json_mode:
+            self.emit_json(worker_json(w))
+            return
+        note = "" if w.state == "healthy" else f" (state {w.state}: it joins when it answers)"
+        self.console.print(
+            Text(f"✅ Worker {w.worker_id} registered at {w.address}{note}", style="green")
+        )
+
+    def monitor_view(self, task: Task, tail: str) -> Panel:
+        now = time.time()
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        style = STATUS_STYLE.get(task.status.value, "")
+        grid.add_row("Status", Text(task.status.value, style=style))
+        grid.add_row("Worker", task.worker_id or "-")
+        grid.add_row("Image", task.spec.image)
+        grid.add_row("Run time", _duration(task, now))
+        if task.exit_code is not None:
+            grid.add_row("Exit code", str(task.exit_code))
+        if task.reason:
+            grid.add_row("Reason", task.reason)
+        body = Group(grid, Text("─" * 40, style="dim"), Text(tail or "(no output yet)"))
+        return Panel(body, title=f"monitor {task.task_id}", expand=False)

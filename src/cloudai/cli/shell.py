@@ -1,0 +1,184 @@
+"""The interactive master> shell: the spec's command forms plus every client subcommand."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable, Iterable
+
+from cloudai.cli import commands
+from cloudai.cli.render import Renderer
+from cloudai.client import Client
+from cloudai.config import home
+from cloudai.errors import CloudAIError, InvalidArgument
+
+__all__ = ["HELP", "run_shell"]
+
+HELP = """\
+Commands:
+  task <worker_id> <image> [cmd ...] [-cpu_cores N] [-mem GB] [-storage GB] [-gpu N]
+                                 - Run a task on a worker ("auto" lets the master place it)
+  task run IMAGE [CMD ...] [--worker ID] [--cpu N] [--mem GB] [--env K=V] [--name NAME]
+  task ls [--status S] [--worker ID] - List tasks
+  task show <task_id>            - Show a task: status, exit code, times, events
+  workers                        - Show workers: state, capacity, allocated, available
+  monitor <task_id>              - Watch a task until it ends
+  logs <task_id> [--follow]      - Print a task's output
+  cancel <task_id> ...           - Cancel a running task
+  register <worker_id> <host:port> - Register a worker by address
+  help                           - Show this help
+  exit                           - Leave the shell
+
+Examples:
+  task auto cloudai-test/busybox echo hello
+  task worker-1 ubuntu:latest -cpu_cores 1.0 -mem 0.5
+  cancel task-123
+"""
+
+_SPEC_FLAGS = {
+    "-cpu_cores": "cpu",
+    "-cpu": "cpu",
+    "-mem": "mem",
+    "-storage": "storage",
+    "-gpu": "gpu",
+}
+_COMMANDS = ["task", "workers", "monitor", "logs", "cancel", "register", "help", "exit", "quit"]
+
+
+def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
+    """The spec's form: task <worker_id> <image> [cmd...] [-cpu_cores N] [-mem N] ..."""
+    if len(tokens) < 2:
+        raise InvalidArgument("usage: task <worker_id> <image> [cmd ...] [-cpu_cores N] [-mem GB]")
+    worker, image, rest = tokens[0], tokens[1], tokens[2:]
+    values: dict[str, float] = {}
+    command: list[str] = []
+    i = 0
+    while i < len(rest):
+        flag = rest[i]
+        if flag in _SPEC_FLAGS:
+            if i + 1 >= len(rest):
+                raise InvalidArgument(f"{flag} needs a value")
+            try:
+                values[_SPEC_FLAGS[flag]] = float(rest[i + 1])
+            except ValueError:
+                raise InvalidArgument(f"{flag} must be a number, got {rest[i + 1]!r}") from None
+            i += 2
+            continue
+        command.append(flag)
+        i += 1
+    gpu = values.get("gpu", 0.0)
+    if gpu != int(gpu):
+        raise InvalidArgument(f"-gpu must be a whole number, got {gpu:g}")
+    return commands.task_run(
+        client,
+        out,
+        image,
+        command,
+        worker="" if worker in ("auto", "-", "any") else worker,
+        cpu=values.get("cpu", 1.0),
+        mem=values.get("mem", 0.5),
+        storage=values.get("storage", 0.0),
+        gpu=int(gpu),
+    )
+
+
+def execute(
+    line: str, client: Client, out: Renderer, cli_dispatch: Callable[[list[str]], int]
+) -> int | None:
+    """Run one shell line; None means: leave the shell."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:
+        raise InvalidArgument(f"cannot parse the line: {exc}") from None
+    if not tokens:
+        return 0
+    head, rest = tokens[0], tokens[1:]
+    if head in ("exit", "quit"):
+        return None
+    if head == "help":
+        out.console.print(HELP, markup=False, highlight=False)
+        return 0
+    if head == "task" and rest and rest[0] not in ("run", "ls", "show", "-h", "--help"):
+        return _spec_task(client, out, rest)
+    if head == "tasks":
+        tokens = ["task", "ls", *rest]
+    return cli_dispatch(tokens)
+
+
+class _Completer:
+    """Tab completion: commands, then task IDs or worker IDs where they fit."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def words(self, before: str) -> Iterable[str]:
+        parts = before.split()
+        if len(parts) == 0 or (len(parts) == 1 and not before.endswith(" ")):
+            return _COMMANDS
+        head = parts[0]
+        try:
+            if head in ("cancel", "monitor", "logs") or parts[:2] == ["task", "show"]:
+                return [t.task_id for t in self.client.list_tasks()]
+            if head == "task" and len(parts) <= 2:
+                return [
+                    "run",
+                    "ls",
+                    "show",
+                    "auto",
+                    *(w.worker_id for w in self.client.list_workers()),
+                ]
+        except CloudAIError:
+            return []
+        return []
+
+
+def run_shell(client: Client, out: Renderer, cli_dispatch: Callable[[list[str]], int]) -> int:
+    out.console.print(
+        f"[bold]cloudai[/] shell: master [cyan]{client.master}[/]. Type [bold]help[/] for commands."
+    )
+    read = _interactive_reader(client) if sys.stdin.isatty() else _plain_reader()
+    while True:
+        try:
+            line = read()
+        except (EOFError, KeyboardInterrupt):
+            out.console.print()
+            return 0
+        try:
+            if execute(line, client, out, cli_dispatch) is None:
+                return 0
+        except CloudAIError as exc:
+            out.error(exc.message)
+        except KeyboardInterrupt:
+            out.console.print("^C")
+
+
+def _plain_reader() -> Callable[[], str]:
+    def read() -> str:
+        sys.stdout.write("master> ")
+        sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line
+
+    return read
+
+
+def _interactive_reader(client: Client) -> Callable[[], str]:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import Completer, Completion
+    from prompt_toolkit.history import FileHistory
+
+    source = _Completer(client)
+
+    class PTCompleter(Completer):  # type: ignore[misc]
+        def get_completions(self, document, complete_event):  # type: ignore[no-untyped-def]
+            word = document.get_word_before_cursor(WORD=True)
+            for candidate in source.words(document.text_before_cursor):
+                if candidate.startswith(word):
+                    yield Completion(candidate, start_position=-len(word))
+
+    session: PromptSession[str] = PromptSession(
+        history=FileHistory(str(home() / "shell_history")), completer=PTCompleter()
+    )
+    return lambda: session.prompt("master> ")

@@ -1,0 +1,158 @@
+"""`cloudai up`: a master on SQLite, one local worker and the master> shell, in one process.
+
+The servers run on an event loop in a background thread; the shell runs in the main thread and
+talks to them over gRPC like any other client. Server logs go to $CLOUDAI_HOME/logs/up.log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import threading
+import time
+
+from rich.console import Console
+
+from cloudai.cli.render import Renderer
+from cloudai.client import Client
+from cloudai.config import home
+from cloudai.core.models import validate_address
+from cloudai.errors import CloudAIError, InvalidArgument, Unavailable
+from cloudai.logsetup import setup_logging
+
+__all__ = ["run_up"]
+
+log = logging.getLogger("cloudai.up")
+
+
+async def _pick_runtime(wanted: str, worker_id: str, console: Console) -> str:
+    if wanted != "auto":
+        return wanted
+    from cloudai.runtime.docker import DockerRuntime
+
+    try:
+        rt = DockerRuntime(worker_id)
+        try:
+            await rt.ping()
+        finally:
+            await rt.close()
+        return "docker"
+    except CloudAIError as exc:
+        console.print(
+            f"[yellow]⚠ No Docker engine answered ({exc.message.splitlines()[0][:120]}).[/]\n"
+            "[yellow]  Falling back to the process runtime: tasks run as local processes, "
+            "without isolation or limits, and need a command.[/]"
+        )
+        return "process"
+
+
+class _Servers:
+    """The master and the worker on their own event loop thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="cloudai-up", daemon=True)
+        self.stopper: list[object] = []
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from cloudai.master.app import serve_master, shutdown_master
+    from cloudai.master.cluster import MasterConfig
+    from cloudai.store import default_sqlite_url
+    from cloudai.worker.app import WorkerConfig, serve_worker
+    from cloudai.worker.telemetry import machine_capacity
+
+    for addr in (args.listen, args.worker_listen):
+        if (problem := validate_address(addr)) is not None:
+            raise InvalidArgument(problem)
+    console = Console(highlight=False)
+    data = home()
+    log_path = data / "logs" / "up.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+    setup_logging(args.log_level, args.log_format, stream=log_file)
+    db = args.db or default_sqlite_url(data)
+    master_port = int(args.listen.rpartition(":")[2])
+    master_addr = f"127.0.0.1:{master_port}"
+
+    servers = _Servers()
+    servers.start()
+    try:
+        runtime = servers.run(_pick_runtime(args.runtime, args.worker_id, console))
+        cluster, served, _ = servers.run(serve_master(args.listen, db, MasterConfig()))
+        state_dir = data / f"worker-{args.worker_id}"
+        worker = servers.run(
+            serve_worker(
+                WorkerConfig(
+                    worker_id=args.worker_id,
+                    master=master_addr,
+                    listen=args.worker_listen,
+                    runtime=runtime,
+                    capacity=machine_capacity(state_dir),
+                    state_dir=str(state_dir),
+                    advertise=args.worker_listen,
+                )
+            )
+        )
+    except CloudAIError:
+        servers.stop()
+        raise
+    except Exception as exc:  # a bind failure and the like: say it in one line
+        servers.stop()
+        raise Unavailable(f"cannot start the local cluster: {exc}") from exc
+
+    client = Client(master_addr)
+    deadline = time.monotonic() + 15
+    while not any(
+        w.worker_id == args.worker_id and w.state == "healthy" for w in client.list_workers()
+    ):
+        if time.monotonic() > deadline:
+            console.print("[yellow]⚠ the local worker has not registered yet; see the log[/]")
+            break
+        time.sleep(0.1)
+    console.print(
+        f"[green]✓ cloudai is up[/]: master on {args.listen} (store: {db}), "
+        f"worker [bold]{args.worker_id}[/] on {args.worker_listen} (runtime: {runtime}).\n"
+        f"  Logs: {log_path}.  From another terminal: "
+        f"[bold]CLOUDAI_MASTER={master_addr} cloudai workers[/]"
+    )
+    try:
+        if args.no_shell:
+            _wait_for_signal()
+        else:
+            from cloudai.cli.main import _shell_dispatcher, build_parser
+            from cloudai.cli.shell import run_shell
+
+            out = Renderer("text", console)
+            run_shell(client, out, _shell_dispatcher(build_parser(), client, out))
+    finally:
+        console.print(
+            "Stopping the local cluster (running tasks keep running; a restart re-adopts them)."
+        )
+        client.close()
+        try:
+            servers.run(worker.shutdown(), timeout=20)
+            servers.run(shutdown_master(cluster, served), timeout=20)
+        finally:
+            servers.stop()
+            log_file.close()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass

@@ -1,0 +1,126 @@
+"""The one client API: the CLI, the shell and the tests all talk to the master through it."""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
+from cloudai.core.models import Task, TaskSpec, Worker
+from cloudai.errors import Unavailable
+from cloudai.rpc.convert import spec_to_pb, task_from_pb, worker_from_pb
+from cloudai.rpc.errors import from_rpc_error
+from cloudai.rpc.server import CHANNEL_OPTIONS
+
+__all__ = ["DEFAULT_MASTER", "Client", "current_user", "default_master"]
+
+DEFAULT_MASTER = "localhost:50051"
+DEADLINE = 10.0
+CANCEL_DEADLINE = 35.0
+FOLLOW_DEADLINE = 24 * 3600.0
+T = TypeVar("T")
+
+
+def default_master() -> str:
+    return os.environ.get("CLOUDAI_MASTER") or DEFAULT_MASTER
+
+
+def current_user() -> str:
+    """Until there is authentication: CLOUDAI_USER, else the OS user."""
+    if user := os.environ.get("CLOUDAI_USER"):
+        return user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
+
+
+class Client:
+    def __init__(self, master: str | None = None, user: str | None = None) -> None:
+        self.master = master or default_master()
+        self.user = user or current_user()
+        self._channel = grpc.insecure_channel(self.master, options=CHANNEL_OPTIONS)
+        self._stub = master_pb2_grpc.MasterStub(self._channel)
+        self._meta = (("cloudai-user", self.user),)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, fn: Callable[..., T], request: Any, timeout: float = DEADLINE) -> T:
+        try:
+            return fn(request, timeout=timeout, metadata=self._meta)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"master at {self.master}") from exc  # type: ignore[arg-type]
+
+    def health(self, timeout: float = 3.0) -> bool:
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def submit(self, spec: TaskSpec) -> Task:
+        if not spec.owner:
+            spec = dataclasses.replace(spec, owner=self.user)
+        reply = self._call(
+            self._stub.SubmitTask, master_pb2.SubmitTaskRequest(spec=spec_to_pb(spec))
+        )
+        return task_from_pb(reply)
+
+    def get_task(self, task_id: str) -> Task:
+        return task_from_pb(self._call(self._stub.GetTask, types_pb2.TaskID(task_id=task_id)))
+
+    def list_tasks(self, status: str = "", worker_id: str = "", limit: int = 0) -> list[Task]:
+        reply = self._call(
+            self._stub.ListTasks,
+            master_pb2.ListTasksRequest(status=status, worker_id=worker_id, limit=limit),
+        )
+        return [task_from_pb(t) for t in reply.tasks]
+
+    def list_workers(self) -> list[Worker]:
+        reply = self._call(self._stub.ListWorkers, master_pb2.ListWorkersRequest())
+        return [worker_from_pb(w) for w in reply.workers]
+
+    def register(self, worker_id: str, address: str) -> Worker:
+        reply = self._call(
+            self._stub.ManualRegisterWorker,
+            master_pb2.ManualRegisterWorkerRequest(worker_id=worker_id, address=address),
+        )
+        return worker_from_pb(reply)
+
+    def cancel(self, task_id: str) -> str:
+        ack = self._call(
+            self._stub.CancelTask, types_pb2.TaskID(task_id=task_id), timeout=CANCEL_DEADLINE
+        )
+        return str(ack.message)
+
+    def logs(self, task_id: str, follow: bool = False) -> Iterator[bytes]:
+        stream = self._stub.StreamTaskLogs(
+            types_pb2.LogsRequest(task_id=task_id, follow=follow),
+            timeout=FOLLOW_DEADLINE if follow else 60.0,
+            metadata=self._meta,
+        )
+        try:
+            for chunk in stream:
+                yield chunk.data
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"master at {self.master}") from exc  # type: ignore[arg-type]
+        finally:
+            stream.cancel()
+
+    def ensure_reachable(self) -> None:
+        if not self.health():
+            raise Unavailable(f"cannot reach master at {self.master}")

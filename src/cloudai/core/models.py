@@ -1,0 +1,185 @@
+"""Typed records passed between layers. Protobuf stops at rpc/; inside, code uses these."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from cloudai.core.lifecycle import TaskStatus
+from cloudai.core.resources import Resources
+
+__all__ = [
+    "DEFAULT_GRACE_SECONDS",
+    "STOP_SIGNALS",
+    "Task",
+    "TaskEvent",
+    "TaskResult",
+    "TaskSpec",
+    "Worker",
+    "WorkerState",
+    "new_task_id",
+    "validate_address",
+    "validate_image",
+    "validate_worker_id",
+]
+
+DEFAULT_GRACE_SECONDS = 10.0
+STOP_SIGNALS = frozenset(
+    {"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL"}
+)
+
+# Docker's reference grammar (distribution/reference), anchored.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_NAME = rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,}"
+_IMAGE_RE = re.compile(rf"^{_NAME}(?::{_TAG})?(?:@{_DIGEST})?$")
+_WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def validate_image(image: str) -> str | None:
+    """None when `image` is a valid Docker image reference, else the problem."""
+    if not image:
+        return "image is required"
+    if len(image) > 255 or not _IMAGE_RE.match(image):
+        return f"invalid image reference {image!r}"
+    return None
+
+
+def validate_worker_id(worker_id: str) -> str | None:
+    if not _WORKER_ID_RE.match(worker_id or ""):
+        return (
+            f"invalid worker id {worker_id!r}: use 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return None
+
+
+def validate_address(address: str) -> str | None:
+    """None when `address` is HOST:PORT with a port in 1..65535."""
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"invalid address {address!r}: expected HOST:PORT"
+    return None
+
+
+def new_task_id(now: float | None = None) -> str:
+    """`task-<unix seconds>-<random>`: readable like the spec's, unique under concurrency."""
+    seconds = int(time.time() if now is None else now)
+    return f"task-{seconds}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    image: str
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=lambda: Resources(cpu=1.0, mem_gb=0.5))
+    name: str = ""
+    worker_id: str = ""
+    owner: str = ""
+    grace_seconds: float = 0.0
+    stop_signal: str = ""
+
+    def problems(self) -> list[str]:
+        """Every reason this spec cannot be accepted (empty when valid)."""
+        out = []
+        if (err := validate_image(self.image)) is not None:
+            out.append(err)
+        out.extend(self.resources.validate_request())
+        for key in self.env:
+            if not _ENV_KEY_RE.match(key):
+                out.append(f"invalid environment variable name {key!r}")
+        if self.worker_id and (err := validate_worker_id(self.worker_id)) is not None:
+            out.append(err)
+        if self.grace_seconds < 0 or self.grace_seconds > 3600:
+            out.append(f"grace must be between 0 and 3600 seconds, got {self.grace_seconds:g}")
+        if self.stop_signal and self.stop_signal not in STOP_SIGNALS:
+            out.append(f"unknown stop signal {self.stop_signal!r}")
+        if len(self.name) > 128:
+            out.append("name is longer than 128 characters")
+        return out
+
+    @property
+    def grace(self) -> float:
+        return self.grace_seconds or DEFAULT_GRACE_SECONDS
+
+    @property
+    def signal(self) -> str:
+        return self.stop_signal or "SIGTERM"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    at: float
+    kind: str
+    actor: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    task_id: str
+    spec: TaskSpec
+    status: TaskStatus
+    worker_id: str | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    created_at: float = 0.0
+    started_at: float | None = None
+    completed_at: float | None = None
+    oom_killed: bool = False
+    events: tuple[TaskEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    task_id: str
+    worker_id: str
+    status: TaskStatus
+    logs: str = ""
+    exit_code: int | None = None
+    completed_at: float = 0.0
+    error: str = ""
+    oom_killed: bool = False
+    started_at: float | None = None
+
+
+class WorkerState:
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    worker_id: str
+    address: str
+    capacity: Resources
+    allocated: Resources = field(default_factory=Resources)
+    state: str = WorkerState.OFFLINE
+    last_heartbeat: float | None = None
+    registered_at: float = 0.0
+    runtime: str = ""
+    running_tasks: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> Resources:
+        return (self.capacity - self.allocated).clamp_zero()
+
+
+def worker_state(last_heartbeat: float | None, now: float, interval: float) -> str:
+    """healthy within 3 heartbeat intervals, unhealthy within 12, offline after (or never seen)."""
+    if last_heartbeat is None:
+        return WorkerState.OFFLINE
+    age = now - last_heartbeat
+    if age <= 3 * interval:
+        return WorkerState.HEALTHY
+    if age <= 12 * interval:
+        return WorkerState.UNHEALTHY
+    return WorkerState.OFFLINE

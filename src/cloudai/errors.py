@@ -1,0 +1,74 @@
+"""One exception root. Each error knows its gRPC status code and its CLI exit code.
+
+Errors are translated in exactly two places: at the gRPC edge (rpc/errors.py) and at the CLI
+edge (cli/main.py). Nowhere else catches broadly.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "AlreadyExists",
+    "CloudAIError",
+    "Conflict",
+    "InvalidArgument",
+    "NotFound",
+    "NoCapacity",
+    "RuntimeFailure",
+    "Unavailable",
+]
+
+
+class CloudAIError(Exception):
+    """Root of every error cloudai raises on purpose."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(CloudAIError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    exit_code = 2
+
+
+class NotFound(CloudAIError):
+    code = grpc.StatusCode.NOT_FOUND
+    exit_code = 3
+
+
+class AlreadyExists(CloudAIError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    exit_code = 4
+
+
+class Conflict(CloudAIError):
+    """The request does not fit the current state (e.g. the task already ended)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    exit_code = 5
+
+
+class NoCapacity(CloudAIError):
+    """No worker (or not the named one) has room for the request."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    exit_code = 6
+
+
+class Unavailable(CloudAIError):
+    """A peer (master, worker, engine) did not answer."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    exit_code = 7
+
+
+class RuntimeFailure(CloudAIError):
+    """The container runtime refused or failed an operation (pull, create, start...)."""
+
+    code = grpc.StatusCode.INTERNAL
+    exit_code = 8

@@ -1,0 +1,51 @@
+"""Running the master process: store, Cluster, gRPC server with health, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from cloudai.api.v1 import master_pb2_grpc
+from cloudai.master.cluster import Cluster, MasterConfig
+from cloudai.master.service import MasterService
+from cloudai.rpc.server import Served, new_server
+from cloudai.store import Store
+
+__all__ = ["run_master", "serve_master"]
+
+log = logging.getLogger("cloudai.master")
+SERVICE = "cloudai.api.v1.Master"
+
+
+async def serve_master(
+    listen: str, db_url: str, config: MasterConfig | None = None
+) -> tuple[Cluster, Served, int]:
+    """Start a master; returns (cluster, served, port). Used by `run_master` and by tests."""
+    store = await asyncio.to_thread(Store, db_url)
+    cluster = Cluster(store, config)
+    served = new_server(listen)
+    master_pb2_grpc.add_MasterServicer_to_server(MasterService(cluster), served.server)
+    await served.server.start()
+    await cluster.start()
+    await served.set_serving([SERVICE])
+    log.info("master serving on %s (port %d), store %s", listen, served.port, store.dialect)
+    return cluster, served, served.port
+
+
+async def shutdown_master(cluster: Cluster, served: Served) -> None:
+    await served.set_serving([SERVICE], serving=False)
+    await served.server.stop(grace=2.0)
+    await cluster.stop()
+    await asyncio.to_thread(cluster.store.close)
+
+
+async def run_master(listen: str, db_url: str, config: MasterConfig | None = None) -> None:
+    cluster, served, _ = await serve_master(listen, db_url, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("master shutting down")
+    await shutdown_master(cluster, served)

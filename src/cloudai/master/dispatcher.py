@@ -1,0 +1,155 @@
+"""dispatch-loop: places pending tasks and delivers assignments to their workers.
+
+Placement is proposed by the scheduler from a snapshot and committed by the planner against the
+store; delivery is retried until the worker acknowledges it. Everything the loop needs is read
+from the store each round, so a restarted master picks up where the last one stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from cloudai.core.lifecycle import TaskStatus
+from cloudai.errors import CloudAIError, InvalidArgument, RuntimeFailure
+from cloudai.master import planner
+from cloudai.master.peers import WorkerPeers
+from cloudai.scheduler.placement import propose
+from cloudai.store import Store, assignments, events, tasks, workers
+
+if TYPE_CHECKING:
+    from cloudai.master.cluster import MasterConfig
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger("cloudai.master.dispatch")
+MAX_DELIVERY_ATTEMPTS = 1000  # about a quarter of an hour of retries at the default pace
+
+
+class Dispatcher:
+    def __init__(self, store: Store, peers: WorkerPeers, config: MasterConfig) -> None:
+        self.store = store
+        self.peers = peers
+        self.config = config
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._delivering: set[str] = set()
+        self._placing = asyncio.Lock()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="dispatch-loop")
+        log.info("dispatch-loop started")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            log.info("dispatch-loop stopped")
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a loop must outlive one bad round; the error is logged
+                log.exception("dispatch-loop round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.dispatch_interval)
+            self._wake.clear()
+
+    async def round(self) -> None:
+        await self.place_pending()
+        await self.deliver()
+
+    async def place_pending(self) -> int:
+        """Place what fits, oldest first; one placer at a time (the store re-checks anyway)."""
+        async with self._placing:
+            return await self._place_pending()
+
+    async def _place_pending(self) -> int:
+        pending = await self.store.tx(tasks.pending)
+        if not pending:
+            return 0
+        placed = 0
+        snapshot = await self.store.tx(
+            planner.load_workers, time.time(), self.config.heartbeat_interval
+        )
+        for task in pending:
+            if task.spec.worker_id:  # named: only that worker will do
+                candidates = [w for w in snapshot if w.worker_id == task.spec.worker_id]
+            else:
+                candidates = snapshot
+            choice = propose(task.spec.resources, candidates)
+            if choice is None:
+                continue
+            ok = await self.store.tx(
+                planner.commit_placement,
+                task.task_id,
+                choice,
+                task.spec.resources,
+                time.time(),
+                "scheduler",
+            )
+            if ok:
+                placed += 1
+                log.info("task %s placed on %s", task.task_id, choice)
+                snapshot = await self.store.tx(
+                    planner.load_workers, time.time(), self.config.heartbeat_interval
+                )
+        return placed
+
+    async def deliver(self) -> None:
+        todo = [
+            (t, w)
+            for t, w in await self.store.tx(assignments.undelivered)
+            if t not in self._delivering
+        ]
+        if todo:
+            await asyncio.gather(*(self._deliver_one(t, w) for t, w in todo))
+
+    async def _deliver_one(self, task_id: str, worker_id: str) -> None:
+        self._delivering.add(task_id)
+        try:
+            task = await self.store.tx(tasks.get, task_id)
+            worker = await self.store.tx(workers.get, worker_id)
+            if task is None or worker is None or task.status is not TaskStatus.RUNNING:
+                return
+            try:
+                await self.peers.assign(worker["address"], task_id, task.spec)
+            except (InvalidArgument, RuntimeFailure) as exc:
+                await self.store.tx(self._reject_tx, task_id, worker_id, str(exc), time.time())
+                log.warning("✗ worker %s refused task %s: %s", worker_id, task_id, exc)
+                return
+            except CloudAIError as exc:
+                attempts = await self.store.tx(assignments.record_attempt, task_id, str(exc))
+                if attempts in (1, 10, 100) or attempts % 500 == 0:
+                    log.warning(
+                        "⚠ task %s not delivered to %s (attempt %d): %s",
+                        task_id,
+                        worker_id,
+                        attempts,
+                        exc,
+                    )
+                return
+            await self.store.tx(self._delivered_tx, task_id, worker_id, time.time())
+            log.info("✓ task %s delivered to %s", task_id, worker_id)
+        finally:
+            self._delivering.discard(task_id)
+
+    @staticmethod
+    def _delivered_tx(conn, task_id: str, worker_id: str, now: float) -> None:  # type: ignore[no-untyped-def]
+        assignments.mark_delivered(conn, task_id, now)
+        tasks.mark_started(conn, task_id, now)
+        events.add(conn, task_id, "delivered", "master", f"accepted by {worker_id}", now)
+
+    @staticmethod
+    def _reject_tx(conn, task_id: str, worker_id: str, error: str, now: float) -> None:  # type: ignore[no-untyped-def]
+        if tasks.transition(conn, task_id, TaskStatus.FAILED, completed_at=now, reason=error):
+            events.add(conn, task_id, "failed", worker_id, f"worker refused the task: {error}", now)

@@ -1,0 +1,158 @@
+"""Commits placements against the store: the scheduler proposes, this decides.
+
+Each function runs inside one transaction (Store.tx) and touches each table only through the
+module that owns it."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from cloudai.core.lifecycle import TaskStatus
+from cloudai.core.models import Task, TaskResult, TaskSpec, Worker, worker_state
+from cloudai.core.resources import Resources
+from cloudai.errors import Conflict, NoCapacity, NotFound
+from cloudai.scheduler.placement import fits_anywhere
+from cloudai.store import assignments, events, results, tasks, workers
+from cloudai.store._dialect import lock_row
+from cloudai.store.schema import workers as workers_table
+
+__all__ = [
+    "ReportOutcome",
+    "commit_placement",
+    "load_workers",
+    "record_result",
+    "submit",
+]
+
+
+def load_workers(conn: Connection, now: float, interval: float) -> list[Worker]:
+    """Every worker with its allocation derived from the tasks that hold resources on it."""
+    allocated = tasks.allocated_by_worker(conn)
+    out = []
+    for row in workers.all_rows(conn):
+        wid = row["worker_id"]
+        out.append(
+            Worker(
+                worker_id=wid,
+                address=row["address"],
+                capacity=workers.capacity_of(row),
+                allocated=allocated.get(wid, Resources()),
+                state=worker_state(row["last_heartbeat"], now, interval),
+                last_heartbeat=row["last_heartbeat"],
+                registered_at=row["registered_at"],
+                runtime=row["runtime"],
+                running_tasks=tuple(sorted(tasks.active_ids_on(conn, wid))),
+            )
+        )
+    return out
+
+
+def commit_placement(
+    conn: Connection, task_id: str, worker_id: str, request: Resources, now: float, actor: str
+) -> bool:
+    """Place a pending task on a worker if the worker still has room; True when placed.
+
+    The worker row is locked first, so two placements on one worker are serialized and the
+    room each one sees includes the other's."""
+    row = lock_row(conn, workers_table, "worker_id", worker_id)
+    if row is None:
+        return False
+    held = tasks.allocated_by_worker(conn, worker_id).get(worker_id, Resources())
+    if not request.fits_in(workers.capacity_of(row) - held):
+        return False
+    if not tasks.transition(conn, task_id, TaskStatus.RUNNING):
+        return False
+    assignments.create(conn, task_id, worker_id, now)
+    events.add(conn, task_id, "placed", actor, f"placed on {worker_id}", now)
+    return True
+
+
+def submit(conn: Connection, task_id: str, spec: TaskSpec, now: float, interval: float) -> Task:
+    """Store a new task; place it at once when it names a worker. All or nothing."""
+    all_workers = load_workers(conn, now, interval)
+    request = spec.resources
+    if spec.worker_id:
+        target = next((w for w in all_workers if w.worker_id == spec.worker_id), None)
+        if target is None:
+            raise NotFound(f"unknown worker {spec.worker_id!r}")
+        if target.state != "healthy":
+            raise Conflict(f"worker {spec.worker_id!r} is {target.state}: not taking tasks")
+        if not request.fits_in(target.capacity):
+            raise NoCapacity(
+                f"task needs {request}, more than worker {spec.worker_id!r} has ({target.capacity})"
+            )
+    elif all_workers and not fits_anywhere(request, all_workers):
+        biggest = max(all_workers, key=lambda w: (w.capacity.cpu, w.capacity.mem_gb))
+        raise NoCapacity(
+            f"task needs {request}, more than any worker has (largest: {biggest.worker_id} "
+            f"with {biggest.capacity})"
+        )
+    tasks.insert(conn, task_id, spec, now)
+    events.add(conn, task_id, "submitted", spec.owner or "unknown", f"image {spec.image}", now)
+    if spec.worker_id and not commit_placement(
+        conn, task_id, spec.worker_id, request, now, spec.owner or "user"
+    ):
+        target = next(w for w in all_workers if w.worker_id == spec.worker_id)
+        raise NoCapacity(
+            f"worker {spec.worker_id!r} has no room for {request} now "
+            f"(available: {target.available})"
+        )
+    task = tasks.get(conn, task_id)
+    assert task is not None
+    return task
+
+
+class ReportOutcome:
+    STORED = "stored"  # first report: result stored, status set
+    DUPLICATE = "duplicate"  # a result was already stored: kept as an event
+
+
+def record_result(conn: Connection, result: TaskResult, now: float) -> tuple[str, str]:
+    """Store a worker's report once. Returns (outcome, message)."""
+    task = tasks.get(conn, result.task_id)
+    if task is None:
+        raise NotFound(f"task {result.task_id!r} not found")
+    placed_on = assignments.worker_of(conn, result.task_id)
+    if placed_on != result.worker_id:
+        raise Conflict(
+            f"task {result.task_id} is assigned to {placed_on!r}, not {result.worker_id!r}"
+        )
+    stored = results.insert_once(conn, result, now)
+    won = tasks.transition(
+        conn,
+        result.task_id,
+        result.status,
+        exit_code=result.exit_code,
+        completed_at=result.completed_at or now,
+        reason=result.error,
+        oom_killed=result.oom_killed,
+        **({"started_at": result.started_at} if result.started_at else {}),
+    )
+    code = "none" if result.exit_code is None else str(result.exit_code)
+    detail = f"exit code {code}" + (f": {result.error}" if result.error else "")
+    if won:
+        events.add(conn, result.task_id, result.status.value, result.worker_id, detail, now)
+    elif stored:
+        # The status was decided before this report (e.g. cancelled): keep the status, and
+        # fill in the exit code the decision could not know.
+        tasks.fill_exit(conn, result.task_id, result.exit_code, result.oom_killed)
+        events.add(
+            conn,
+            result.task_id,
+            "report",
+            result.worker_id,
+            f"reported {result.status.value} ({detail}); status stays {task.status.value}",
+            now,
+        )
+    else:
+        events.add(
+            conn,
+            result.task_id,
+            "late_report",
+            result.worker_id,
+            f"reported {result.status.value} ({detail}) after the result was stored; ignored",
+            now,
+        )
+    if stored:
+        return ReportOutcome.STORED, "result stored"
+    return ReportOutcome.DUPLICATE, "result already stored; report kept as an event"

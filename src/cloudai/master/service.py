@@ -1,0 +1,114 @@
+"""The Master gRPC service: validates at the edge, converts, calls Cluster."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
+from cloudai.errors import InvalidArgument
+from cloudai.master.cluster import Cluster
+from cloudai.rpc.convert import (
+    resources_from_pb,
+    result_from_pb,
+    spec_from_pb,
+    task_to_pb,
+    worker_to_pb,
+)
+from cloudai.rpc.errors import translate, translate_stream
+
+__all__ = ["MasterService"]
+
+Ctx = grpc.aio.ServicerContext
+
+
+def _require_task_id(task_id: str) -> str:
+    task_id = task_id.strip()
+    if not task_id:
+        raise InvalidArgument("task_id is required")
+    if len(task_id) > 64:
+        raise InvalidArgument(f"invalid task id {task_id[:70]!r}")
+    return task_id
+
+
+class MasterService(master_pb2_grpc.MasterServicer):
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    @translate
+    async def RegisterWorker(
+        self, request: master_pb2.RegisterWorkerRequest, context: Ctx
+    ) -> master_pb2.RegisterWorkerResponse:
+        await self.cluster.register_worker(
+            request.worker_id, request.address, resources_from_pb(request.capacity), request.runtime
+        )
+        return master_pb2.RegisterWorkerResponse(
+            accepted=True,
+            message=f"worker {request.worker_id} registered",
+            heartbeat_interval=self.cluster.config.heartbeat_interval,
+        )
+
+    @translate
+    async def ManualRegisterWorker(
+        self, request: master_pb2.ManualRegisterWorkerRequest, context: Ctx
+    ) -> types_pb2.WorkerInfo:
+        worker = await self.cluster.manual_register(request.worker_id, request.address)
+        return worker_to_pb(worker)
+
+    @translate
+    async def SendHeartbeat(
+        self, request: master_pb2.HeartbeatRequest, context: Ctx
+    ) -> master_pb2.HeartbeatResponse:
+        known, stop = await self.cluster.heartbeat(
+            request.worker_id, list(request.running_task_ids)
+        )
+        return master_pb2.HeartbeatResponse(known=known, stop_task_ids=stop)
+
+    @translate
+    async def ReportTaskCompletion(
+        self, request: types_pb2.TaskResult, context: Ctx
+    ) -> types_pb2.TaskAck:
+        _require_task_id(request.task_id)
+        message = await self.cluster.report(result_from_pb(request))
+        return types_pb2.TaskAck(success=True, message=message)
+
+    @translate
+    async def SubmitTask(
+        self, request: master_pb2.SubmitTaskRequest, context: Ctx
+    ) -> types_pb2.Task:
+        return task_to_pb(await self.cluster.submit(spec_from_pb(request.spec)))
+
+    @translate
+    async def GetTask(self, request: types_pb2.TaskID, context: Ctx) -> types_pb2.Task:
+        return task_to_pb(await self.cluster.get_task(_require_task_id(request.task_id)))
+
+    @translate
+    async def ListTasks(
+        self, request: master_pb2.ListTasksRequest, context: Ctx
+    ) -> master_pb2.ListTasksResponse:
+        if request.limit < 0:
+            raise InvalidArgument("limit must not be negative")
+        found = await self.cluster.list_tasks(request.status, request.worker_id, request.limit)
+        return master_pb2.ListTasksResponse(tasks=[task_to_pb(t) for t in found])
+
+    @translate
+    async def ListWorkers(
+        self, request: master_pb2.ListWorkersRequest, context: Ctx
+    ) -> master_pb2.ClusterSnapshot:
+        found = await self.cluster.list_workers()
+        return master_pb2.ClusterSnapshot(workers=[worker_to_pb(w) for w in found])
+
+    @translate
+    async def CancelTask(self, request: types_pb2.TaskID, context: Ctx) -> types_pb2.TaskAck:
+        actor = dict(context.invocation_metadata() or ()).get("cloudai-user", "unknown")
+        message = await self.cluster.cancel(_require_task_id(request.task_id), str(actor))
+        return types_pb2.TaskAck(success=True, message=message)
+
+    @translate_stream
+    async def StreamTaskLogs(
+        self, request: types_pb2.LogsRequest, context: Ctx
+    ) -> AsyncIterator[types_pb2.LogChunk]:
+        task_id = _require_task_id(request.task_id)
+        async for data in self.cluster.stream_logs(task_id, request.follow):
+            yield types_pb2.LogChunk(data=data)

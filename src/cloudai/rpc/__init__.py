@@ -1,0 +1,1 @@
+"""The gRPC edge: protobuf stops here. Inside, code passes core.models dataclasses."""

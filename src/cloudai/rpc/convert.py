@@ -1,0 +1,163 @@
+"""Protobuf <-> core.models conversions, in one place."""
+
+from __future__ import annotations
+
+from cloudai.api.v1 import types_pb2 as pb
+from cloudai.core.lifecycle import TaskStatus
+from cloudai.core.models import Task, TaskEvent, TaskResult, TaskSpec, Worker
+from cloudai.core.resources import Resources
+from cloudai.errors import InvalidArgument
+
+__all__ = [
+    "resources_from_pb",
+    "resources_to_pb",
+    "result_from_pb",
+    "result_to_pb",
+    "spec_from_pb",
+    "spec_to_pb",
+    "task_from_pb",
+    "task_to_pb",
+    "worker_from_pb",
+    "worker_to_pb",
+]
+
+
+def resources_to_pb(r: Resources) -> pb.Resources:
+    return pb.Resources(cpu=r.cpu, mem_gb=r.mem_gb, storage_gb=r.storage_gb, gpu=r.gpu)
+
+
+def resources_from_pb(m: pb.Resources) -> Resources:
+    return Resources(cpu=m.cpu, mem_gb=m.mem_gb, storage_gb=m.storage_gb, gpu=m.gpu)
+
+
+def spec_to_pb(s: TaskSpec) -> pb.TaskSpec:
+    return pb.TaskSpec(
+        image=s.image,
+        command=list(s.command),
+        env=dict(s.env),
+        resources=resources_to_pb(s.resources),
+        name=s.name,
+        worker_id=s.worker_id,
+        owner=s.owner,
+        grace_seconds=s.grace_seconds,
+        stop_signal=s.stop_signal,
+    )
+
+
+def spec_from_pb(m: pb.TaskSpec) -> TaskSpec:
+    return TaskSpec(
+        image=m.image.strip(),
+        command=tuple(m.command),
+        env=dict(m.env),
+        resources=resources_from_pb(m.resources),
+        name=m.name,
+        worker_id=m.worker_id,
+        owner=m.owner,
+        grace_seconds=m.grace_seconds,
+        stop_signal=m.stop_signal,
+    )
+
+
+def _status(value: str) -> TaskStatus:
+    try:
+        return TaskStatus(value)
+    except ValueError:
+        raise InvalidArgument(f"unknown task status {value!r}") from None
+
+
+def task_to_pb(t: Task) -> pb.Task:
+    m = pb.Task(
+        task_id=t.task_id,
+        spec=spec_to_pb(t.spec),
+        status=t.status.value,
+        worker_id=t.worker_id or "",
+        reason=t.reason,
+        created_at=t.created_at,
+        started_at=t.started_at or 0.0,
+        completed_at=t.completed_at or 0.0,
+        oom_killed=t.oom_killed,
+        events=[
+            pb.TaskEvent(at=e.at, kind=e.kind, actor=e.actor, message=e.message) for e in t.events
+        ],
+    )
+    if t.exit_code is not None:
+        m.exit_code = t.exit_code
+    return m
+
+
+def task_from_pb(m: pb.Task) -> Task:
+    return Task(
+        task_id=m.task_id,
+        spec=spec_from_pb(m.spec),
+        status=_status(m.status),
+        worker_id=m.worker_id or None,
+        exit_code=m.exit_code if m.HasField("exit_code") else None,
+        reason=m.reason,
+        created_at=m.created_at,
+        started_at=m.started_at or None,
+        completed_at=m.completed_at or None,
+        oom_killed=m.oom_killed,
+        events=tuple(TaskEvent(e.at, e.kind, e.actor, e.message) for e in m.events),
+    )
+
+
+def result_to_pb(r: TaskResult) -> pb.TaskResult:
+    m = pb.TaskResult(
+        task_id=r.task_id,
+        worker_id=r.worker_id,
+        status=r.status.value,
+        logs=r.logs,
+        completed_at=r.completed_at,
+        error=r.error,
+        oom_killed=r.oom_killed,
+        started_at=r.started_at or 0.0,
+    )
+    if r.exit_code is not None:
+        m.exit_code = r.exit_code
+    return m
+
+
+def result_from_pb(m: pb.TaskResult) -> TaskResult:
+    status = _status(m.status)
+    if status not in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
+        raise InvalidArgument(f"a result must be completed, failed or cancelled, not {m.status!r}")
+    return TaskResult(
+        task_id=m.task_id,
+        worker_id=m.worker_id,
+        status=status,
+        logs=m.logs,
+        exit_code=m.exit_code if m.HasField("exit_code") else None,
+        completed_at=m.completed_at,
+        error=m.error,
+        oom_killed=m.oom_killed,
+        started_at=m.started_at or None,
+    )
+
+
+def worker_to_pb(w: Worker) -> pb.WorkerInfo:
+    return pb.WorkerInfo(
+        worker_id=w.worker_id,
+        address=w.address,
+        capacity=resources_to_pb(w.capacity),
+        allocated=resources_to_pb(w.allocated),
+        available=resources_to_pb(w.available),
+        state=w.state,
+        last_heartbeat=w.last_heartbeat or 0.0,
+        running_tasks=list(w.running_tasks),
+        registered_at=w.registered_at,
+        runtime=w.runtime,
+    )
+
+
+def worker_from_pb(m: pb.WorkerInfo) -> Worker:
+    return Worker(
+        worker_id=m.worker_id,
+        address=m.address,
+        capacity=resources_from_pb(m.capacity),
+        allocated=resources_from_pb(m.allocated),
+        state=m.state,
+        last_heartbeat=m.last_heartbeat or None,
+        registered_at=m.registered_at,
+        runtime=m.runtime,
+        running_tasks=tuple(m.running_tasks),
+    )

@@ -1,0 +1,58 @@
+"""Building a grpc.aio server with the standard health service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from cloudai.errors import InvalidArgument
+
+__all__ = ["CHANNEL_OPTIONS", "Served", "new_server"]
+
+MAX_MESSAGE = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+_SERVER_OPTIONS = [
+    *CHANNEL_OPTIONS,
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass
+class Served:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+    async def set_serving(self, service_names: list[str], serving: bool = True) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *service_names]:
+            await self.health.set(name, status)
+
+
+def new_server(listen: str) -> Served:
+    """A server bound to `listen` (HOST:PORT; port 0 picks one) with grpc.health.v1, which
+    answers NOT_SERVING until `set_serving`. The server is not started yet."""
+    server = grpc.aio.server(options=_SERVER_OPTIONS)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise InvalidArgument(f"cannot listen on {listen}: {exc}") from exc
+    if port == 0:
+        raise InvalidArgument(f"cannot listen on {listen}: address in use or invalid")
+    return Served(server, port, health_servicer)

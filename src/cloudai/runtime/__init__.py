@@ -1,0 +1,20 @@
+"""Container runtimes: the driver verbs (start, wait, stop, destroy, list, logs)."""
+
+from cloudai.runtime.base import Exit, Handle, Runtime
+
+__all__ = ["Exit", "Handle", "Runtime", "open_runtime"]
+
+
+def open_runtime(name: str, worker_id: str, state_dir: str) -> Runtime:
+    """The runtime called `name` ("docker" or "process")."""
+    if name == "docker":
+        from cloudai.runtime.docker import DockerRuntime
+
+        return DockerRuntime(worker_id)
+    if name == "process":
+        from cloudai.runtime.process import ProcessRuntime
+
+        return ProcessRuntime(worker_id, state_dir)
+    from cloudai.errors import InvalidArgument
+
+    raise InvalidArgument(f"unknown runtime {name!r}: use docker or process")

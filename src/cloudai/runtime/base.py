@@ -1,0 +1,74 @@
+"""The runtime contract. The worker speaks only these verbs; each runtime implements them.
+
+A runtime labels what it starts with the task and worker IDs, so `list` finds it again after
+the worker restarts (re-adoption)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cloudai.core.models import TaskSpec
+
+__all__ = ["LOG_LIMIT", "Exit", "Handle", "Runtime"]
+
+LOG_LIMIT = 1024 * 1024  # the result keeps the last MiB of a task's output
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    task_id: str
+    ref: str  # container ID, or process group ID
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    exit_code: int | None
+    oom_killed: bool = False
+    error: str = ""
+
+
+class Runtime(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise Unavailable when the engine does not answer."""
+
+    @abc.abstractmethod
+    async def prepare(self, task_id: str, spec: TaskSpec) -> None:
+        """Make the task startable (pull a missing image). Raise RuntimeFailure with the cause."""
+
+    @abc.abstractmethod
+    async def start(self, task_id: str, spec: TaskSpec) -> Handle:
+        """Create and start the task. Raise RuntimeFailure when it cannot start."""
+
+    @abc.abstractmethod
+    async def wait(self, handle: Handle) -> Exit:
+        """Block until the task has exited; its exit code and whether it was OOM-killed."""
+
+    @abc.abstractmethod
+    async def stop(self, handle: Handle, signal: str, grace: float) -> str:
+        """Send `signal`, wait up to `grace` seconds, then SIGKILL. Returns how it went:
+        "exited" (ended within the grace), "killed" (needed SIGKILL) or "not running"."""
+
+    @abc.abstractmethod
+    async def destroy(self, handle: Handle) -> None:
+        """Remove every trace of the task (container, files). Idempotent."""
+
+    @abc.abstractmethod
+    async def list(self) -> list[Handle]:
+        """Tasks of this worker that exist in the engine (running or exited, not destroyed)."""
+
+    @abc.abstractmethod
+    async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
+        """The task's output so far (stdout and stderr), the last `limit` bytes."""
+
+    @abc.abstractmethod
+    def follow_logs(self, handle: Handle, follow: bool) -> AsyncIterator[bytes]:
+        """The task's output from the start; with `follow`, on until the task ends."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the runtime's own resources."""

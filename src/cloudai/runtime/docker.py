@@ -1,0 +1,217 @@
+"""The Docker runtime, through the Docker SDK. Blocking SDK calls run on a private thread pool
+(waits and log streams block for a task's whole life, so the pool is sized for that)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest
+from docker.utils import parse_repository_tag
+
+from cloudai.core.models import TaskSpec
+from cloudai.errors import RuntimeFailure, Unavailable
+from cloudai.runtime.base import LOG_LIMIT, Exit, Handle, Runtime
+
+__all__ = ["LABEL_TASK", "LABEL_WORKER", "DockerRuntime"]
+
+log = logging.getLogger("cloudai.runtime.docker")
+T = TypeVar("T")
+LABEL_TASK = "cloudai.task"
+LABEL_WORKER = "cloudai.worker"
+_API_TIMEOUT = 30
+_WAIT_SLICE = 30
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)
+    return str(exc) or type(exc).__name__
+
+
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self._pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="docker")
+        try:
+            self.client = docker.from_env(timeout=_API_TIMEOUT)
+        except docker.errors.DockerException as exc:
+            raise Unavailable(f"no Docker engine: {exc}") from exc
+        self.api = self.client.api
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    async def ping(self) -> None:
+        try:
+            await self._call(self.api.ping)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise Unavailable(f"Docker engine not answering: {exc}") from exc
+
+    async def prepare(self, task_id: str, spec: TaskSpec) -> None:
+        try:
+            await self._call(self.api.inspect_image, spec.image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"cannot inspect image {spec.image}: {_explain(exc)}") from exc
+        repo, tag = parse_repository_tag(spec.image)
+        log.info("[Task %s] pulling %s", task_id, spec.image)
+        try:
+            await self._call(self.api.pull, repo, tag=tag or "latest")
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise RuntimeFailure(f"image pull failed for {spec.image}: {_explain(exc)}") from exc
+
+    async def start(self, task_id: str, spec: TaskSpec) -> Handle:
+        return await self._call(self._start_sync, task_id, spec)
+
+    def _start_sync(self, task_id: str, spec: TaskSpec) -> Handle:
+        r = spec.resources
+        host_config = self.api.create_host_config(
+            nano_cpus=int(r.cpu * 1e9) if r.cpu > 0 else None,
+            mem_limit=int(r.mem_gb * 1024**3) if r.mem_gb > 0 else None,
+            memswap_limit=int(r.mem_gb * 1024**3) if r.mem_gb > 0 else None,
+            device_requests=[DeviceRequest(count=r.gpu, capabilities=[["gpu"]])] if r.gpu else None,
+        )
+        name = f"cloudai-{task_id}"
+        try:
+            created = self.api.create_container(
+                spec.image,
+                command=list(spec.command) or None,
+                environment=dict(spec.env),
+                labels={LABEL_TASK: task_id, LABEL_WORKER: self.worker_id},
+                name=name,
+                host_config=host_config,
+                stop_signal=spec.signal,
+            )
+            cid = created["Id"]
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: a container of this task exists already
+                raise RuntimeFailure(f"cannot create container: {_explain(exc)}") from exc
+            cid = self.api.inspect_container(name)["Id"]
+        try:
+            self.api.start(cid)
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"cannot start container: {_explain(exc)}") from exc
+        return Handle(task_id=task_id, ref=cid, started_at=time.time())
+
+    async def wait(self, handle: Handle) -> Exit:
+        while True:
+            try:
+                out = await self._call(self.api.wait, handle.ref, timeout=_WAIT_SLICE)
+                break
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                continue  # still running (or the engine is slow): wait on
+            except docker.errors.NotFound:
+                return Exit(None, error="container disappeared")
+        code = out.get("StatusCode")
+        try:
+            state = (await self._call(self.api.inspect_container, handle.ref))["State"]
+        except docker.errors.NotFound:
+            return Exit(code, error="container disappeared")
+        oom = bool(state.get("OOMKilled"))
+        error = out.get("Error") and (out["Error"].get("Message") or "") or ""
+        if oom:
+            error = "OOM killed: the task exceeded its memory limit"
+        return Exit(code, oom_killed=oom, error=error)
+
+    async def _running(self, handle: Handle) -> bool:
+        try:
+            state = (await self._call(self.api.inspect_container, handle.ref))["State"]
+        except docker.errors.NotFound:
+            return False
+        return bool(state.get("Running"))
+
+    async def stop(self, handle: Handle, signal: str, grace: float) -> str:
+        if not await self._running(handle):
+            return "not running"
+        try:
+            await self._call(self.api.kill, handle.ref, signal=signal)
+        except docker.errors.APIError as exc:
+            if not await self._running(handle):
+                return "not running"
+            raise RuntimeFailure(f"signal failed: {_explain(exc)}") from exc
+        if signal != "SIGKILL":
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not await self._running(handle):
+                    return "exited"
+                await asyncio.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
+            if not await self._running(handle):
+                return "exited"
+        try:
+            await self._call(self.api.kill, handle.ref, signal="SIGKILL")
+        except docker.errors.APIError as exc:
+            if await self._running(handle):
+                raise RuntimeFailure(f"kill failed: {_explain(exc)}") from exc
+        return "killed"
+
+    async def destroy(self, handle: Handle) -> None:
+        try:
+            await self._call(self.api.remove_container, handle.ref, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress
+                raise RuntimeFailure(f"remove failed: {_explain(exc)}") from exc
+
+    async def list(self) -> list[Handle]:
+        found = await self._call(
+            self.api.containers, all=True, filters={"label": f"{LABEL_WORKER}={self.worker_id}"}
+        )
+        return [
+            Handle(task_id=c["Labels"][LABEL_TASK], ref=c["Id"], started_at=float(c["Created"]))
+            for c in found
+            if LABEL_TASK in (c.get("Labels") or {})
+        ]
+
+    async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
+        try:
+            raw: bytes = await self._call(self.api.logs, handle.ref, stdout=True, stderr=True)
+        except docker.errors.NotFound:
+            return ""
+        return raw[-limit:].decode("utf-8", errors="replace")
+
+    async def follow_logs(self, handle: Handle, follow: bool) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        stream_box: list[Any] = []
+
+        def pump() -> None:
+            try:
+                stream = self.api.logs(
+                    handle.ref, stdout=True, stderr=True, stream=True, follow=follow
+                )
+                stream_box.append(stream)
+                for chunk in stream:
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            except Exception as exc:  # the stream ends with the container, or with the engine
+                log.debug("log stream for %s ended: %s", handle.task_id, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        future = loop.run_in_executor(self._pool, pump)
+        try:
+            while (chunk := await queue.get()) is not None:
+                yield chunk
+        finally:
+            for stream in stream_box:
+                close = getattr(stream, "close", None)
+                if close:
+                    close()
+            future.cancel()
+
+    async def close(self) -> None:
+        self.client.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)

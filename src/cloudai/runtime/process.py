@@ -1,0 +1,190 @@
+"""The process runtime: each task is a local process group, without isolation or limits.
+
+For machines with no Docker engine. The command runs under a small shell wrapper that records
+its exit code in a file, and the group is detached from the worker, so a restarted worker finds
+its tasks again (state in `state_dir/<task_id>/`) and still learns how they ended."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import signal as signals
+import time
+from collections.abc import AsyncIterator
+
+import psutil
+
+from cloudai.core.models import TaskSpec
+from cloudai.errors import RuntimeFailure
+from cloudai.runtime.base import LOG_LIMIT, Exit, Handle, Runtime
+
+__all__ = ["ProcessRuntime"]
+
+# Catch (not ignore) the stop signals, so the wrapper outlives them and records the child's
+# exit code; a caught signal is reset to its default in the exec'd child.
+_WRAPPER = (
+    'trap : TERM INT HUP QUIT USR1 USR2; "$@"; code=$?; '
+    'echo $code > "$CLOUDAI_EXIT_FILE.tmp" && mv "$CLOUDAI_EXIT_FILE.tmp" "$CLOUDAI_EXIT_FILE"'
+)
+_POLL = 0.05
+
+
+class ProcessRuntime(Runtime):
+    name = "process"
+
+    def __init__(self, worker_id: str, state_dir: str | os.PathLike[str]) -> None:
+        self.worker_id = worker_id
+        self.root = pathlib.Path(state_dir) / "process-tasks"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._children: dict[str, asyncio.subprocess.Process] = {}
+
+    def _dir(self, task_id: str) -> pathlib.Path:
+        return self.root / task_id
+
+    async def ping(self) -> None:
+        return None
+
+    async def prepare(self, task_id: str, spec: TaskSpec) -> None:
+        if not spec.command:
+            raise RuntimeFailure(
+                "the process runtime needs a command: it cannot run an image's own command"
+            )
+        if shutil.which(spec.command[0]) is None and not os.path.exists(spec.command[0]):
+            raise RuntimeFailure(f"command not found: {spec.command[0]}")
+
+    async def start(self, task_id: str, spec: TaskSpec) -> Handle:
+        await self.prepare(task_id, spec)
+        d = self._dir(task_id)
+        meta_path = d / "meta.json"
+        if meta_path.exists():  # started before (a repeated order): the same task
+            meta = json.loads(meta_path.read_text())
+            return Handle(task_id, str(meta["pid"]), meta["started_at"])
+        d.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **spec.env, "CLOUDAI_EXIT_FILE": str(d / "exit")}
+        with open(d / "out.log", "ab") as out:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    "/bin/sh",
+                    "-c",
+                    _WRAPPER,
+                    "sh",
+                    *spec.command,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    cwd=d,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot start process: {exc}") from exc
+        started = time.time()
+        create_time = psutil.Process(proc.pid).create_time()
+        meta_path.write_text(
+            json.dumps(
+                {
+                    "pid": proc.pid,
+                    "started_at": started,
+                    "create_time": create_time,
+                    "worker_id": self.worker_id,
+                }
+            )
+        )
+        self._children[task_id] = proc
+        return Handle(task_id, str(proc.pid), started)
+
+    def _alive(self, handle: Handle) -> bool:
+        child = self._children.get(handle.task_id)
+        if child is not None:
+            return child.returncode is None
+        try:
+            meta = json.loads((self._dir(handle.task_id) / "meta.json").read_text())
+            proc = psutil.Process(int(handle.ref))
+            return proc.create_time() == meta["create_time"] and proc.status() != "zombie"
+        except (OSError, ValueError, KeyError, psutil.Error):
+            return False
+
+    async def wait(self, handle: Handle) -> Exit:
+        child = self._children.get(handle.task_id)
+        rc: int | None = None
+        if child is not None:
+            rc = await child.wait()
+        else:
+            while self._alive(handle):
+                await asyncio.sleep(_POLL * 4)
+        exit_file = self._dir(handle.task_id) / "exit"
+        if exit_file.exists():
+            return Exit(int(exit_file.read_text().strip() or 0))
+        if rc is not None:
+            return Exit(128 - rc if rc < 0 else rc)
+        return Exit(None, error="the process ended without recording an exit code")
+
+    def _signal(self, handle: Handle, sig: signals.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(handle.ref), sig)
+
+    async def stop(self, handle: Handle, signal: str, grace: float) -> str:
+        if not self._alive(handle):
+            return "not running"
+        self._signal(handle, signals.Signals[signal])
+        if signal != "SIGKILL":
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not self._alive(handle):
+                    return "exited"
+                await asyncio.sleep(_POLL)
+            if not self._alive(handle):
+                return "exited"
+        self._signal(handle, signals.SIGKILL)
+        return "killed"
+
+    async def destroy(self, handle: Handle) -> None:
+        self._signal(handle, signals.SIGKILL)  # whatever the task left behind in its group
+        child = self._children.pop(handle.task_id, None)
+        if child is not None and child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                await asyncio.wait_for(child.wait(), 5)
+        shutil.rmtree(self._dir(handle.task_id), ignore_errors=True)
+
+    async def list(self) -> list[Handle]:
+        out = []
+        for meta_path in sorted(self.root.glob("*/meta.json")):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if meta.get("worker_id") == self.worker_id:
+                out.append(Handle(meta_path.parent.name, str(meta["pid"]), meta["started_at"]))
+        return out
+
+    async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
+        path = self._dir(handle.task_id) / "out.log"
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(path.stat().st_size - limit, 0))
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    async def follow_logs(self, handle: Handle, follow: bool) -> AsyncIterator[bytes]:
+        path = self._dir(handle.task_id) / "out.log"
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - held across awaits
+        except FileNotFoundError:
+            return
+        with f:
+            while True:
+                chunk = f.read(65536)
+                if chunk:
+                    yield chunk
+                    continue
+                if not follow or not self._alive(handle):
+                    rest = f.read()
+                    if rest:
+                        yield rest
+                    return
+                await asyncio.sleep(_POLL * 4)

@@ -1,0 +1,56 @@
+"""assignments: which worker a task was placed on, and whether the order reached it."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select
+
+from cloudai.core.lifecycle import TaskStatus
+from cloudai.store.schema import assignments, tasks
+
+__all__ = ["create", "mark_delivered", "record_attempt", "undelivered", "worker_of"]
+
+
+def create(conn: Connection, task_id: str, worker_id: str, now: float) -> None:
+    conn.execute(
+        assignments.insert().values(
+            task_id=task_id, worker_id=worker_id, assigned_at=now, attempts=0, last_error=""
+        )
+    )
+
+
+def worker_of(conn: Connection, task_id: str) -> str | None:
+    return conn.execute(
+        select(assignments.c.worker_id).where(assignments.c.task_id == task_id)
+    ).scalar_one_or_none()
+
+
+def mark_delivered(conn: Connection, task_id: str, now: float) -> None:
+    conn.execute(
+        assignments.update()
+        .where(assignments.c.task_id == task_id, assignments.c.delivered_at.is_(None))
+        .values(delivered_at=now, attempts=assignments.c.attempts + 1, last_error="")
+    )
+
+
+def record_attempt(conn: Connection, task_id: str, error: str) -> int:
+    """Count a failed delivery; returns the attempts so far."""
+    conn.execute(
+        assignments.update()
+        .where(assignments.c.task_id == task_id)
+        .values(attempts=assignments.c.attempts + 1, last_error=error[:2000])
+    )
+    n = conn.execute(
+        select(assignments.c.attempts).where(assignments.c.task_id == task_id)
+    ).scalar_one_or_none()
+    return int(n or 0)
+
+
+def undelivered(conn: Connection) -> list[tuple[str, str]]:
+    """(task_id, worker_id) of running tasks whose assignment has not reached the worker."""
+    rows = conn.execute(
+        select(assignments.c.task_id, assignments.c.worker_id)
+        .join(tasks, tasks.c.task_id == assignments.c.task_id)
+        .where(assignments.c.delivered_at.is_(None), tasks.c.status == TaskStatus.RUNNING.value)
+        .order_by(assignments.c.assigned_at)
+    )
+    return [(r[0], r[1]) for r in rows]

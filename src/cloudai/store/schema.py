@@ -1,0 +1,101 @@
+"""Table definitions: the spec's four collections (workers, tasks, assignments, results) plus
+task_events. Alembic migrations in alembic/versions/ create exactly these."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("address", String(255), nullable=False),
+    Column("cpu", Float, nullable=False, default=0.0),
+    Column("mem_gb", Float, nullable=False, default=0.0),
+    Column("storage_gb", Float, nullable=False, default=0.0),
+    Column("gpu", Integer, nullable=False, default=0),
+    Column("runtime", String(16), nullable=False, default=""),
+    Column("source", String(16), nullable=False),  # self | manual
+    Column("registered_at", Float, nullable=False),
+    Column("last_heartbeat", Float, nullable=True),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False, default=""),
+    Column("image", String(255), nullable=False),
+    Column("command", JSON, nullable=False),
+    Column("env", JSON, nullable=False),
+    Column("req_cpu", Float, nullable=False),
+    Column("req_mem_gb", Float, nullable=False),
+    Column("req_storage_gb", Float, nullable=False),
+    Column("req_gpu", Integer, nullable=False),
+    Column("requested_worker", String(64), nullable=True),
+    Column("owner", String(64), nullable=False, default=""),
+    Column("grace_seconds", Float, nullable=False, default=0.0),
+    Column("stop_signal", String(16), nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("exit_code", Integer, nullable=True),
+    Column("reason", Text, nullable=False, default=""),
+    Column("oom_killed", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("completed_at", Float, nullable=True),
+    Index("ix_tasks_status", "status"),
+)
+
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("task_id", String(64), ForeignKey("tasks.task_id"), primary_key=True),
+    Column("worker_id", String(64), ForeignKey("workers.worker_id"), nullable=False),
+    Column("assigned_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=False, default=""),
+    Index("ix_assignments_worker", "worker_id"),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(64), ForeignKey("tasks.task_id"), nullable=False, unique=True),
+    Column("worker_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("logs", Text, nullable=False, default=""),
+    Column("exit_code", Integer, nullable=True),
+    Column("error", Text, nullable=False, default=""),
+    Column("oom_killed", Boolean, nullable=False, default=False),
+    Column("started_at", Float, nullable=True),
+    Column("completed_at", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+)
+
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(64), ForeignKey("tasks.task_id"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("actor", String(128), nullable=False, default=""),
+    Column("message", Text, nullable=False, default=""),
+    Index("ix_task_events_task", "task_id", "id"),
+)

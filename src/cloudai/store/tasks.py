@@ -1,0 +1,183 @@
+"""tasks: what to run and how far it got. Only this module writes the table.
+
+Every status change is one guarded UPDATE ... WHERE status IN (allowed sources); the row count
+says whether this caller won. Allocated resources are derived from the rows, never counted."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from cloudai.core.lifecycle import ACTIVE, HOLDS_RESOURCES, TaskStatus, allowed_sources
+from cloudai.core.models import Task, TaskEvent, TaskSpec
+from cloudai.core.resources import Resources
+from cloudai.store import events as events_table
+from cloudai.store.schema import assignments, tasks
+
+__all__ = [
+    "active_ids_on",
+    "allocated_by_worker",
+    "get",
+    "insert",
+    "list_tasks",
+    "pending",
+    "transition",
+]
+
+_COLUMNS = [*tasks.c, assignments.c.worker_id]
+
+
+def _joined() -> Any:
+    return tasks.outerjoin(assignments, assignments.c.task_id == tasks.c.task_id)
+
+
+def insert(conn: Connection, task_id: str, spec: TaskSpec, now: float) -> None:
+    r = spec.resources
+    conn.execute(
+        tasks.insert().values(
+            task_id=task_id,
+            name=spec.name,
+            image=spec.image,
+            command=list(spec.command),
+            env=dict(spec.env),
+            req_cpu=r.cpu,
+            req_mem_gb=r.mem_gb,
+            req_storage_gb=r.storage_gb,
+            req_gpu=r.gpu,
+            requested_worker=spec.worker_id or None,
+            owner=spec.owner,
+            grace_seconds=spec.grace_seconds,
+            stop_signal=spec.stop_signal,
+            status=TaskStatus.PENDING.value,
+            reason="",
+            oom_killed=False,
+            created_at=now,
+        )
+    )
+
+
+def transition(conn: Connection, task_id: str, dst: TaskStatus, **fields: Any) -> bool:
+    """Move the task to `dst` if its current status allows it; True when this call won."""
+    sources = [s.value for s in allowed_sources(dst)]
+    res = conn.execute(
+        tasks.update()
+        .where(tasks.c.task_id == task_id, tasks.c.status.in_(sources))
+        .values(status=dst.value, **fields)
+    )
+    return res.rowcount == 1
+
+
+def _row_to_task(row: Mapping[str, Any], events: tuple[TaskEvent, ...] = ()) -> Task:
+    spec = TaskSpec(
+        image=row["image"],
+        command=tuple(row["command"] or ()),
+        env=dict(row["env"] or {}),
+        resources=Resources(
+            row["req_cpu"], row["req_mem_gb"], row["req_storage_gb"], row["req_gpu"]
+        ),
+        name=row["name"],
+        worker_id=row["requested_worker"] or "",
+        owner=row["owner"],
+        grace_seconds=row["grace_seconds"],
+        stop_signal=row["stop_signal"],
+    )
+    return Task(
+        task_id=row["task_id"],
+        spec=spec,
+        status=TaskStatus(row["status"]),
+        worker_id=row["worker_id"],
+        exit_code=row["exit_code"],
+        reason=row["reason"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        oom_killed=bool(row["oom_killed"]),
+        events=events,
+    )
+
+
+def get(conn: Connection, task_id: str, events: bool = False) -> Task | None:
+    row = (
+        conn.execute(select(*_COLUMNS).select_from(_joined()).where(tasks.c.task_id == task_id))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    return _row_to_task(row, events_table.for_task(conn, task_id) if events else ())
+
+
+def list_tasks(
+    conn: Connection, status: str = "", worker_id: str = "", limit: int = 0
+) -> list[Task]:
+    stmt = select(*_COLUMNS).select_from(_joined()).order_by(tasks.c.created_at, tasks.c.task_id)
+    if status:
+        stmt = stmt.where(tasks.c.status == status)
+    if worker_id:
+        stmt = stmt.where(assignments.c.worker_id == worker_id)
+    if limit:
+        stmt = stmt.limit(limit)
+    return [_row_to_task(r) for r in conn.execute(stmt).mappings()]
+
+
+def pending(conn: Connection, limit: int = 500) -> list[Task]:
+    stmt = (
+        select(*_COLUMNS)
+        .select_from(_joined())
+        .where(tasks.c.status == TaskStatus.PENDING.value)
+        .order_by(tasks.c.created_at, tasks.c.task_id)
+        .limit(limit)
+    )
+    return [_row_to_task(r) for r in conn.execute(stmt).mappings()]
+
+
+def allocated_by_worker(conn: Connection, worker_id: str | None = None) -> dict[str, Resources]:
+    """Sum of the requests of the tasks that hold each worker's resources."""
+    stmt = (
+        select(
+            assignments.c.worker_id,
+            func.coalesce(func.sum(tasks.c.req_cpu), 0.0),
+            func.coalesce(func.sum(tasks.c.req_mem_gb), 0.0),
+            func.coalesce(func.sum(tasks.c.req_storage_gb), 0.0),
+            func.coalesce(func.sum(tasks.c.req_gpu), 0),
+        )
+        .select_from(tasks.join(assignments, assignments.c.task_id == tasks.c.task_id))
+        .where(tasks.c.status.in_([s.value for s in HOLDS_RESOURCES]))
+        .group_by(assignments.c.worker_id)
+    )
+    if worker_id is not None:
+        stmt = stmt.where(assignments.c.worker_id == worker_id)
+    return {
+        r[0]: Resources(float(r[1]), float(r[2]), float(r[3]), int(r[4]))
+        for r in conn.execute(stmt)
+    }
+
+
+def active_ids_on(conn: Connection, worker_id: str) -> list[str]:
+    """IDs of the active tasks placed on a worker."""
+    stmt = (
+        select(tasks.c.task_id)
+        .select_from(tasks.join(assignments, assignments.c.task_id == tasks.c.task_id))
+        .where(assignments.c.worker_id == worker_id, tasks.c.status.in_([s.value for s in ACTIVE]))
+    )
+    return [r[0] for r in conn.execute(stmt)]
+
+
+def fill_exit(conn: Connection, task_id: str, exit_code: int | None, oom_killed: bool) -> None:
+    """Record the exit code of a task whose status was decided before it exited (never the
+    status itself)."""
+    conn.execute(
+        tasks.update()
+        .where(tasks.c.task_id == task_id, tasks.c.exit_code.is_(None))
+        .values(exit_code=exit_code, oom_killed=oom_killed)
+    )
+
+
+def mark_started(conn: Connection, task_id: str, now: float) -> None:
+    conn.execute(
+        tasks.update()
+        .where(tasks.c.task_id == task_id, tasks.c.started_at.is_(None))
+        .values(started_at=now)
+    )

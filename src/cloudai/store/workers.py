@@ -1,0 +1,87 @@
+"""workers: the machines that run tasks. Only this module writes the table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from cloudai.core.resources import Resources
+from cloudai.store._dialect import upsert
+from cloudai.store.schema import workers
+
+__all__ = ["WorkerRow", "all_rows", "get", "register_manual", "register_self", "touch"]
+
+WorkerRow = Mapping[str, Any]
+
+
+def register_self(
+    conn: Connection, worker_id: str, address: str, capacity: Resources, runtime: str, now: float
+) -> None:
+    """A worker announced itself with its capacity: insert or refresh it, and count as alive."""
+    fields = {
+        "address": address,
+        "cpu": capacity.cpu,
+        "mem_gb": capacity.mem_gb,
+        "storage_gb": capacity.storage_gb,
+        "gpu": capacity.gpu,
+        "runtime": runtime,
+        "source": "self",
+        "last_heartbeat": now,
+    }
+    upsert(
+        conn, workers, "worker_id", {"worker_id": worker_id, "registered_at": now, **fields}, fields
+    )
+
+
+def register_manual(
+    conn: Connection,
+    worker_id: str,
+    address: str,
+    capacity: Resources | None,
+    runtime: str,
+    now: float,
+) -> None:
+    """An operator registered a worker by address (the spec's ManualRegisterWorker).
+
+    `capacity` is what the worker said when the master reached it; None when unreachable (the
+    worker fills it in when it registers itself)."""
+    fields: dict[str, Any] = {"address": address, "source": "manual"}
+    if capacity is not None:
+        fields |= {
+            "cpu": capacity.cpu,
+            "mem_gb": capacity.mem_gb,
+            "storage_gb": capacity.storage_gb,
+            "gpu": capacity.gpu,
+            "runtime": runtime,
+            "last_heartbeat": now,
+        }
+    zero = {"cpu": 0.0, "mem_gb": 0.0, "storage_gb": 0.0, "gpu": 0, "runtime": runtime}
+    upsert(
+        conn,
+        workers,
+        "worker_id",
+        {"worker_id": worker_id, "registered_at": now, **zero, **fields},
+        fields,
+    )
+
+
+def touch(conn: Connection, worker_id: str, now: float) -> bool:
+    """Record a heartbeat; False when the worker is unknown."""
+    res = conn.execute(
+        workers.update().where(workers.c.worker_id == worker_id).values(last_heartbeat=now)
+    )
+    return res.rowcount == 1
+
+
+def get(conn: Connection, worker_id: str) -> WorkerRow | None:
+    return conn.execute(select(workers).where(workers.c.worker_id == worker_id)).mappings().first()
+
+
+def all_rows(conn: Connection) -> list[WorkerRow]:
+    return list(conn.execute(select(workers).order_by(workers.c.worker_id)).mappings())
+
+
+def capacity_of(row: WorkerRow) -> Resources:
+    return Resources(row["cpu"], row["mem_gb"], row["storage_gb"], row["gpu"])

@@ -1,0 +1,100 @@
+"""Running a worker process: runtime, re-adoption, gRPC server, heartbeat-loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+
+from cloudai.api.v1 import worker_pb2_grpc
+from cloudai.core.resources import Resources
+from cloudai.rpc.server import Served, new_server
+from cloudai.runtime import Runtime, open_runtime
+from cloudai.worker.link import MasterLink
+from cloudai.worker.service import WorkerService
+from cloudai.worker.supervisor import Supervisor
+
+__all__ = ["RunningWorker", "WorkerConfig", "run_worker", "serve_worker"]
+
+log = logging.getLogger("cloudai.worker")
+SERVICE = "cloudai.api.v1.Worker"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str
+    master: str
+    listen: str
+    runtime: str
+    capacity: Resources
+    state_dir: str
+    advertise: str = ""
+    heartbeat_interval: float = 5.0
+
+
+@dataclass
+class RunningWorker:
+    served: Served
+    link: MasterLink
+    supervisor: Supervisor
+    runtime: Runtime
+    beat: asyncio.Task[None]
+
+    async def shutdown(self) -> None:
+        await self.served.set_serving([SERVICE], serving=False)
+        self.beat.cancel()
+        await asyncio.gather(self.beat, return_exceptions=True)
+        await self.served.server.stop(grace=1.0)
+        await self.supervisor.close()  # tasks keep running: a restart re-adopts them
+        await self.link.close()
+        await self.runtime.close()
+
+
+def _advertised(listen: str, port: int, advertise: str) -> str:
+    if advertise:
+        return advertise
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"{host}:{port}"
+
+
+async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
+    runtime = open_runtime(cfg.runtime, cfg.worker_id, cfg.state_dir)
+    await runtime.ping()
+    served = new_server(cfg.listen)
+    address = _advertised(cfg.listen, served.port, cfg.advertise)
+    link = MasterLink(
+        cfg.master, cfg.worker_id, address, cfg.capacity, cfg.runtime, cfg.heartbeat_interval
+    )
+    supervisor = Supervisor(runtime, link, cfg.worker_id)
+    adopted = await supervisor.adopt()
+    worker_pb2_grpc.add_WorkerServicer_to_server(WorkerService(supervisor, link), served.server)
+    await served.server.start()
+    await served.set_serving([SERVICE])
+    beat = asyncio.create_task(
+        link.heartbeat_loop(supervisor.running_ids, supervisor.stop_orders), name="heartbeat-loop"
+    )
+    log.info(
+        "worker %s serving on %s (advertised %s), runtime %s, capacity %s, %d task(s) re-adopted",
+        cfg.worker_id,
+        cfg.listen,
+        address,
+        cfg.runtime,
+        cfg.capacity,
+        adopted,
+    )
+    return RunningWorker(served, link, supervisor, runtime, beat)
+
+
+async def run_worker(cfg: WorkerConfig) -> None:
+    worker = await serve_worker(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("worker %s shutting down (its tasks keep running)", cfg.worker_id)
+    await worker.shutdown()

@@ -1,0 +1,134 @@
+"""The worker's link to the master: registration, heartbeat-loop, result reports with retry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from cloudai.api.v1 import master_pb2, master_pb2_grpc
+from cloudai.core.models import TaskResult
+from cloudai.core.resources import Resources
+from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.rpc.convert import resources_to_pb, result_to_pb
+from cloudai.rpc.errors import from_rpc_error
+from cloudai.rpc.server import CHANNEL_OPTIONS
+
+__all__ = ["MasterLink"]
+
+log = logging.getLogger("cloudai.worker.link")
+RPC_DEADLINE = 10.0
+
+
+class MasterLink:
+    def __init__(
+        self,
+        master: str,
+        worker_id: str,
+        address: str,
+        capacity: Resources,
+        runtime: str,
+        heartbeat_interval: float = 5.0,
+    ) -> None:
+        self.master = master
+        self.worker_id = worker_id
+        self.address = address
+        self.capacity = capacity
+        self.runtime = runtime
+        self.interval = heartbeat_interval
+        self._channel = grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS)
+        self._stub = master_pb2_grpc.MasterStub(self._channel)
+        self.registered = asyncio.Event()
+
+    async def register(self, running: list[str]) -> None:
+        try:
+            await self._stub.RegisterWorker(
+                master_pb2.RegisterWorkerRequest(
+                    worker_id=self.worker_id,
+                    address=self.address,
+                    capacity=resources_to_pb(self.capacity),
+                    runtime=self.runtime,
+                    running_task_ids=running,
+                ),
+                timeout=RPC_DEADLINE,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, f"master at {self.master}") from exc
+        self.registered.set()
+        log.info(
+            "✓ registered with master %s as %s (%s)", self.master, self.worker_id, self.capacity
+        )
+
+    async def heartbeat(self, running: list[str]) -> tuple[bool, list[str]]:
+        try:
+            reply = await self._stub.SendHeartbeat(
+                master_pb2.HeartbeatRequest(worker_id=self.worker_id, running_task_ids=running),
+                timeout=RPC_DEADLINE,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, f"master at {self.master}") from exc
+        return bool(reply.known), list(reply.stop_task_ids)
+
+    async def heartbeat_loop(
+        self,
+        running: Callable[[], list[str]],
+        on_stop_orders: Callable[[list[str]], Awaitable[None]],
+    ) -> None:
+        """heartbeat-loop: (re-)register when needed, beat every interval, carry out orders."""
+        log.info("heartbeat-loop started (every %gs to %s)", self.interval, self.master)
+        failures = 0
+        try:
+            while True:
+                try:
+                    if not self.registered.is_set():
+                        await self.register(running())
+                    known, stop = await self.heartbeat(running())
+                    if not known:
+                        log.warning("⚠ master does not know this worker: registering again")
+                        self.registered.clear()
+                        continue
+                    if failures:
+                        log.info("✓ master %s reachable again", self.master)
+                    failures = 0
+                    if stop:
+                        await on_stop_orders(stop)
+                except CloudAIError as exc:
+                    failures += 1
+                    if failures in (1, 10) or failures % 100 == 0:
+                        log.warning("⚠ heartbeat to %s failed (%d): %s", self.master, failures, exc)
+                await asyncio.sleep(self.interval)
+        finally:
+            log.info("heartbeat-loop stopped")
+
+    async def report(self, result: TaskResult) -> None:
+        """Send a result until the master acknowledges it (it stores each task's result once)."""
+        delay = 0.2
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                ack = await self._stub.ReportTaskCompletion(
+                    result_to_pb(result), timeout=RPC_DEADLINE
+                )
+                log.info("[Task %s] ✓ result reported to master: %s", result.task_id, ack.message)
+                return
+            except grpc.aio.AioRpcError as exc:
+                err = from_rpc_error(exc, f"master at {self.master}")
+                if isinstance(err, (NotFound, Conflict, InvalidArgument)):
+                    log.warning("[Task %s] ✗ master refused the result: %s", result.task_id, err)
+                    return
+                if attempt in (1, 10) or attempt % 100 == 0:
+                    log.warning(
+                        "[Task %s] ⚠ result report failed (attempt %d), retrying: %s",
+                        result.task_id,
+                        attempt,
+                        err,
+                    )
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        await self._channel.close()

@@ -1,0 +1,83 @@
+"""The Worker gRPC service: the master assigns, cancels and reads logs through it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from cloudai.api.v1 import types_pb2, worker_pb2, worker_pb2_grpc
+from cloudai.core.models import STOP_SIGNALS, Worker
+from cloudai.errors import InvalidArgument
+from cloudai.rpc.convert import spec_from_pb, worker_to_pb
+from cloudai.rpc.errors import translate, translate_stream
+from cloudai.worker.link import MasterLink
+from cloudai.worker.supervisor import CancelOrder, Supervisor
+
+__all__ = ["WorkerService"]
+
+Ctx = grpc.aio.ServicerContext
+
+
+class WorkerService(worker_pb2_grpc.WorkerServicer):
+    def __init__(self, supervisor: Supervisor, link: MasterLink) -> None:
+        self.supervisor = supervisor
+        self.link = link
+
+    @translate
+    async def AssignTask(
+        self, request: worker_pb2.AssignTaskRequest, context: Ctx
+    ) -> types_pb2.TaskAck:
+        if not request.task_id:
+            raise InvalidArgument("task_id is required")
+        spec = spec_from_pb(request.spec)
+        problems = spec.problems()
+        if problems:
+            raise InvalidArgument("; ".join(problems))
+        message = self.supervisor.assign(request.task_id, spec)
+        return types_pb2.TaskAck(success=True, message=message)
+
+    @translate
+    async def CancelTask(
+        self, request: worker_pb2.CancelTaskRequest, context: Ctx
+    ) -> types_pb2.TaskAck:
+        if request.stop_signal and request.stop_signal not in STOP_SIGNALS:
+            raise InvalidArgument(f"unknown stop signal {request.stop_signal!r}")
+        if request.grace_seconds < 0:
+            raise InvalidArgument("grace must not be negative")
+        entry = self.supervisor.handle_of(request.task_id)
+        spec = entry.spec
+        order = CancelOrder(
+            signal=request.stop_signal or (spec.signal if spec else "SIGTERM"),
+            grace=request.grace_seconds or (spec.grace if spec else 10.0),
+            force=request.force,
+            reason=request.reason,
+        )
+        message = await self.supervisor.cancel(request.task_id, order)
+        return types_pb2.TaskAck(success=True, message=message)
+
+    @translate_stream
+    async def StreamTaskLogs(
+        self, request: types_pb2.LogsRequest, context: Ctx
+    ) -> AsyncIterator[types_pb2.LogChunk]:
+        entry = self.supervisor.handle_of(request.task_id)
+        await asyncio.wait_for(entry.started.wait(), timeout=600)
+        if entry.handle is None:
+            return
+        async for data in self.supervisor.runtime.follow_logs(entry.handle, request.follow):
+            yield types_pb2.LogChunk(data=data)
+
+    @translate
+    async def Describe(
+        self, request: worker_pb2.DescribeRequest, context: Ctx
+    ) -> types_pb2.WorkerInfo:
+        info = Worker(
+            worker_id=self.link.worker_id,
+            address=self.link.address,
+            capacity=self.link.capacity,
+            state="healthy",
+            runtime=self.link.runtime,
+            running_tasks=tuple(self.supervisor.running_ids()),
+        )
+        return worker_to_pb(info)
