@@ -83,7 +83,10 @@ class ProcessRuntime(Runtime):
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start process: {exc}") from exc
         started = time.time()
-        create_time = psutil.Process(proc.pid).create_time()
+        try:
+            create_time: float | None = psutil.Process(proc.pid).create_time()
+        except psutil.Error:  # already exited and reaped: wait() reads its exit file
+            create_time = None
         meta_path.write_text(
             json.dumps(
                 {
@@ -104,7 +107,8 @@ class ProcessRuntime(Runtime):
         try:
             meta = json.loads((self._dir(handle.task_id) / "meta.json").read_text())
             proc = psutil.Process(int(handle.ref))
-            return proc.create_time() == meta["create_time"] and proc.status() != "zombie"
+            same = meta["create_time"] is None or proc.create_time() == meta["create_time"]
+            return same and proc.status() != "zombie"
         except (OSError, ValueError, KeyError, psutil.Error):
             return False
 

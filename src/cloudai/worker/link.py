@@ -42,6 +42,7 @@ class MasterLink:
         self._channel = grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS)
         self._stub = master_pb2_grpc.MasterStub(self._channel)
         self.registered = asyncio.Event()
+        self.report_attempts: dict[str, int] = {}  # task_id -> failed attempts, while retrying
 
     async def register(self, running: list[str]) -> None:
         try:
@@ -114,12 +115,15 @@ class MasterLink:
                     result_to_pb(result), timeout=RPC_DEADLINE
                 )
                 log.info("[Task %s] ✓ result reported to master: %s", result.task_id, ack.message)
+                self.report_attempts.pop(result.task_id, None)
                 return
             except grpc.aio.AioRpcError as exc:
                 err = from_rpc_error(exc, f"master at {self.master}")
                 if isinstance(err, (NotFound, Conflict, InvalidArgument)):
                     log.warning("[Task %s] ✗ master refused the result: %s", result.task_id, err)
+                    self.report_attempts.pop(result.task_id, None)
                     return
+                self.report_attempts[result.task_id] = attempt
                 if attempt in (1, 10) or attempt % 100 == 0:
                     log.warning(
                         "[Task %s] ⚠ result report failed (attempt %d), retrying: %s",

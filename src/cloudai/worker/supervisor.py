@@ -99,6 +99,12 @@ class Supervisor:
             entry.started.set()
             await self._report_and_forget(entry, Exit(None, error=str(exc)), time.time())
             return
+        except Exception as exc:  # a task's runner must end in a report, whatever broke
+            log.exception("[Task %s] ✗ unexpected error while starting", entry.task_id)
+            entry.started.set()
+            error = f"worker error while starting: {type(exc).__name__}: {exc}"
+            await self._report_and_forget(entry, Exit(None, error=error), time.time())
+            return
         if entry.cancel is not None:  # cancelled while it was starting
             asyncio.create_task(self._stop(entry), name=f"stop-{entry.task_id}")
         await self._finish(entry)

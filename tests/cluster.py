@@ -1,0 +1,245 @@
+"""Clusters for tests: in-process servers on a background loop (integration), or real
+`cloudai` processes (e2e). Both speak real gRPC over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from cloudai.client import Client
+from cloudai.core.resources import Resources
+from cloudai.master.app import serve_master, shutdown_master
+from cloudai.master.cluster import MasterConfig
+from cloudai.worker.app import RunningWorker, WorkerConfig, serve_worker
+from tests.helpers import eventually
+
+HEARTBEAT = 0.2
+
+
+class Loop:
+    """An event loop in a thread, so sync test code (and the sync Client) can drive servers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class LocalCluster:
+    """A master and workers in this process (process runtime unless told otherwise)."""
+
+    def __init__(self, db_url: str, tmp: pathlib.Path) -> None:
+        self.db_url = db_url
+        self.tmp = tmp
+        self.loop = Loop()
+        self.port = 0
+        self.master: Any = None
+        self.workers: dict[str, RunningWorker] = {}
+        self.start_master()
+        self.client = Client(f"127.0.0.1:{self.port}")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start_master(self) -> None:
+        cfg = MasterConfig(heartbeat_interval=HEARTBEAT, dispatch_interval=0.1)
+        cluster, served, port = self.loop.run(
+            serve_master(f"127.0.0.1:{self.port}", self.db_url, cfg)
+        )
+        self.master = (cluster, served)
+        self.port = port
+
+    def stop_master(self) -> None:
+        self.loop.run(shutdown_master(*self.master))
+        self.master = None
+
+    def add_worker(
+        self, worker_id: str, cpu: float = 2, mem: float = 4, runtime: str = "process"
+    ) -> RunningWorker:
+        cfg = WorkerConfig(
+            worker_id=worker_id,
+            master=self.address,
+            listen="127.0.0.1:0",
+            runtime=runtime,
+            capacity=Resources(cpu=cpu, mem_gb=mem, storage_gb=10),
+            state_dir=str(self.tmp / f"worker-{worker_id}"),
+            advertise="",
+            heartbeat_interval=HEARTBEAT,
+        )
+        worker = self.loop.run(serve_worker(cfg))
+        self.workers[worker_id] = worker
+        eventually(
+            lambda: any(
+                w.worker_id == worker_id and w.state == "healthy"
+                for w in self.client.list_workers()
+            ),
+            what=f"worker {worker_id} to register",
+        )
+        return worker
+
+    def stop_worker(self, worker_id: str) -> None:
+        self.loop.run(self.workers.pop(worker_id).shutdown())
+
+    def wait_status(self, task_id: str, *statuses: str, timeout: float = 20.0) -> Any:
+        return eventually(
+            lambda: (t := self.client.get_task(task_id)).status.value in statuses and t,
+            timeout=timeout,
+            what=f"task {task_id} to be {'/'.join(statuses)}",
+        )
+
+    def close(self) -> None:
+        for wid in list(self.workers):
+            try:
+                self.stop_worker(wid)
+            except Exception:  # teardown goes on for the rest
+                pass
+        if self.master is not None:
+            self.stop_master()
+        self.client.close()
+        self.loop.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ProcCluster:
+    """A master and workers as real `cloudai` processes."""
+
+    def __init__(self, tmp: pathlib.Path, db_url: str | None = None) -> None:
+        self.tmp = tmp
+        self.home = tmp / "home"
+        self.env = {**os.environ, "CLOUDAI_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        self.port = free_port()
+        self.env["CLOUDAI_MASTER"] = f"127.0.0.1:{self.port}"
+        self.db_url = db_url or f"sqlite:///{tmp / 'master.db'}"
+        self.master: subprocess.Popen[bytes] | None = None
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.worker_ports: dict[str, int] = {}
+        self.client = Client(f"127.0.0.1:{self.port}")
+        self.start_master()
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / log_name, "ab")  # noqa: SIM115 - the child owns it
+        return subprocess.Popen(
+            [sys.executable, "-m", "cloudai.cli.main", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start_master(self) -> None:
+        self.master = self._spawn(
+            [
+                "master",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--db",
+                self.db_url,
+                "--heartbeat-interval",
+                str(HEARTBEAT),
+            ],
+            "master.log",
+        )
+        eventually(self.client.health, timeout=30, what="the master to serve")
+
+    def kill_master(self, sig: int = signal.SIGKILL) -> None:
+        assert self.master is not None
+        self.master.send_signal(sig)
+        self.master.wait(10)
+        self.master = None
+
+    def add_worker(
+        self, worker_id: str, runtime: str = "docker", cpu: float = 2, mem: float = 2
+    ) -> None:
+        port = self.worker_ports.get(worker_id) or free_port()
+        self.worker_ports[worker_id] = port
+        self.workers[worker_id] = self._spawn(
+            [
+                "worker",
+                "--id",
+                worker_id,
+                "--master",
+                f"127.0.0.1:{self.port}",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--runtime",
+                runtime,
+                "--cpu",
+                str(cpu),
+                "--mem",
+                str(mem),
+                "--storage",
+                "10",
+                "--heartbeat-interval",
+                str(HEARTBEAT),
+            ],
+            f"worker-{worker_id}.log",
+        )
+        eventually(
+            lambda: any(
+                w.worker_id == worker_id and w.state == "healthy"
+                for w in self.client.list_workers()
+            ),
+            timeout=30,
+            what=f"worker {worker_id} to register",
+        )
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cloudai.cli.main", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def cli_json(self, *args: str) -> Any:
+        res = self.cli(*args, "-o", "json")
+        assert res.returncode == 0, f"cloudai {' '.join(args)} failed: {res.stderr}"
+        return json.loads(res.stdout)
+
+    def wait_status(self, task_id: str, *statuses: str, timeout: float = 60.0) -> Any:
+        return eventually(
+            lambda: (t := self.cli_json("task", "show", task_id))["status"] in statuses and t,
+            timeout=timeout,
+            interval=0.2,
+            what=f"task {task_id} to be {'/'.join(statuses)}",
+        )
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.tmp.glob("*.log")
+        )
+
+    def close(self) -> None:
+        procs = [*self.workers.values(), *([self.master] if self.master else [])]
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.client.close()
