@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from cloudai import __version__
 from cloudai.cli import commands
@@ -77,8 +78,15 @@ def _log_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `cloudai task run: error: ... (see --help)`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="cloudai",
         description="Run containers across a cluster of machines; watch and cancel them.",
     )

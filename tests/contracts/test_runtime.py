@@ -1,0 +1,116 @@
+"""One contract, every runtime: Docker (real engine) and process run the same suite."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from cloudai.core.models import TaskSpec
+from cloudai.core.resources import Resources
+from cloudai.errors import RuntimeFailure
+from cloudai.runtime import Runtime, open_runtime
+from tests.helpers import TEST_IMAGE, aeventually, docker_client
+
+
+@pytest.fixture(params=["process", "docker"])
+async def runtime(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[Runtime]:
+    if request.param == "docker":
+        docker_client()  # skips locally / fails under CI when no engine answers
+    worker_id = f"contract-{time.monotonic_ns()}"
+    rt = open_runtime(request.param, worker_id, str(tmp_path))
+    yield rt
+    for handle in await rt.list():
+        await rt.destroy(handle)
+    await rt.close()
+
+
+def spec(*command: str, mem: float = 0.1, stop_signal: str = "") -> TaskSpec:
+    return TaskSpec(image=TEST_IMAGE, command=command, resources=Resources(cpu=0.5, mem_gb=mem),
+                    stop_signal=stop_signal)
+
+
+async def start(rt: Runtime, task_id: str, s: TaskSpec) -> Any:
+    await rt.prepare(task_id, s)
+    return await rt.start(task_id, s)
+
+
+async def test_exit_code_and_logs(runtime: Runtime) -> None:
+    h = await start(runtime, "t-exit", spec("sh", "-c", "echo out; echo err >&2; exit 3"))
+    result = await asyncio.wait_for(runtime.wait(h), 30)
+    assert result.exit_code == 3 and not result.oom_killed
+    logs = await runtime.read_logs(h)
+    assert "out" in logs and "err" in logs
+
+
+async def test_follow_logs_streams_until_the_end(runtime: Runtime) -> None:
+    h = await start(runtime, "t-follow", spec("sh", "-c", "for i in 1 2 3; do echo line$i; "
+                                                          "sleep 0.2; done"))
+    chunks = [c async for c in runtime.follow_logs(h, follow=True)]
+    text = b"".join(chunks).decode()
+    assert all(f"line{i}" in text for i in (1, 2, 3))
+    assert (await runtime.wait(h)).exit_code == 0
+
+
+async def test_stop_graceful_within_grace(runtime: Runtime) -> None:
+    script = "trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.05; done"
+    h = await start(runtime, "t-grace", spec("sh", "-c", script))
+    await _ready(runtime, h)
+    how = await runtime.stop(h, "SIGTERM", 5.0)
+    assert how == "exited"
+    assert (await runtime.wait(h)).exit_code == 0
+    assert "got-term" in await runtime.read_logs(h)
+
+
+async def test_stop_kills_after_grace(runtime: Runtime) -> None:
+    script = "trap '' TERM; echo ready; while true; do sleep 0.05; done"
+    h = await start(runtime, "t-kill", spec("sh", "-c", script))
+    await _ready(runtime, h)
+    t0 = time.monotonic()
+    how = await runtime.stop(h, "SIGTERM", 1.0)
+    took = time.monotonic() - t0
+    assert how == "killed" and took >= 1.0
+    assert (await asyncio.wait_for(runtime.wait(h), 15)).exit_code == 137
+
+
+async def test_list_finds_tasks_and_destroy_removes_them(runtime: Runtime, tmp_path: Any) -> None:
+    h = await start(runtime, "t-list", spec("sh", "-c", "while true; do sleep 0.05; done"))
+    assert "t-list" in [x.task_id for x in await runtime.list()]
+    await runtime.destroy(h)
+    await runtime.destroy(h)  # idempotent
+    assert "t-list" not in [x.task_id for x in await runtime.list()]
+
+
+async def test_a_new_runtime_instance_adopts_and_waits(runtime: Runtime, tmp_path: Any) -> None:
+    h = await start(runtime, "t-adopt", spec("sh", "-c", "sleep 0.5; echo adopted; exit 4"))
+    name = runtime.name
+    worker_id = runtime.worker_id  # type: ignore[attr-defined]
+    again = open_runtime(name, worker_id, str(tmp_path))
+    try:
+        found = [x for x in await again.list() if x.task_id == "t-adopt"]
+        assert found and found[0].ref == h.ref
+        result = await asyncio.wait_for(again.wait(found[0]), 30)
+        assert result.exit_code == 4
+        assert "adopted" in await again.read_logs(found[0])
+    finally:
+        await again.close()
+
+
+async def test_unstartable_task_is_a_runtime_failure(runtime: Runtime) -> None:
+    bad = (TaskSpec(image=TEST_IMAGE, command=("/no/such/binary",)) if runtime.name == "process"
+           else TaskSpec(image="registry.invalid/none/such:1", command=("true",)))
+    with pytest.raises(RuntimeFailure):
+        await start(runtime, "t-bad", bad)
+
+
+async def _ready(rt: Runtime, h: Any) -> None:
+    """Wait until the task printed "ready" (its signal traps are installed)."""
+
+    async def said_ready() -> bool:
+        return "ready" in await rt.read_logs(h)
+
+    await aeventually(said_ready, what="the task to print ready")
