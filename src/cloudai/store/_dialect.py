@@ -11,8 +11,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 def insert_ignore(conn: Connection, table: Table, key: str, values: dict[str, Any]) -> bool:
     """INSERT ... ON CONFLICT (key) DO NOTHING; True when the row was inserted."""
     mod = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = mod.insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
-    return conn.execute(stmt).rowcount == 1
+    stmt = (
+        mod.insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[key])
+        .returning(table.c[key])
+    )
+    # RETURNING, not rowcount: with an implicit RETURNING of the primary key, PostgreSQL
+    # drivers do not report a reliable rowcount for INSERT ... ON CONFLICT.
+    return conn.execute(stmt).first() is not None
 
 
 def upsert(
