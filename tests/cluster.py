@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pathlib
@@ -104,10 +105,8 @@ class LocalCluster:
 
     def close(self) -> None:
         for wid in list(self.workers):
-            try:
+            with contextlib.suppress(Exception):  # teardown goes on for the rest
                 self.stop_worker(wid)
-            except Exception:  # teardown goes on for the rest
-                pass
         if self.master is not None:
             self.stop_master()
         self.client.close()

@@ -10,7 +10,7 @@ from tests.cluster import LocalCluster
 
 @pytest.fixture
 def cluster(store_url: str, tmp_path: Any) -> Iterator[LocalCluster]:
-    """A master (on SQLite, then on PostgreSQL) with two process-runtime workers (2 CPU, 4 GB each)."""
+    """A master (SQLite, then PostgreSQL) with two process-runtime workers (2 CPU, 4 GB each)."""
     c = LocalCluster(store_url, tmp_path)
     try:
         c.add_worker("w1")
