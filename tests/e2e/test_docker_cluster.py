@@ -37,7 +37,8 @@ def test_task_prints_and_completes(docker_cluster: ProcCluster, docker: Any) -> 
     logs = docker_cluster.cli("logs", task_id)
     assert logs.returncode == 0 and "hello cloudai" in logs.stdout and "to-stderr" in logs.stdout
     shown = docker_cluster.cli("task", "show", task_id)
-    assert shown.returncode == 0 and "completed" in shown.stdout
+    assert shown.returncode == 0 and "completed" in shown.stdout and "hello cloudai" in shown.stdout
+    assert "hello cloudai" in done["result"]["logs"] and done["result"]["exit_code"] == 0
     eventually(lambda: not _containers(docker, task_id), what="the container to be removed")
 
 

@@ -38,6 +38,8 @@ def test_task_completes_with_logs_and_exit_code(cluster: LocalCluster) -> None:
     assert "hello from the task" in logs and "oops" in logs
     kinds = [e.kind for e in done.events]
     assert kinds[:2] == ["submitted", "placed"] and kinds[-1] == "completed"
+    assert done.result is not None and "hello from the task" in done.result.logs
+    assert done.result.status.value == "completed" and done.result.exit_code == 0
 
 
 def test_nonzero_exit_fails_with_its_code(cluster: LocalCluster) -> None:

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cloudai import __version__
 from cloudai.cli import commands
@@ -59,7 +59,8 @@ def _number(kind: type, name: str, minimum: float = 0.0):  # type: ignore[no-unt
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{name} must be {noun}, got {text!r}") from None
         if value != value or value < minimum:  # NaN or below the minimum
             raise argparse.ArgumentTypeError(f"{name} must be at least {minimum:g}, got {text!r}")
         return value
@@ -79,7 +80,14 @@ def _log_options(parser: argparse.ArgumentParser) -> None:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `cloudai task run: error: ... (see --help)`, exit 2."""
+    """argparse with one-line errors: `cloudai task run: error: ... (see --help)`, exit 2.
+
+    Options must be spelled out (no `--work` for `--worker`): `task run` moves the options it
+    knows out of the command, and an abbreviation would silently become part of it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -195,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
         "look like these options.",
     )
     run.add_argument("image", metavar="IMAGE")
-    run.add_argument("cmd", nargs="*", metavar="CMD ARG")
+    # REMAINDER keeps a literal `--` inside the command (`git log -- README`); the command is
+    # optional (an image's own command runs), which argparse cannot say of a REMAINDER itself.
+    cmd = run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD ARG")
+    cmd.required = False
     run.add_argument("--worker", default="", metavar="ID", help="run on this worker")
     run.add_argument("--cpu", type=_number(float, "--cpu"), default=1.0, help="CPU cores (1)")
     run.add_argument("--mem", type=_number(float, "--mem"), default=0.5, help="memory GB (0.5)")

@@ -13,11 +13,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cloudai.core.models import Task, Worker
+from cloudai.core.models import Task, TaskResult, Worker
 from cloudai.core.resources import Resources
 
 __all__ = ["Renderer", "iso", "task_json", "worker_json"]
 
+LOG_TAIL_LINES = 20
 STATUS_STYLE = {
     "pending": "yellow",
     "running": "cyan",
@@ -60,6 +61,19 @@ def task_json(t: Task) -> dict[str, Any]:
             {"at": iso(e.at), "kind": e.kind, "actor": e.actor, "message": e.message}
             for e in t.events
         ],
+        "result": None if t.result is None else result_json(t.result),
+    }
+
+
+def result_json(r: TaskResult) -> dict[str, Any]:
+    return {
+        "status": r.status.value,
+        "worker_id": r.worker_id,
+        "exit_code": r.exit_code,
+        "error": r.error,
+        "oom_killed": r.oom_killed,
+        "completed_at": iso(r.completed_at),
+        "logs": r.logs,
     }
 
 
@@ -165,7 +179,22 @@ class Renderer:
             for e in task.events:
                 ev.add_row(iso(e.at) or "", e.kind, e.actor, e.message)
             parts.append(ev)
+        if task.result is not None:
+            parts.append(self._result_logs(task))
         self.console.print(Panel(Group(*parts), title=f"Task {task.task_id}", expand=False))
+
+    @staticmethod
+    def _result_logs(task: Task, keep: int = LOG_TAIL_LINES) -> Group:
+        assert task.result is not None
+        lines = task.result.logs.splitlines()
+        head = f"Logs (last {keep} of {len(lines)} lines; all: cloudai logs {task.task_id})"
+        if len(lines) <= keep:
+            head = "Logs"
+        body = "\n".join(lines[-keep:]) if lines else "(no output)"
+        out: list[Any] = [Text(head, style="bold"), Text(body)]
+        if task.result.error:
+            out.insert(0, Text(f"Error: {task.result.error}", style="red"))
+        return Group(*out)
 
     def tasks_table(self, tasks: list[Task]) -> None:
         if self.json_mode:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 from collections.abc import Callable, Iterable
@@ -67,7 +68,7 @@ def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
         command.append(flag)
         i += 1
     gpu = values.get("gpu", 0.0)
-    if gpu != int(gpu):
+    if not math.isfinite(gpu) or gpu != int(gpu):
         raise InvalidArgument(f"-gpu must be a whole number, got {gpu:g}")
     return commands.task_run(
         client,

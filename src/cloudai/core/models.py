@@ -39,6 +39,7 @@ _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,}"
 _IMAGE_RE = re.compile(rf"^{_NAME}(?::{_TAG})?(?:@{_DIGEST})?$")
 _WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HOST_RE = re.compile(r"[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -46,13 +47,13 @@ def validate_image(image: str) -> str | None:
     """None when `image` is a valid Docker image reference, else the problem."""
     if not image:
         return "image is required"
-    if len(image) > 255 or not _IMAGE_RE.match(image):
+    if len(image) > 255 or not _IMAGE_RE.fullmatch(image):
         return f"invalid image reference {image!r}"
     return None
 
 
 def validate_worker_id(worker_id: str) -> str | None:
-    if not _WORKER_ID_RE.match(worker_id or ""):
+    if not _WORKER_ID_RE.fullmatch(worker_id or ""):
         return (
             f"invalid worker id {worker_id!r}: use 1-63 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -63,7 +64,12 @@ def validate_worker_id(worker_id: str) -> str | None:
 def validate_address(address: str) -> str | None:
     """None when `address` is HOST:PORT with a port in 1..65535."""
     host, sep, port = (address or "").rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if (
+        not sep
+        or not _HOST_RE.fullmatch(host)
+        or not (port.isascii() and port.isdigit())
+        or not 0 < int(port) < 65536
+    ):
         return f"invalid address {address!r}: expected HOST:PORT"
     return None
 
@@ -93,11 +99,11 @@ class TaskSpec:
             out.append(err)
         out.extend(self.resources.validate_request())
         for key in self.env:
-            if not _ENV_KEY_RE.match(key):
+            if not _ENV_KEY_RE.fullmatch(key):
                 out.append(f"invalid environment variable name {key!r}")
         if self.worker_id and (err := validate_worker_id(self.worker_id)) is not None:
             out.append(err)
-        if self.grace_seconds < 0 or self.grace_seconds > 3600:
+        if not 0 <= self.grace_seconds <= 3600:  # also false for NaN
             out.append(f"grace must be between 0 and 3600 seconds, got {self.grace_seconds:g}")
         if self.stop_signal and self.stop_signal not in STOP_SIGNALS:
             out.append(f"unknown stop signal {self.stop_signal!r}")
@@ -135,6 +141,7 @@ class Task:
     completed_at: float | None = None
     oom_killed: bool = False
     events: tuple[TaskEvent, ...] = ()
+    result: TaskResult | None = None  # the stored result, in a task's detail view
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ class Resources:
         for name, value in (("cpu", self.cpu), ("mem", self.mem_gb), ("storage", self.storage_gb)):
             if not math.isfinite(value) or value < 0:
                 problems.append(f"{name} must be a non-negative number, got {value!r}")
-        if self.gpu < 0:
+        if self.gpu < 0 or self.gpu != int(self.gpu):
             problems.append(f"gpu must be a non-negative integer, got {self.gpu!r}")
         if self.cpu <= 0 and not problems:
             problems.append("cpu must be greater than 0")

@@ -146,7 +146,7 @@ class Cluster:
         return task
 
     async def get_task(self, task_id: str) -> Task:
-        task = await self.store.tx(tasks.get, task_id, True)
+        task = await self.store.tx(planner.task_detail, task_id)
         if task is None:
             raise NotFound(f"task {task_id!r} not found")
         return task

@@ -5,6 +5,8 @@ module that owns it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from sqlalchemy import Connection
 
 from cloudai.core.lifecycle import TaskStatus
@@ -20,6 +22,7 @@ __all__ = [
     "ReportOutcome",
     "commit_placement",
     "load_workers",
+    "task_detail",
     "record_result",
     "submit",
 ]
@@ -100,6 +103,28 @@ def submit(conn: Connection, task_id: str, spec: TaskSpec, now: float, interval:
     task = tasks.get(conn, task_id)
     assert task is not None
     return task
+
+
+def task_detail(conn: Connection, task_id: str) -> Task | None:
+    """A task with its events and its stored result."""
+    task = tasks.get(conn, task_id, events=True)
+    if task is None:
+        return None
+    row = results.get(conn, task_id)
+    if row is None:
+        return task
+    result = TaskResult(
+        task_id=task_id,
+        worker_id=row["worker_id"],
+        status=TaskStatus(row["status"]),
+        logs=row["logs"],
+        exit_code=row["exit_code"],
+        completed_at=row["completed_at"],
+        error=row["error"],
+        oom_killed=row["oom_killed"],
+        started_at=row["started_at"],
+    )
+    return dataclasses.replace(task, result=result)
 
 
 class ReportOutcome:

@@ -82,6 +82,8 @@ def task_to_pb(t: Task) -> pb.Task:
     )
     if t.exit_code is not None:
         m.exit_code = t.exit_code
+    if t.result is not None:
+        m.result.CopyFrom(result_to_pb(t.result))
     return m
 
 
@@ -98,6 +100,7 @@ def task_from_pb(m: pb.Task) -> Task:
         completed_at=m.completed_at or None,
         oom_killed=m.oom_killed,
         events=tuple(TaskEvent(e.at, e.kind, e.actor, e.message) for e in m.events),
+        result=result_from_pb(m.result) if m.HasField("result") else None,
     )
 
 

@@ -74,7 +74,7 @@ class TaskEvent(_message.Message):
     def __init__(self, at: _Optional[float] = ..., kind: _Optional[str] = ..., actor: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed")
+    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed", "result")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class Task(_message.Message):
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     spec: TaskSpec
     status: str
@@ -97,7 +98,8 @@ class Task(_message.Message):
     completed_at: float
     events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
     oom_killed: bool
-    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ...) -> None: ...
+    result: TaskResult
+    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at")
