@@ -13,14 +13,31 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
 from cloudai.core.models import Task, TaskSpec, Worker
-from cloudai.errors import Unavailable
+from cloudai.errors import Unavailable, exit_code_for
 from cloudai.rpc.convert import spec_to_pb, task_from_pb, worker_from_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
 
-__all__ = ["DEFAULT_MASTER", "Client", "current_user", "default_master"]
+__all__ = ["DEFAULT_MASTER", "CancelAck", "Client", "current_user", "default_master"]
 
 DEFAULT_MASTER = "localhost:50051"
+
+
+@dataclasses.dataclass(frozen=True)
+class CancelAck:
+    task_id: str
+    success: bool
+    message: str
+    status: str = ""
+    error_code: str = ""  # a gRPC status name, on failure
+    already: bool = False
+    queued: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.success else exit_code_for(self.error_code)
+
+
 DEADLINE = 10.0
 CANCEL_DEADLINE = 35.0
 FOLLOW_DEADLINE = 24 * 3600.0
@@ -83,10 +100,23 @@ class Client:
     def get_task(self, task_id: str) -> Task:
         return task_from_pb(self._call(self._stub.GetTask, types_pb2.TaskID(task_id=task_id)))
 
-    def list_tasks(self, status: str = "", worker_id: str = "", limit: int = 0) -> list[Task]:
+    def list_tasks(
+        self,
+        status: str = "",
+        worker_id: str = "",
+        limit: int = 0,
+        owner: str = "",
+        cancelled_by: str = "",
+    ) -> list[Task]:
         reply = self._call(
             self._stub.ListTasks,
-            master_pb2.ListTasksRequest(status=status, worker_id=worker_id, limit=limit),
+            master_pb2.ListTasksRequest(
+                status=status,
+                worker_id=worker_id,
+                limit=limit,
+                owner=owner,
+                cancelled_by=cancelled_by,
+            ),
         )
         return [task_from_pb(t) for t in reply.tasks]
 
@@ -102,10 +132,37 @@ class Client:
         return worker_from_pb(reply)
 
     def cancel(self, task_id: str) -> str:
+        """The spec's CancelTask(TaskID): default stop; raises on a task it cannot cancel."""
         ack = self._call(
             self._stub.CancelTask, types_pb2.TaskID(task_id=task_id), timeout=CANCEL_DEADLINE
         )
         return str(ack.message)
+
+    def cancel_many(
+        self,
+        task_ids: list[str],
+        *,
+        force: bool = False,
+        grace: float | None = None,
+        reason: str = "",
+    ) -> list[CancelAck]:
+        """Cancel tasks (in parallel, on the master); one ack per task, in order."""
+        request = master_pb2.CancelRequest(task_ids=task_ids, force=force, reason=reason)
+        if grace is not None:
+            request.grace_seconds = grace
+        reply = self._call(self._stub.CancelTasks, request, timeout=CANCEL_DEADLINE)
+        return [
+            CancelAck(
+                task_id=a.task_id,
+                success=a.success,
+                message=a.message,
+                status=a.status,
+                error_code=a.error_code,
+                already=a.already,
+                queued=a.queued,
+            )
+            for a in reply.acks
+        ]
 
     def logs(self, task_id: str, follow: bool = False) -> Iterator[bytes]:
         stream = self._stub.StreamTaskLogs(

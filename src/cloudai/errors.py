@@ -10,6 +10,7 @@ import grpc
 
 __all__ = [
     "AlreadyExists",
+    "exit_code_for",
     "CloudAIError",
     "Conflict",
     "InvalidArgument",
@@ -72,3 +73,13 @@ class RuntimeFailure(CloudAIError):
 
     code = grpc.StatusCode.INTERNAL
     exit_code = 8
+
+
+def exit_code_for(status_name: str) -> int:
+    """The CLI exit code for a gRPC status name (as carried in a bulk answer's acks)."""
+    for cls in (InvalidArgument, NotFound, AlreadyExists, Conflict, NoCapacity, Unavailable):
+        if cls.code.name == status_name:
+            return cls.exit_code
+    if status_name == "DEADLINE_EXCEEDED":
+        return Unavailable.exit_code
+    return CloudAIError.exit_code

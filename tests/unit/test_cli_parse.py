@@ -200,7 +200,6 @@ def test_subcommand_client_options_override_the_top_level() -> None:
         (["worker"], "required: --id"),
         (["worker", "--id", "w", "--heartbeat-interval", "0"], "at least 0.05"),
         (["-o", "xml", "workers"], "invalid choice: 'xml'"),
-        (["cancel"], "required: TASK_ID"),
         (["register", "w1"], "required: HOST:PORT"),
         (["workers", "extra"], "unrecognized arguments: extra"),
     ],

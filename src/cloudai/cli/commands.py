@@ -5,18 +5,21 @@ CloudAIError to the edge (cli/main.py or the shell loop), which prints one line.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from cloudai.cli.render import Renderer
 from cloudai.client import Client
 from cloudai.core.lifecycle import TERMINAL
 from cloudai.core.models import TaskSpec, validate_address, validate_worker_id
 from cloudai.core.resources import Resources
-from cloudai.errors import CloudAIError, InvalidArgument
+from cloudai.errors import InvalidArgument
 
 __all__ = [
+    "Selection",
     "cancel",
     "logs",
     "monitor",
@@ -72,8 +75,17 @@ def task_run(
     return 0
 
 
-def task_ls(client: Client, out: Renderer, status: str = "", worker: str = "") -> int:
-    out.tasks_table(client.list_tasks(status=status, worker_id=worker))
+def task_ls(
+    client: Client,
+    out: Renderer,
+    status: str = "",
+    worker: str = "",
+    owner: str = "",
+    cancelled_by: str = "",
+) -> int:
+    out.tasks_table(
+        client.list_tasks(status=status, worker_id=worker, owner=owner, cancelled_by=cancelled_by)
+    )
     return 0
 
 
@@ -95,25 +107,104 @@ def register(client: Client, out: Renderer, worker_id: str, address: str) -> int
     return 0
 
 
-def cancel(client: Client, out: Renderer, task_ids: Sequence[str]) -> int:
-    """Cancel each task; exit 0 only when every one is cancelled (or already was)."""
-    code = 0
-    results = []
-    for task_id in task_ids:
-        try:
-            message = client.cancel(task_id)
-        except CloudAIError as exc:  # each ID gets its own outcome line
-            code = code or exc.exit_code
-            results.append({"task_id": task_id, "success": False, "message": exc.message})
-            if not out.json_mode:
-                out.error(f"{task_id}: {exc.message}")
-            continue
-        results.append({"task_id": task_id, "success": True, "message": message})
+@dataclass(frozen=True)
+class Selection:
+    """Which tasks a bulk cancel takes: active tasks matching every filter given."""
+
+    worker: str = ""
+    status: str = ""  # pending | running; empty: both
+    owner: str = ""
+    all: bool = False
+
+    @property
+    def given(self) -> bool:
+        return bool(self.worker or self.status or self.owner or self.all)
+
+    def describe(self) -> str:
+        parts = [
+            f"{k}={v}"
+            for k, v in (("worker", self.worker), ("status", self.status), ("owner", self.owner))
+            if v
+        ]
+        return ", ".join(parts) or "all active tasks"
+
+
+def cancel(
+    client: Client,
+    out: Renderer,
+    task_ids: Sequence[str],
+    *,
+    selection: Selection | None = None,
+    force: bool = False,
+    grace: float | None = None,
+    reason: str = "",
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+) -> int:
+    """Cancel tasks by ID, or every active task a selection matches (after confirmation).
+    Exit 0 only when each one is cancelled (or already was)."""
+    selection = selection or Selection()
+    if task_ids and selection.given:
+        raise InvalidArgument(
+            "give task IDs or a filter (--worker/--status/--owner/--all), not both"
+        )
+    if not task_ids and not selection.given:
+        raise InvalidArgument(
+            "nothing to cancel: give TASK_IDs, or --worker, --status, --owner or --all"
+        )
+    if selection.status and selection.status not in ("pending", "running"):
+        raise InvalidArgument(f"--status must be pending or running, got {selection.status!r}")
+    if force and grace is not None:
+        raise InvalidArgument("--force and --grace do not go together (--force means no grace)")
+    ids = list(dict.fromkeys(task_ids))
+    if selection.given:
+        chosen = [
+            t
+            for status in ([selection.status] if selection.status else ["pending", "running"])
+            for t in client.list_tasks(
+                status=status, worker_id=selection.worker, owner=selection.owner
+            )
+        ]
+        if not chosen:
+            out.ok(
+                f"no active tasks match ({selection.describe()}): nothing to cancel",
+                {"cancelled": []},
+            )
+            return 0
         if not out.json_mode:
-            out.ok(message)
+            out.console.print(f"About to cancel {len(chosen)} task(s) ({selection.describe()}):")
+            out.tasks_table(chosen)
+        if not yes and not (confirm or _ask)(f"Cancel these {len(chosen)} task(s)? [y/N] "):
+            raise InvalidArgument(
+                f"not confirmed: {len(chosen)} task(s) left running (use --yes in scripts)"
+            )
+        ids = [t.task_id for t in chosen]
+    acks = client.cancel_many(ids, force=force, grace=grace, reason=reason)
+    code = next((a.exit_code for a in acks if not a.success), 0)
     if out.json_mode:
-        out.emit_json(results if len(results) != 1 else results[0])
+        rows = [dataclasses.asdict(a) for a in acks]
+        out.emit_json(rows[0] if len(rows) == 1 and task_ids else rows)
+        return code
+    for a in acks:
+        if a.success:
+            out.ok(a.message)
+        else:
+            out.error(f"failed to cancel {a.task_id}: {a.message}")
+    if len(acks) > 1:
+        done = sum(a.success and not a.already for a in acks)
+        already = sum(a.already for a in acks)
+        failed = sum(not a.success for a in acks)
+        out.console.print(f"{done} cancelled, {already} already cancelled, {failed} failed")
     return code
+
+
+def _ask(prompt: str) -> bool:
+    if not sys.stdin.isatty():
+        raise InvalidArgument("refusing to cancel without confirmation: add --yes")
+    try:
+        return input(prompt).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 def logs(client: Client, out: Renderer, task_id: str, follow: bool = False) -> int:

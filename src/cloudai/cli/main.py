@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["", "pending", "running", "completed", "failed", "cancelled"],
     )
     ls.add_argument("--worker", default="", metavar="ID")
+    ls.add_argument("--owner", default="", metavar="USER", help="tasks submitted by USER")
+    ls.add_argument("--cancelled-by", default="", metavar="USER", help="tasks cancelled by USER")
     _client_options(ls, top=False)
     show = tsub.add_parser("show", help="show a task: status, exit code, times, events")
     show.add_argument("task_id", metavar="TASK_ID")
@@ -251,8 +253,31 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("task_id", metavar="TASK_ID")
     _client_options(mon, top=False)
 
-    c = sub.add_parser("cancel", help="cancel tasks")
-    c.add_argument("task_ids", nargs="+", metavar="TASK_ID")
+    c = sub.add_parser(
+        "cancel",
+        help="cancel tasks: by ID, or every active task matching a filter",
+        description="Cancel tasks. The master sets `cancelled` at once and frees the resources; "
+        "the worker sends the stop signal, waits the grace period, then SIGKILL, and removes "
+        "the container. With a filter, the matching pending and running tasks are listed and "
+        "cancelled after confirmation (--yes skips it).",
+    )
+    c.add_argument("task_ids", nargs="*", metavar="TASK_ID")
+    c.add_argument("--force", action="store_true", help="SIGKILL at once, no grace")
+    c.add_argument(
+        "--grace",
+        type=_number(float, "--grace"),
+        default=None,
+        metavar="SECONDS",
+        help="grace period before SIGKILL (default: the task's own, 10 s unless set at submit)",
+    )
+    c.add_argument("--reason", default="", metavar="TEXT", help="why (kept in the audit trail)")
+    c.add_argument("--worker", default="", metavar="ID", help="every active task on this worker")
+    c.add_argument(
+        "--status", default="", choices=["pending", "running"], help="every task in this state"
+    )
+    c.add_argument("--owner", default="", metavar="USER", help="every active task of this user")
+    c.add_argument("--all", action="store_true", help="every active task")
+    c.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     _client_options(c, top=False)
     return p
 
@@ -312,14 +337,25 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
                 stop_signal=args.stop_signal,
             )
         if args.task_command == "ls":
-            return commands.task_ls(client, out, args.status, args.worker)
+            return commands.task_ls(
+                client, out, args.status, args.worker, args.owner, args.cancelled_by
+            )
         return commands.task_show(client, out, args.task_id)
     if cmd == "logs":
         return commands.logs(client, out, args.task_id, args.follow)
     if cmd == "monitor":
         return commands.monitor(client, out, args.task_id)
     if cmd == "cancel":
-        return commands.cancel(client, out, args.task_ids)
+        return commands.cancel(
+            client,
+            out,
+            args.task_ids,
+            selection=commands.Selection(args.worker, args.status, args.owner, args.all),
+            force=args.force,
+            grace=args.grace,
+            reason=args.reason,
+            yes=args.yes,
+        )
     raise InvalidArgument(f"{cmd} is not available here")
 
 

@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cloudai.core.models import Task, TaskResult, Worker
+from cloudai.core.models import Cancellation, Task, TaskResult, Worker
 from cloudai.core.resources import Resources
 
 __all__ = ["Renderer", "iso", "task_json", "worker_json"]
@@ -62,6 +62,31 @@ def task_json(t: Task) -> dict[str, Any]:
             for e in t.events
         ],
         "result": None if t.result is None else result_json(t.result),
+        "cancellation": None if t.cancellation is None else cancellation_json(t.cancellation),
+    }
+
+
+def cancellation_json(c: Cancellation) -> dict[str, Any]:
+    return {
+        "state": c.state,
+        "confirmed": c.confirmed,
+        "requested_by": c.requested_by,
+        "requested_at": iso(c.requested_at),
+        "reason": c.reason,
+        "force": c.force,
+        "grace_seconds": c.grace_seconds,
+        "stop_signal": c.stop_signal,
+        "delivered_at": iso(c.delivered_at),
+        "delivery_attempts": c.delivery_attempts,
+        "last_error": c.last_error,
+        "signal_at": iso(c.signal_at),
+        "killed_at": iso(c.killed_at),
+        "exited_at": iso(c.exited_at),
+        "exit_code": c.exit_code,
+        "forced": c.forced,
+        "removed_at": iso(c.removed_at),
+        "stop_seconds": c.stop_seconds,
+        "stop_error": c.stop_error,
     }
 
 
@@ -179,9 +204,55 @@ class Renderer:
             for e in task.events:
                 ev.add_row(iso(e.at) or "", e.kind, e.actor, e.message)
             parts.append(ev)
+        if task.cancellation is not None:
+            parts.append(self._cancellation(task.cancellation))
         if task.result is not None:
             parts.append(self._result_logs(task))
         self.console.print(Panel(Group(*parts), title=f"Task {task.task_id}", expand=False))
+
+    @staticmethod
+    def _cancellation(c: Cancellation) -> Group:
+        """The record and the reality: what was decided, and how far the stop has got."""
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        asked = f"{c.requested_by} at {iso(c.requested_at)}"
+        grid.add_row("Requested", asked + (f" — {c.reason}" if c.reason else ""))
+        grid.add_row(
+            "Stop",
+            "force: SIGKILL at once" if c.force else f"{c.stop_signal}, grace {c.grace_seconds:g}s",
+        )
+        if c.worker_id is None:
+            grid.add_row("Worker", "none: it had not started, nothing to stop")
+        else:
+            pending = Text("not yet", style="yellow")
+            if c.delivered_at is not None:
+                grid.add_row("Delivered", f"{iso(c.delivered_at)} to {c.worker_id}")
+            else:
+                note = (
+                    f" ({c.delivery_attempts} attempt(s); {c.last_error})" if c.last_error else ""
+                )
+                grid.add_row(
+                    "Delivered", Text(f"not yet{note} — queued for {c.worker_id}", style="yellow")
+                )
+            grid.add_row("Signal sent", iso(c.signal_at) or pending)
+            if c.killed_at is not None:
+                grid.add_row("Killed", f"{iso(c.killed_at)} (SIGKILL: the grace ran out)")
+            if c.exited_at is not None:
+                how = "forced" if c.forced else "graceful"
+                code = "-" if c.exit_code is None else str(c.exit_code)
+                grid.add_row("Exited", f"{iso(c.exited_at)}, exit code {code}, {how}")
+            else:
+                grid.add_row("Exited", pending)
+            grid.add_row(
+                "Removed",
+                iso(c.removed_at) if c.removed_at else Text("unconfirmed", style="yellow"),
+            )
+            if c.stop_seconds is not None:
+                grid.add_row("Stop took", f"{c.stop_seconds:.2f}s")
+            if c.stop_error:
+                grid.add_row("Stop error", Text(c.stop_error, style="red"))
+        return Group(Text("Cancellation", style="bold"), grid)
 
     @staticmethod
     def _result_logs(task: Task, keep: int = LOG_TAIL_LINES) -> Group:

@@ -12,6 +12,8 @@ from cloudai.core.resources import Resources
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
+    "Cancellation",
+    "StopReport",
     "STOP_SIGNALS",
     "Task",
     "TaskEvent",
@@ -142,6 +144,7 @@ class Task:
     oom_killed: bool = False
     events: tuple[TaskEvent, ...] = ()
     result: TaskResult | None = None  # the stored result, in a task's detail view
+    cancellation: Cancellation | None = None  # in a task's detail view, when cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,69 @@ class TaskResult:
     error: str = ""
     oom_killed: bool = False
     started_at: float | None = None
+    stop: StopReport | None = None  # how the worker stopped it, when it had a stop order
+
+
+@dataclass(slots=True)
+class StopReport:
+    """A worker's account of a stop, filled in step by step."""
+
+    received_at: float
+    signal: str
+    signal_at: float | None = None
+    killed_at: float | None = None  # SIGKILL after the grace ran out
+    exited_at: float | None = None
+    forced: bool = False  # it ended by SIGKILL
+    error: str = ""  # e.g. "kill failed: ..."
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """What was decided (who, when, why, how) and how far the stop has got."""
+
+    task_id: str
+    worker_id: str | None  # None: it had not been placed
+    requested_by: str
+    requested_at: float
+    reason: str
+    force: bool
+    grace_seconds: float
+    stop_signal: str
+    delivered_at: float | None = None
+    delivery_attempts: int = 0
+    last_error: str = ""
+    signal_at: float | None = None
+    killed_at: float | None = None
+    exited_at: float | None = None
+    exit_code: int | None = None
+    forced: bool = False
+    removed_at: float | None = None
+    stop_error: str = ""
+
+    @property
+    def state(self) -> str:
+        """How far the stop has got; `removed` (or `not_started`) ends it."""
+        if self.worker_id is None:
+            return "not_started"
+        for name, at in (
+            ("removed", self.removed_at),
+            ("exited", self.exited_at),
+            ("signalled", self.signal_at or self.killed_at),
+            ("delivered", self.delivered_at),
+        ):
+            if at is not None:
+                return name
+        return "requested"
+
+    @property
+    def confirmed(self) -> bool:
+        return self.state in ("not_started", "removed")
+
+    @property
+    def stop_seconds(self) -> float | None:
+        """From the request to the exit (or to the removal when the exit time is unknown)."""
+        end = self.exited_at or self.removed_at
+        return None if end is None or self.worker_id is None else max(end - self.requested_at, 0)
 
 
 class WorkerState:

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.models import (
     Task,
@@ -21,9 +22,10 @@ from cloudai.core.models import (
 from cloudai.core.resources import Resources
 from cloudai.errors import AlreadyExists, CloudAIError, Conflict, InvalidArgument, NotFound
 from cloudai.master import planner
+from cloudai.master.canceller import Canceller, CancelOutcome, stop_orders_tx
 from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.peers import WorkerPeers
-from cloudai.store import Store, assignments, events, results, tasks, workers
+from cloudai.store import Store, assignments, results, tasks, workers
 
 __all__ = ["Cluster", "MasterConfig"]
 
@@ -34,6 +36,10 @@ log = logging.getLogger("cloudai.master")
 class MasterConfig:
     heartbeat_interval: float = 5.0
     dispatch_interval: float = 1.0
+    cancel_deadline: float = 30.0  # the CancelTask RPC to a worker
+    cancel_ack_wait: float = 0.25  # how long a cancel waits for the worker's ack before "queued"
+    cancel_retry_interval: float = 2.0  # between deliveries of an unacknowledged stop order
+    cancel_webhook: str = ""  # POST cancellation events here (JSON), when set
 
 
 class Cluster:
@@ -42,6 +48,8 @@ class Cluster:
         self.config = config or MasterConfig()
         self.peers = WorkerPeers()
         self.dispatcher = Dispatcher(store, self.peers, self.config)
+        self.canceller = Canceller(store, self.peers, self.config)
+        self.dispatcher.also.append(self.canceller.retry_undelivered)
 
     async def start(self) -> None:
         """Load what the store holds (the spec's LoadWorkersFromDB) and start the loops."""
@@ -58,23 +66,40 @@ class Cluster:
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
+        await self.canceller.close()
         await self.peers.close()
 
     # ---- workers -------------------------------------------------------------------------
 
     async def register_worker(
-        self, worker_id: str, address: str, capacity: Resources, runtime: str
-    ) -> None:
+        self,
+        worker_id: str,
+        address: str,
+        capacity: Resources,
+        runtime: str,
+        running: list[str] | None = None,
+    ) -> list[types_pb2.CancelTaskRequest]:
+        """A worker announced itself; answers the stop orders queued for it."""
         for problem in (validate_worker_id(worker_id), validate_address(address)):
             if problem:
                 raise InvalidArgument(problem)
         if capacity.cpu <= 0 or capacity.mem_gb < 0 or capacity.storage_gb < 0 or capacity.gpu < 0:
             raise InvalidArgument(f"invalid capacity {capacity}")
-        await self.store.tx(
-            workers.register_self, worker_id, address, capacity, runtime, time.time()
+        orders = await self.store.tx(
+            self._register_tx, worker_id, address, capacity, runtime, running or [], time.time()
         )
         log.info("worker %s registered at %s with %s (%s)", worker_id, address, capacity, runtime)
+        if orders:
+            log.info("worker %s: %d stop order(s) with its registration", worker_id, len(orders))
         self.dispatcher.wake()
+        return orders
+
+    @staticmethod
+    def _register_tx(  # type: ignore[no-untyped-def]
+        conn, worker_id, address, capacity, runtime, running, now
+    ) -> list[types_pb2.CancelTaskRequest]:
+        workers.register_self(conn, worker_id, address, capacity, runtime, now)
+        return stop_orders_tx(conn, worker_id, running, [], now)
 
     async def manual_register(self, worker_id: str, address: str) -> Worker:
         for problem in (validate_worker_id(worker_id), validate_address(address)):
@@ -103,20 +128,19 @@ class Cluster:
         self.dispatcher.wake()
         return await self.get_worker(worker_id)
 
-    async def heartbeat(self, worker_id: str, running: list[str]) -> tuple[bool, list[str]]:
-        """Record a heartbeat; answer whether the worker is known and which tasks to stop."""
-        return await self.store.tx(self._heartbeat_tx, worker_id, running, time.time())
+    async def heartbeat(
+        self, worker_id: str, running: list[str], stopping: list[str]
+    ) -> tuple[bool, list[types_pb2.CancelTaskRequest]]:
+        """Record a heartbeat; answer whether the worker is known, and its stop orders."""
+        return await self.store.tx(self._heartbeat_tx, worker_id, running, stopping, time.time())
 
     @staticmethod
-    def _heartbeat_tx(conn, worker_id: str, running: list[str], now: float):  # type: ignore[no-untyped-def]
+    def _heartbeat_tx(  # type: ignore[no-untyped-def]
+        conn, worker_id: str, running: list[str], stopping: list[str], now: float
+    ):
         if not workers.touch(conn, worker_id, now):
             return False, []
-        stop = []
-        for task_id in running:
-            task = tasks.get(conn, task_id)
-            if task is None or task.status in TERMINAL or task.worker_id != worker_id:
-                stop.append(task_id)
-        return True, stop
+        return True, stop_orders_tx(conn, worker_id, running, stopping, now)
 
     async def list_workers(self) -> list[Worker]:
         return await self.store.tx(
@@ -151,15 +175,29 @@ class Cluster:
             raise NotFound(f"task {task_id!r} not found")
         return task
 
-    async def list_tasks(self, status: str = "", worker_id: str = "", limit: int = 0) -> list[Task]:
+    async def list_tasks(
+        self,
+        status: str = "",
+        worker_id: str = "",
+        limit: int = 0,
+        owner: str = "",
+        cancelled_by: str = "",
+    ) -> list[Task]:
         if status and status not in TaskStatus.__members__.values():
             raise InvalidArgument(
                 f"unknown status {status!r}: use one of {', '.join(s.value for s in TaskStatus)}"
             )
-        return await self.store.tx(tasks.list_tasks, status, worker_id, limit)
+        return await self.store.tx(tasks.list_tasks, status, worker_id, limit, owner, cancelled_by)
+
+    @staticmethod
+    def _report_tx(conn, result: TaskResult, now: float) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+        outcome = planner.record_result(conn, result, now)
+        if result.stop is not None:
+            Canceller.record_stop_tx(conn, result)
+        return outcome
 
     async def report(self, result: TaskResult) -> str:
-        outcome, message = await self.store.tx(planner.record_result, result, time.time())
+        outcome, message = await self.store.tx(self._report_tx, result, time.time())
         log.info(
             "task %s reported %s by %s (exit %s): %s",
             result.task_id,
@@ -171,46 +209,28 @@ class Cluster:
         self.dispatcher.wake()  # room may have freed
         return message
 
-    async def cancel(self, task_id: str, actor: str, reason: str = "") -> str:
-        """Cancel a task: decide in the store first, then tell its worker."""
-        task = await self.get_task(task_id)
-        if task.status is TaskStatus.CANCELLED:
-            return f"task {task_id} already cancelled"
-        if task.status in TERMINAL:
-            raise Conflict(f"task {task_id} already {task.status.value}")
-        won = await self.store.tx(self._cancel_tx, task_id, actor, reason, time.time())
-        if not won:
-            task = await self.get_task(task_id)
-            if task.status is TaskStatus.CANCELLED:
-                return f"task {task_id} already cancelled"
-            raise Conflict(f"task {task_id} already {task.status.value}")
-        self.dispatcher.wake()
-        if task.worker_id is None:
-            return f"task {task_id} cancelled (it had not started)"
-        worker = await self.store.tx(workers.get, task.worker_id)
-        try:
-            await self.peers.cancel(worker["address"], task_id, reason=reason, timeout=5.0)
-        except CloudAIError as exc:
-            log.warning(
-                "⚠ task %s cancelled in the store; worker %s not reached: %s",
-                task_id,
-                task.worker_id,
-                exc,
-            )
-            return (
-                f"task {task_id} cancelled; worker {task.worker_id} not reached, "
-                "the stop is delivered at its next heartbeat"
-            )
-        return f"task {task_id} cancelled; worker {task.worker_id} is stopping it"
+    async def cancel(
+        self,
+        task_ids: list[str],
+        actor: str,
+        reason: str = "",
+        force: bool = False,
+        grace: float | None = None,
+    ) -> list[CancelOutcome]:
+        outcomes = await self.canceller.cancel_many(task_ids, actor, reason, force, grace)
+        self.dispatcher.wake()  # room freed
+        return outcomes
 
-    @staticmethod
-    def _cancel_tx(conn, task_id: str, actor: str, reason: str, now: float) -> bool:  # type: ignore[no-untyped-def]
-        won = tasks.transition(
-            conn, task_id, TaskStatus.CANCELLED, completed_at=now, reason=reason or "cancelled"
-        )
-        if won:
-            events.add(conn, task_id, "cancel_requested", actor, reason, now)
-        return won
+    async def cancel_one(self, task_id: str, actor: str) -> CancelOutcome:
+        """The spec's CancelTask(TaskID): errors as gRPC status codes."""
+        outcome = await self.canceller.cancel(task_id, actor)
+        self.dispatcher.wake()
+        return outcome
+
+    async def stop_progress(
+        self, task_id: str, worker_id: str, stage: str, at: float, detail: str
+    ) -> None:
+        await self.canceller.progress(task_id, worker_id, stage, at, detail)
 
     async def stream_logs(self, task_id: str, follow: bool) -> AsyncIterator[bytes]:
         task = await self.get_task(task_id)

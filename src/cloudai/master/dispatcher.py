@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from cloudai.core.lifecycle import TaskStatus
@@ -37,6 +38,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._delivering: set[str] = set()
         self._placing = asyncio.Lock()
+        self.also: list[Callable[[], Awaitable[None]]] = []  # more work for each round
 
     def wake(self) -> None:
         self._wake.set()
@@ -67,6 +69,8 @@ class Dispatcher:
     async def round(self) -> None:
         await self.place_pending()
         await self.deliver()
+        for extra in self.also:
+            await extra()
 
     async def place_pending(self) -> int:
         """Place what fits, oldest first; one placer at a time (the store re-checks anyway)."""

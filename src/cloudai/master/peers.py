@@ -42,27 +42,10 @@ class WorkerPeers:
         return str(ack.message)
 
     async def cancel(
-        self,
-        address: str,
-        task_id: str,
-        *,
-        signal: str = "",
-        grace: float = 0.0,
-        force: bool = False,
-        reason: str = "",
-        timeout: float = CANCEL_DEADLINE,
+        self, address: str, order: types_pb2.CancelTaskRequest, timeout: float = CANCEL_DEADLINE
     ) -> str:
         try:
-            ack = await self._stub(address).CancelTask(
-                worker_pb2.CancelTaskRequest(
-                    task_id=task_id,
-                    stop_signal=signal,
-                    grace_seconds=grace,
-                    force=force,
-                    reason=reason,
-                ),
-                timeout=timeout,
-            )
+            ack = await self._stub(address).CancelTask(order, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, f"worker at {address}") from exc
         return str(ack.message)

@@ -14,7 +14,7 @@ from cloudai.core.models import Task, TaskResult, TaskSpec, Worker, worker_state
 from cloudai.core.resources import Resources
 from cloudai.errors import Conflict, NoCapacity, NotFound
 from cloudai.scheduler.placement import fits_anywhere
-from cloudai.store import assignments, events, results, tasks, workers
+from cloudai.store import assignments, cancellations, events, results, tasks, workers
 from cloudai.store._dialect import lock_row
 from cloudai.store.schema import workers as workers_table
 
@@ -110,6 +110,9 @@ def task_detail(conn: Connection, task_id: str) -> Task | None:
     task = tasks.get(conn, task_id, events=True)
     if task is None:
         return None
+    cancellation = cancellations.get(conn, task_id)
+    if cancellation is not None:
+        task = dataclasses.replace(task, cancellation=cancellation)
     row = results.get(conn, task_id)
     if row is None:
         return task

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 
 import grpc
@@ -23,6 +24,12 @@ __all__ = ["MasterService"]
 Ctx = grpc.aio.ServicerContext
 
 
+def _actor(context: Ctx) -> str:
+    """Who is asking: the CLI sends its user (CLOUDAI_USER, else the OS user)."""
+    actor = dict(context.invocation_metadata() or ()).get("cloudai-user", "")
+    return str(actor)[:128] or "unknown"
+
+
 def _require_task_id(task_id: str) -> str:
     task_id = task_id.strip()
     if not task_id:
@@ -40,13 +47,18 @@ class MasterService(master_pb2_grpc.MasterServicer):
     async def RegisterWorker(
         self, request: master_pb2.RegisterWorkerRequest, context: Ctx
     ) -> master_pb2.RegisterWorkerResponse:
-        await self.cluster.register_worker(
-            request.worker_id, request.address, resources_from_pb(request.capacity), request.runtime
+        orders = await self.cluster.register_worker(
+            request.worker_id,
+            request.address,
+            resources_from_pb(request.capacity),
+            request.runtime,
+            list(request.running_task_ids),
         )
         return master_pb2.RegisterWorkerResponse(
             accepted=True,
             message=f"worker {request.worker_id} registered",
             heartbeat_interval=self.cluster.config.heartbeat_interval,
+            stop_orders=orders,
         )
 
     @translate
@@ -60,10 +72,12 @@ class MasterService(master_pb2_grpc.MasterServicer):
     async def SendHeartbeat(
         self, request: master_pb2.HeartbeatRequest, context: Ctx
     ) -> master_pb2.HeartbeatResponse:
-        known, stop = await self.cluster.heartbeat(
-            request.worker_id, list(request.running_task_ids)
+        known, orders = await self.cluster.heartbeat(
+            request.worker_id, list(request.running_task_ids), list(request.stopping_task_ids)
         )
-        return master_pb2.HeartbeatResponse(known=known, stop_task_ids=stop)
+        return master_pb2.HeartbeatResponse(
+            known=known, stop_task_ids=[o.task_id for o in orders], stop_orders=orders
+        )
 
     @translate
     async def ReportTaskCompletion(
@@ -89,7 +103,9 @@ class MasterService(master_pb2_grpc.MasterServicer):
     ) -> master_pb2.ListTasksResponse:
         if request.limit < 0:
             raise InvalidArgument("limit must not be negative")
-        found = await self.cluster.list_tasks(request.status, request.worker_id, request.limit)
+        found = await self.cluster.list_tasks(
+            request.status, request.worker_id, request.limit, request.owner, request.cancelled_by
+        )
         return master_pb2.ListTasksResponse(tasks=[task_to_pb(t) for t in found])
 
     @translate
@@ -101,9 +117,35 @@ class MasterService(master_pb2_grpc.MasterServicer):
 
     @translate
     async def CancelTask(self, request: types_pb2.TaskID, context: Ctx) -> types_pb2.TaskAck:
-        actor = dict(context.invocation_metadata() or ()).get("cloudai-user", "unknown")
-        message = await self.cluster.cancel(_require_task_id(request.task_id), str(actor))
-        return types_pb2.TaskAck(success=True, message=message)
+        """The spec's form: one task, default stop; NOT_FOUND / FAILED_PRECONDITION on error."""
+        outcome = await self.cluster.cancel_one(_require_task_id(request.task_id), _actor(context))
+        return outcome.to_pb()
+
+    @translate
+    async def CancelTasks(
+        self, request: master_pb2.CancelRequest, context: Ctx
+    ) -> master_pb2.CancelResponse:
+        """With options, one or many: one ack per task, errors in the acks."""
+        if not request.task_ids:
+            raise InvalidArgument("no task IDs given")
+        ids = [_require_task_id(t) for t in request.task_ids]
+        grace = request.grace_seconds if request.HasField("grace_seconds") else None
+        if grace is not None and not math.isfinite(grace):
+            raise InvalidArgument("grace must be a number of seconds")
+        outcomes = await self.cluster.cancel(
+            ids, _actor(context), request.reason, request.force, grace
+        )
+        return master_pb2.CancelResponse(acks=[o.to_pb() for o in outcomes])
+
+    @translate
+    async def ReportStopProgress(
+        self, request: master_pb2.StopProgress, context: Ctx
+    ) -> types_pb2.TaskAck:
+        _require_task_id(request.task_id)
+        await self.cluster.stop_progress(
+            request.task_id, request.worker_id, request.stage, request.at, request.detail[:2000]
+        )
+        return types_pb2.TaskAck(success=True, message="recorded", task_id=request.task_id)
 
     @translate_stream
     async def StreamTaskLogs(

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from cloudai.api.v1 import types_pb2 as pb
 from cloudai.core.lifecycle import TaskStatus
-from cloudai.core.models import Task, TaskEvent, TaskResult, TaskSpec, Worker
+from cloudai.core.models import (
+    Cancellation,
+    StopReport,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskSpec,
+    Worker,
+)
 from cloudai.core.resources import Resources
 from cloudai.errors import InvalidArgument
 
 __all__ = [
+    "cancellation_from_pb",
+    "cancellation_to_pb",
     "resources_from_pb",
     "resources_to_pb",
     "result_from_pb",
@@ -84,6 +94,8 @@ def task_to_pb(t: Task) -> pb.Task:
         m.exit_code = t.exit_code
     if t.result is not None:
         m.result.CopyFrom(result_to_pb(t.result))
+    if t.cancellation is not None:
+        m.cancellation.CopyFrom(cancellation_to_pb(t.cancellation))
     return m
 
 
@@ -101,6 +113,11 @@ def task_from_pb(m: pb.Task) -> Task:
         oom_killed=m.oom_killed,
         events=tuple(TaskEvent(e.at, e.kind, e.actor, e.message) for e in m.events),
         result=result_from_pb(m.result) if m.HasField("result") else None,
+        cancellation=(
+            cancellation_from_pb(m.task_id, m.worker_id, m.cancellation)
+            if m.HasField("cancellation")
+            else None
+        ),
     )
 
 
@@ -117,6 +134,19 @@ def result_to_pb(r: TaskResult) -> pb.TaskResult:
     )
     if r.exit_code is not None:
         m.exit_code = r.exit_code
+    if r.stop is not None:
+        s = r.stop
+        m.stop.CopyFrom(
+            pb.StopReport(
+                received_at=s.received_at,
+                signal=s.signal,
+                signal_at=s.signal_at or 0.0,
+                killed_at=s.killed_at or 0.0,
+                exited_at=s.exited_at or 0.0,
+                forced=s.forced,
+                error=s.error,
+            )
+        )
     return m
 
 
@@ -134,6 +164,66 @@ def result_from_pb(m: pb.TaskResult) -> TaskResult:
         error=m.error,
         oom_killed=m.oom_killed,
         started_at=m.started_at or None,
+        stop=_stop_from_pb(m.stop) if m.HasField("stop") else None,
+    )
+
+
+def _stop_from_pb(s: pb.StopReport) -> StopReport:
+    return StopReport(
+        received_at=s.received_at,
+        signal=s.signal,
+        signal_at=s.signal_at or None,
+        killed_at=s.killed_at or None,
+        exited_at=s.exited_at or None,
+        forced=s.forced,
+        error=s.error,
+    )
+
+
+_CANCEL_TIMES = (
+    "requested_at",
+    "delivered_at",
+    "signal_at",
+    "killed_at",
+    "exited_at",
+    "removed_at",
+)
+
+
+def cancellation_to_pb(c: Cancellation) -> pb.Cancellation:
+    m = pb.Cancellation(
+        requested_by=c.requested_by,
+        reason=c.reason,
+        force=c.force,
+        grace_seconds=c.grace_seconds,
+        stop_signal=c.stop_signal,
+        delivery_attempts=c.delivery_attempts,
+        last_error=c.last_error,
+        forced=c.forced,
+        stop_error=c.stop_error,
+        state=c.state,
+        **{name: getattr(c, name) or 0.0 for name in _CANCEL_TIMES},
+    )
+    if c.exit_code is not None:
+        m.exit_code = c.exit_code
+    return m
+
+
+def cancellation_from_pb(task_id: str, worker_id: str, m: pb.Cancellation) -> Cancellation:
+    return Cancellation(
+        task_id=task_id,
+        worker_id=None if m.state == "not_started" else worker_id or None,
+        requested_by=m.requested_by,
+        reason=m.reason,
+        force=m.force,
+        grace_seconds=m.grace_seconds,
+        stop_signal=m.stop_signal,
+        delivery_attempts=m.delivery_attempts,
+        last_error=m.last_error,
+        exit_code=m.exit_code if m.HasField("exit_code") else None,
+        forced=m.forced,
+        stop_error=m.stop_error,
+        **{name: getattr(m, name) or None for name in _CANCEL_TIMES},  # type: ignore[arg-type]
     )
 
 

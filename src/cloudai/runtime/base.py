@@ -6,6 +6,8 @@ the worker restarts (re-adoption)."""
 from __future__ import annotations
 
 import abc
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -50,9 +52,34 @@ class Runtime(abc.ABC):
         """Block until the task has exited; its exit code and whether it was OOM-killed."""
 
     @abc.abstractmethod
+    async def is_running(self, handle: Handle) -> bool:
+        """Whether the task's main process is still running."""
+
+    @abc.abstractmethod
+    async def signal(self, handle: Handle, signal: str) -> bool:
+        """Send `signal` (a name such as "SIGTERM") to the task: the container's PID 1, or the
+        process group. False when the task is not running; RuntimeFailure when the engine
+        refuses."""
+
     async def stop(self, handle: Handle, signal: str, grace: float) -> str:
         """Send `signal`, wait up to `grace` seconds, then SIGKILL. Returns how it went:
-        "exited" (ended within the grace), "killed" (needed SIGKILL) or "not running"."""
+        "exited" (ended within the grace), "killed" (needed SIGKILL) or "not running".
+
+        The worker's supervisor runs these steps itself, each under its own deadline; this is
+        the same sequence for callers that need no more than the outcome."""
+        if signal != "SIGKILL":
+            if not await self.signal(handle, signal):
+                return "not running"
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not await self.is_running(handle):
+                    return "exited"
+                await asyncio.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
+            if not await self.is_running(handle):
+                return "exited"
+        if not await self.signal(handle, "SIGKILL"):
+            return "exited" if signal != "SIGKILL" else "not running"
+        return "killed"
 
     @abc.abstractmethod
     async def destroy(self, handle: Handle) -> None:

@@ -126,36 +126,23 @@ class DockerRuntime(Runtime):
             error = "OOM killed: the task exceeded its memory limit"
         return Exit(code, oom_killed=oom, error=error)
 
-    async def _running(self, handle: Handle) -> bool:
+    async def is_running(self, handle: Handle) -> bool:
         try:
             state = (await self._call(self.api.inspect_container, handle.ref))["State"]
         except docker.errors.NotFound:
             return False
         return bool(state.get("Running"))
 
-    async def stop(self, handle: Handle, signal: str, grace: float) -> str:
-        if not await self._running(handle):
-            return "not running"
+    async def signal(self, handle: Handle, signal: str) -> bool:
         try:
             await self._call(self.api.kill, handle.ref, signal=signal)
+        except docker.errors.NotFound:
+            return False
         except docker.errors.APIError as exc:
-            if not await self._running(handle):
-                return "not running"
-            raise RuntimeFailure(f"signal failed: {_explain(exc)}") from exc
-        if signal != "SIGKILL":
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if not await self._running(handle):
-                    return "exited"
-                await asyncio.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
-            if not await self._running(handle):
-                return "exited"
-        try:
-            await self._call(self.api.kill, handle.ref, signal="SIGKILL")
-        except docker.errors.APIError as exc:
-            if await self._running(handle):
-                raise RuntimeFailure(f"kill failed: {_explain(exc)}") from exc
-        return "killed"
+            if exc.status_code == 409 or not await self.is_running(handle):  # 409: not running
+                return False
+            raise RuntimeFailure(f"{signal} failed: {_explain(exc)}") from exc
+        return True
 
     async def destroy(self, handle: Handle) -> None:
         try:

@@ -131,20 +131,14 @@ class ProcessRuntime(Runtime):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(int(handle.ref), sig)
 
-    async def stop(self, handle: Handle, signal: str, grace: float) -> str:
+    async def is_running(self, handle: Handle) -> bool:
+        return self._alive(handle)
+
+    async def signal(self, handle: Handle, signal: str) -> bool:
         if not self._alive(handle):
-            return "not running"
+            return False
         self._signal(handle, signals.Signals[signal])
-        if signal != "SIGKILL":
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if not self._alive(handle):
-                    return "exited"
-                await asyncio.sleep(_POLL)
-            if not self._alive(handle):
-                return "exited"
-        self._signal(handle, signals.SIGKILL)
-        return "killed"
+        return True
 
     async def destroy(self, handle: Handle) -> None:
         self._signal(handle, signals.SIGKILL)  # whatever the task left behind in its group

@@ -58,6 +58,7 @@ tasks = Table(
     Column("started_at", Float, nullable=True),
     Column("completed_at", Float, nullable=True),
     Index("ix_tasks_status", "status"),
+    Index("ix_tasks_owner", "owner"),
 )
 
 assignments = Table(
@@ -98,4 +99,30 @@ task_events = Table(
     Column("actor", String(128), nullable=False, default=""),
     Column("message", Text, nullable=False, default=""),
     Index("ix_task_events_task", "task_id", "id"),
+)
+
+# One row per cancelled task: what was decided (who, when, why, how) and how far the stop got.
+# `tasks.status` says `cancelled` from the start; these columns are the reality catching up.
+cancellations = Table(
+    "cancellations",
+    metadata,
+    Column("task_id", String(64), ForeignKey("tasks.task_id"), primary_key=True),
+    Column("worker_id", String(64), nullable=True),  # None: it had not been placed
+    Column("requested_by", String(128), nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("force", Boolean, nullable=False, default=False),
+    Column("grace_seconds", Float, nullable=False),
+    Column("stop_signal", String(16), nullable=False),
+    Column("delivered_at", Float, nullable=True),
+    Column("delivery_attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("signal_at", Float, nullable=True),
+    Column("killed_at", Float, nullable=True),
+    Column("exited_at", Float, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("forced", Boolean, nullable=False, default=False),
+    Column("removed_at", Float, nullable=True),
+    Column("stop_error", Text, nullable=False, default=""),
+    Index("ix_cancellations_open", "worker_id", "removed_at"),
 )

@@ -14,7 +14,7 @@ from cloudai.core.lifecycle import ACTIVE, HOLDS_RESOURCES, TaskStatus, allowed_
 from cloudai.core.models import Task, TaskEvent, TaskSpec
 from cloudai.core.resources import Resources
 from cloudai.store import events as events_table
-from cloudai.store.schema import assignments, tasks
+from cloudai.store.schema import assignments, cancellations, tasks
 
 __all__ = [
     "active_ids_on",
@@ -110,13 +110,26 @@ def get(conn: Connection, task_id: str, events: bool = False) -> Task | None:
 
 
 def list_tasks(
-    conn: Connection, status: str = "", worker_id: str = "", limit: int = 0
+    conn: Connection,
+    status: str = "",
+    worker_id: str = "",
+    limit: int = 0,
+    owner: str = "",
+    cancelled_by: str = "",
 ) -> list[Task]:
     stmt = select(*_COLUMNS).select_from(_joined()).order_by(tasks.c.created_at, tasks.c.task_id)
     if status:
         stmt = stmt.where(tasks.c.status == status)
     if worker_id:
         stmt = stmt.where(assignments.c.worker_id == worker_id)
+    if owner:
+        stmt = stmt.where(tasks.c.owner == owner)
+    if cancelled_by:
+        stmt = stmt.where(
+            tasks.c.task_id.in_(
+                select(cancellations.c.task_id).where(cancellations.c.requested_by == cancelled_by)
+            )
+        )
     if limit:
         stmt = stmt.limit(limit)
     return [_row_to_task(r) for r in conn.execute(stmt).mappings()]

@@ -75,7 +75,10 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     await served.server.start()
     await served.set_serving([SERVICE])
     beat = asyncio.create_task(
-        link.heartbeat_loop(supervisor.running_ids, supervisor.stop_orders), name="heartbeat-loop"
+        link.heartbeat_loop(
+            supervisor.running_ids, supervisor.stopping_ids, supervisor.stop_orders
+        ),
+        name="heartbeat-loop",
     )
     log.info(
         "worker %s serving on %s (advertised %s), runtime %s, capacity %s, %d task(s) re-adopted",

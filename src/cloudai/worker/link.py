@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 
 import grpc
 
@@ -16,6 +17,7 @@ from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
 from cloudai.rpc.convert import resources_to_pb, result_to_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
+from cloudai.worker.orders import CancelOrder, order_from_pb
 
 __all__ = ["MasterLink"]
 
@@ -42,11 +44,13 @@ class MasterLink:
         self._channel = grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS)
         self._stub = master_pb2_grpc.MasterStub(self._channel)
         self.registered = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         self.report_attempts: dict[str, int] = {}  # task_id -> failed attempts, while retrying
 
-    async def register(self, running: list[str]) -> None:
+    async def register(self, running: list[str]) -> list[tuple[str, CancelOrder]]:
+        """Register; returns the stop orders the master queued for this worker."""
         try:
-            await self._stub.RegisterWorker(
+            reply = await self._stub.RegisterWorker(
                 master_pb2.RegisterWorkerRequest(
                     worker_id=self.worker_id,
                     address=self.address,
@@ -62,21 +66,30 @@ class MasterLink:
         log.info(
             "✓ registered with master %s as %s (%s)", self.master, self.worker_id, self.capacity
         )
+        return [order_from_pb(o) for o in reply.stop_orders]
 
-    async def heartbeat(self, running: list[str]) -> tuple[bool, list[str]]:
+    async def heartbeat(
+        self, running: list[str], stopping: list[str]
+    ) -> tuple[bool, list[tuple[str, CancelOrder]]]:
+        """One heartbeat; returns whether the master knows this worker, and its stop orders."""
         try:
             reply = await self._stub.SendHeartbeat(
-                master_pb2.HeartbeatRequest(worker_id=self.worker_id, running_task_ids=running),
+                master_pb2.HeartbeatRequest(
+                    worker_id=self.worker_id,
+                    running_task_ids=running,
+                    stopping_task_ids=stopping,
+                ),
                 timeout=RPC_DEADLINE,
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, f"master at {self.master}") from exc
-        return bool(reply.known), list(reply.stop_task_ids)
+        return bool(reply.known), [order_from_pb(o) for o in reply.stop_orders]
 
     async def heartbeat_loop(
         self,
         running: Callable[[], list[str]],
-        on_stop_orders: Callable[[list[str]], Awaitable[None]],
+        stopping: Callable[[], list[str]],
+        on_stop_orders: Callable[[list[tuple[str, CancelOrder]]], None],
     ) -> None:
         """heartbeat-loop: (re-)register when needed, beat every interval, carry out orders."""
         log.info("heartbeat-loop started (every %gs to %s)", self.interval, self.master)
@@ -85,8 +98,8 @@ class MasterLink:
             while True:
                 try:
                     if not self.registered.is_set():
-                        await self.register(running())
-                    known, stop = await self.heartbeat(running())
+                        on_stop_orders(await self.register(running()))
+                    known, orders = await self.heartbeat(running(), stopping())
                     if not known:
                         log.warning("⚠ master does not know this worker: registering again")
                         self.registered.clear()
@@ -94,8 +107,8 @@ class MasterLink:
                     if failures:
                         log.info("✓ master %s reachable again", self.master)
                     failures = 0
-                    if stop:
-                        await on_stop_orders(stop)
+                    if orders:
+                        on_stop_orders(orders)
                 except CloudAIError as exc:
                     failures += 1
                     if failures in (1, 10) or failures % 100 == 0:
@@ -134,5 +147,30 @@ class MasterLink:
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
 
+    def progress(self, task_id: str, stage: str, detail: str = "") -> None:
+        """Tell the master how far a stop has got (signal sent, killed, removed), in the
+        background. A few tries: the cancelled result carries the same facts, and the
+        master's heartbeat reconciliation confirms a removal that was never reported."""
+        msg = master_pb2.StopProgress(
+            task_id=task_id, worker_id=self.worker_id, stage=stage, at=time.time(), detail=detail
+        )
+        t = asyncio.create_task(self._send_progress(msg), name=f"progress-{task_id}-{stage}")
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+
+    async def _send_progress(self, msg: master_pb2.StopProgress) -> None:
+        for attempt in range(5):
+            try:
+                await self._stub.ReportStopProgress(msg, timeout=RPC_DEADLINE)
+                return
+            except grpc.aio.AioRpcError as exc:
+                err = from_rpc_error(exc, f"master at {self.master}")
+                if isinstance(err, (NotFound, Conflict, InvalidArgument)):
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
+        log.warning("[Task %s] ⚠ could not report stop stage %s", msg.task_id, msg.stage)
+
     async def close(self) -> None:
+        for t in list(self._background):
+            t.cancel()
         await self._channel.close()

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 import grpc
 
 from cloudai.api.v1 import types_pb2, worker_pb2, worker_pb2_grpc
-from cloudai.core.models import STOP_SIGNALS, Worker
+from cloudai.core.models import Worker
 from cloudai.errors import InvalidArgument
 from cloudai.rpc.convert import spec_from_pb, worker_to_pb
 from cloudai.rpc.errors import translate, translate_stream
 from cloudai.worker.link import MasterLink
-from cloudai.worker.supervisor import CancelOrder, Supervisor
+from cloudai.worker.orders import order_from_pb
+from cloudai.worker.supervisor import Supervisor
 
 __all__ = ["WorkerService"]
 
@@ -40,22 +41,12 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
 
     @translate
     async def CancelTask(
-        self, request: worker_pb2.CancelTaskRequest, context: Ctx
+        self, request: types_pb2.CancelTaskRequest, context: Ctx
     ) -> types_pb2.TaskAck:
-        if request.stop_signal and request.stop_signal not in STOP_SIGNALS:
-            raise InvalidArgument(f"unknown stop signal {request.stop_signal!r}")
-        if request.grace_seconds < 0:
-            raise InvalidArgument("grace must not be negative")
-        entry = self.supervisor.handle_of(request.task_id)
-        spec = entry.spec
-        order = CancelOrder(
-            signal=request.stop_signal or (spec.signal if spec else "SIGTERM"),
-            grace=request.grace_seconds or (spec.grace if spec else 10.0),
-            force=request.force,
-            reason=request.reason,
-        )
-        message = await self.supervisor.cancel(request.task_id, order)
-        return types_pb2.TaskAck(success=True, message=message)
+        """Acknowledge at once; the stop runs on the worker's own time."""
+        task_id, order = order_from_pb(request)
+        message = self.supervisor.cancel(task_id, order)
+        return types_pb2.TaskAck(success=True, message=message, task_id=task_id)
 
     @translate_stream
     async def StreamTaskLogs(

@@ -1,45 +1,48 @@
-"""Runs each task through the runtime, from start to reported result to removal.
+"""Runs each task through the runtime, from start to reported result to removal, and stops it
+on order.
 
 The container (or process group) is removed only after the master acknowledged the result, so
-a worker that dies in between finds it again at start (`adopt`) and reports it then."""
+a worker that dies in between finds it again at start (`adopt`) and reports it then.
+
+A stop is carried out in steps, each under its own deadline, so a hung engine call is reported
+("kill failed"), never a hung worker: the stop signal, the grace period, SIGKILL if it still
+runs, then (after the result is acknowledged) removal. A start re-checks for a cancel before
+each of its steps, so a task cancelled mid-start never runs on."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from cloudai.core.lifecycle import TaskStatus
-from cloudai.core.models import TaskResult, TaskSpec
-from cloudai.errors import CloudAIError, NotFound
+from cloudai.core.models import DEFAULT_GRACE_SECONDS, StopReport, TaskResult, TaskSpec
+from cloudai.errors import CloudAIError, Conflict, NotFound
 from cloudai.logsetup import box
 from cloudai.runtime.base import Exit, Handle, Runtime
 from cloudai.worker.link import MasterLink
+from cloudai.worker.orders import CancelOrder
 
 __all__ = ["CancelOrder", "Supervisor"]
 
 log = logging.getLogger("cloudai.worker")
 STEP_DEADLINE = 30.0  # each engine step of a stop (signal, kill, remove) has its own
-
-
-@dataclass
-class CancelOrder:
-    signal: str
-    grace: float
-    force: bool
-    reason: str = ""
-    at: float = field(default_factory=time.time)
+TOMBSTONES = 10_000  # cancelled task IDs remembered, so a late assignment is refused
 
 
 @dataclass
 class _Entry:
     task_id: str
-    spec: TaskSpec | None
+    spec: TaskSpec | None  # None for a task re-adopted after a restart
     handle: Handle | None = None
     cancel: CancelOrder | None = None
+    stop: StopReport | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
+    stopper: asyncio.Task[None] | None = None
 
 
 class Supervisor:
@@ -48,9 +51,14 @@ class Supervisor:
         self.link = link
         self.worker_id = worker_id
         self._tasks: dict[str, _Entry] = {}
+        self._tombstones: OrderedDict[str, float] = OrderedDict()
 
     def running_ids(self) -> list[str]:
         return sorted(self._tasks)
+
+    def stopping_ids(self) -> list[str]:
+        """Tasks with a stop order being carried out (the master counts it as delivered)."""
+        return sorted(t for t, e in self._tasks.items() if e.cancel is not None)
 
     def handle_of(self, task_id: str) -> _Entry:
         entry = self._tasks.get(task_id)
@@ -72,6 +80,8 @@ class Supervisor:
         return len(handles)
 
     def assign(self, task_id: str, spec: TaskSpec) -> str:
+        if task_id in self._tombstones:
+            raise Conflict(f"task {task_id} was cancelled: not starting it")
         if task_id in self._tasks:
             return f"task {task_id} already on {self.worker_id}"
         entry = _Entry(task_id, spec)
@@ -83,14 +93,15 @@ class Supervisor:
         assert entry.spec is not None
         spec = entry.spec
         try:
-            for step in ("placed", "prepare", "start"):
+            for step in ("placed", "pull", "create+start"):
                 if entry.cancel is not None:
                     log.info("[Task %s] cancelled before %s: not starting", entry.task_id, step)
+                    entry.started.set()
                     await self._report_and_forget(entry, Exit(None), time.time())
                     return
-                if step == "prepare":
+                if step == "pull":
                     await self.runtime.prepare(entry.task_id, spec)
-                elif step == "start":
+                elif step == "create+start":
                     entry.handle = await self.runtime.start(entry.task_id, spec)
                     entry.started.set()
                     log.info("[Task %s] started (%s)", entry.task_id, entry.handle.ref[:12])
@@ -105,13 +116,22 @@ class Supervisor:
             error = f"worker error while starting: {type(exc).__name__}: {exc}"
             await self._report_and_forget(entry, Exit(None, error=error), time.time())
             return
-        if entry.cancel is not None:  # cancelled while it was starting
-            asyncio.create_task(self._stop(entry), name=f"stop-{entry.task_id}")
+        if entry.cancel is not None and entry.stopper is None:  # cancelled while starting
+            entry.stopper = asyncio.create_task(self._stop(entry), name=f"stop-{entry.task_id}")
         await self._finish(entry)
 
     async def _finish(self, entry: _Entry) -> None:
         assert entry.handle is not None
         exit_ = await self.runtime.wait(entry.handle)
+        exited_at = time.time()
+        entry.exited.set()
+        if entry.stopper is not None:  # let the stop record how it ended
+            try:
+                await asyncio.wait_for(asyncio.shield(entry.stopper), STEP_DEADLINE)
+            except TimeoutError:
+                log.warning("[Task %s] ⚠ stop still busy after the exit", entry.task_id)
+        if entry.stop is not None:
+            entry.stop.exited_at = exited_at
         await self._report_and_forget(entry, exit_, entry.handle.started_at)
 
     async def _report_and_forget(self, entry: _Entry, exit_: Exit, started_at: float) -> None:
@@ -132,6 +152,7 @@ class Supervisor:
             error=exit_.error,
             oom_killed=exit_.oom_killed,
             started_at=started_at if entry.handle else None,
+            stop=entry.stop,
         )
         log.info(
             "[Task %s] ended %s (exit %s)%s",
@@ -141,56 +162,133 @@ class Supervisor:
             f": {exit_.error}" if exit_.error else "",
         )
         await self.link.report(result)
+        if entry.cancel is not None:
+            log.info("[Task %s] ✓ cancellation reported to master", entry.task_id)
         if entry.handle is not None:
             try:
                 await asyncio.wait_for(self.runtime.destroy(entry.handle), STEP_DEADLINE)
+                if entry.cancel is not None:
+                    log.info("[Task %s] ✓ container removed", entry.task_id)
+                    self.link.progress(entry.task_id, "removed")
             except (CloudAIError, TimeoutError) as exc:
-                log.warning("[Task %s] ⚠ remove failed: %s", entry.task_id, exc)
+                error = f"remove failed: {exc or 'the engine did not answer'}"
+                log.warning("[Task %s] ✗ %s", entry.task_id, error)
+                if entry.cancel is not None:
+                    self.link.progress(entry.task_id, "remove_failed", error)
+        elif entry.cancel is not None:  # it never started: nothing to remove
+            self.link.progress(entry.task_id, "removed", "never started")
         self._tasks.pop(entry.task_id, None)
 
-    async def cancel(self, task_id: str, order: CancelOrder) -> str:
+    def _tombstone(self, task_id: str) -> None:
+        self._tombstones[task_id] = time.time()
+        self._tombstones.move_to_end(task_id)
+        while len(self._tombstones) > TOMBSTONES:
+            self._tombstones.popitem(last=False)
+
+    def cancel(self, task_id: str, order: CancelOrder) -> str:
         """Record the order and carry it out in the background; answers at once."""
+        self._tombstone(task_id)
         entry = self.handle_of(task_id)
+        if entry.cancel is not None:
+            return f"task {task_id} is already stopping on {self.worker_id}"
+        entry.cancel = order
         log.info(
             box(
                 "TASK CANCELLATION REQUEST",
-                [f"Task ID: {task_id}", f"Reason: {order.reason or '-'}"],
+                [
+                    f"Task ID: {task_id}",
+                    f"Requested by: {order.requested_by or '-'}",
+                    f"Reason: {order.reason or '-'}",
+                    "Mode: force (SIGKILL now)"
+                    if order.force
+                    else f"Mode: {self._signal_of(entry)}, grace {self._grace_of(entry):g}s",
+                ],
             )
         )
-        if entry.cancel is not None:
-            return f"task {task_id} is already stopping"
-        entry.cancel = order
-        if entry.handle is not None:
-            asyncio.create_task(self._stop(entry), name=f"stop-{task_id}")
+        if entry.handle is not None and entry.stopper is None:
+            entry.stopper = asyncio.create_task(self._stop(entry), name=f"stop-{task_id}")
         return f"task {task_id} stopping on {self.worker_id}"
 
-    async def _stop(self, entry: _Entry) -> None:
-        order = entry.cancel
-        assert order is not None and entry.handle is not None
-        signal = "SIGKILL" if order.force else order.signal
-        try:
-            how = await asyncio.wait_for(
-                self.runtime.stop(entry.handle, signal, order.grace), order.grace + STEP_DEADLINE
-            )
-            log.info("[Task %s] ✓ stop: %s", entry.task_id, how)
-        except (CloudAIError, TimeoutError) as exc:
-            log.error("[Task %s] ✗ stop failed: %s", entry.task_id, exc or "engine timed out")
+    def _signal_of(self, entry: _Entry) -> str:
+        assert entry.cancel is not None
+        if entry.cancel.force:
+            return "SIGKILL"
+        return entry.cancel.signal or (entry.spec.signal if entry.spec else "SIGTERM")
 
-    async def stop_orders(self, task_ids: list[str]) -> None:
-        """Orders from the master's heartbeat reply: stop these tasks."""
-        for task_id in task_ids:
+    def _grace_of(self, entry: _Entry) -> float:
+        assert entry.cancel is not None
+        if entry.cancel.grace is not None:
+            return entry.cancel.grace
+        return entry.spec.grace if entry.spec else DEFAULT_GRACE_SECONDS
+
+    async def _stop(self, entry: _Entry) -> None:
+        """Signal, grace, SIGKILL: each step under its own deadline."""
+        assert entry.handle is not None and entry.cancel is not None
+        handle, tid = entry.handle, entry.task_id
+        signal, grace = self._signal_of(entry), self._grace_of(entry)
+        stop = entry.stop = StopReport(received_at=entry.cancel.received_at, signal=signal)
+        log.info("[Task %s] Cancelling task (container: %s)...", tid, handle.ref[:12])
+        if not await self._send(entry, signal):
+            return
+        if signal != "SIGKILL":
+            try:
+                await asyncio.wait_for(entry.exited.wait(), grace)
+                log.info("[Task %s] ✓ exited within the grace after %s", tid, signal)
+                return
+            except TimeoutError:
+                log.info("[Task %s] still running after %gs grace: SIGKILL", tid, grace)
+            if not await self._send(entry, "SIGKILL"):
+                return
+        stop.forced = True
+        try:
+            await asyncio.wait_for(entry.exited.wait(), STEP_DEADLINE)
+            log.info("[Task %s] ✓ killed", tid)
+        except TimeoutError:
+            stop.error = f"kill failed: still running {STEP_DEADLINE:g}s after SIGKILL"
+            log.error("[Task %s] ✗ %s", tid, stop.error)
+            self.link.progress(tid, "kill_failed", stop.error)
+
+    async def _send(self, entry: _Entry, signal: str) -> bool:
+        """One signal under its deadline; False when there is nothing more to do."""
+        assert entry.handle is not None and entry.stop is not None
+        tid, stop = entry.task_id, entry.stop
+        try:
+            sent = await asyncio.wait_for(self.runtime.signal(entry.handle, signal), STEP_DEADLINE)
+        except (CloudAIError, TimeoutError) as exc:
+            what = "kill" if signal == "SIGKILL" else signal
+            stop.error = f"{what} failed: {exc or 'the engine did not answer'}"
+            log.error("[Task %s] ✗ %s", tid, stop.error)
+            self.link.progress(tid, "kill_failed", stop.error)
+            return False
+        if not sent:
+            log.info("[Task %s] ✓ already stopped (no %s needed)", tid, signal)
+            return False
+        now = time.time()
+        if signal == "SIGKILL" and stop.signal != "SIGKILL":
+            stop.killed_at = now
+            self.link.progress(tid, "killed", f"SIGKILL after {self._grace_of(entry):g}s grace")
+        else:
+            stop.signal_at = now
+            self.link.progress(tid, "signal_sent", signal)
+        log.info("[Task %s] ✓ %s sent", tid, signal)
+        return True
+
+    def stop_orders(self, orders: list[tuple[str, CancelOrder]]) -> None:
+        """Orders from the master's heartbeat or registration reply: stop these tasks.
+        Orders for tasks this worker does not run are remembered, so they never start."""
+        for task_id, order in orders:
             entry = self._tasks.get(task_id)
-            if entry is not None and entry.cancel is None:
-                grace = entry.spec.grace if entry.spec else 10.0
-                signal = entry.spec.signal if entry.spec else "SIGTERM"
-                await self.cancel(
-                    task_id, CancelOrder(signal, grace, False, "stop order from master")
-                )
+            if entry is None:
+                self._tombstone(task_id)
+            elif entry.cancel is None:
+                self.cancel(task_id, order)
 
     async def close(self) -> None:
         for entry in list(self._tasks.values()):
-            if entry.runner is not None:
-                entry.runner.cancel()
+            for t in (entry.runner, entry.stopper):
+                if t is not None:
+                    t.cancel()
         await asyncio.gather(
-            *(e.runner for e in self._tasks.values() if e.runner), return_exceptions=True
+            *(t for e in self._tasks.values() for t in (e.runner, e.stopper) if t),
+            return_exceptions=True,
         )

@@ -22,14 +22,16 @@ class RegisterWorkerRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., runtime: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
-    __slots__ = ("accepted", "message", "heartbeat_interval")
+    __slots__ = ("accepted", "message", "heartbeat_interval", "stop_orders")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    STOP_ORDERS_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     message: str
     heartbeat_interval: float
-    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ...) -> None: ...
+    stop_orders: _containers.RepeatedCompositeFieldContainer[_types_pb2.CancelTaskRequest]
+    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ..., stop_orders: _Optional[_Iterable[_Union[_types_pb2.CancelTaskRequest, _Mapping]]] = ...) -> None: ...
 
 class ManualRegisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "address")
@@ -40,26 +42,62 @@ class ManualRegisterWorkerRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("worker_id", "running_task_ids", "cpu_percent", "mem_used_gb", "disk_free_gb")
+    __slots__ = ("worker_id", "running_task_ids", "cpu_percent", "mem_used_gb", "disk_free_gb", "stopping_task_ids")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MEM_USED_GB_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_GB_FIELD_NUMBER: _ClassVar[int]
+    STOPPING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
     cpu_percent: float
     mem_used_gb: float
     disk_free_gb: float
-    def __init__(self, worker_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ...) -> None: ...
+    stopping_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., stopping_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("known", "stop_task_ids")
+    __slots__ = ("known", "stop_task_ids", "stop_orders")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     STOP_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    STOP_ORDERS_FIELD_NUMBER: _ClassVar[int]
     known: bool
     stop_task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, known: _Optional[bool] = ..., stop_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    stop_orders: _containers.RepeatedCompositeFieldContainer[_types_pb2.CancelTaskRequest]
+    def __init__(self, known: _Optional[bool] = ..., stop_task_ids: _Optional[_Iterable[str]] = ..., stop_orders: _Optional[_Iterable[_Union[_types_pb2.CancelTaskRequest, _Mapping]]] = ...) -> None: ...
+
+class CancelRequest(_message.Message):
+    __slots__ = ("task_ids", "force", "grace_seconds", "reason")
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    force: bool
+    grace_seconds: float
+    reason: str
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., force: _Optional[bool] = ..., grace_seconds: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelResponse(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[_types_pb2.TaskAck]
+    def __init__(self, acks: _Optional[_Iterable[_Union[_types_pb2.TaskAck, _Mapping]]] = ...) -> None: ...
+
+class StopProgress(_message.Message):
+    __slots__ = ("task_id", "worker_id", "stage", "at", "detail")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    worker_id: str
+    stage: str
+    at: float
+    detail: str
+    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., stage: _Optional[str] = ..., at: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("spec",)
@@ -68,14 +106,18 @@ class SubmitTaskRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[_types_pb2.TaskSpec, _Mapping]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("status", "worker_id", "limit")
+    __slots__ = ("status", "worker_id", "limit", "owner", "cancelled_by")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_BY_FIELD_NUMBER: _ClassVar[int]
     status: str
     worker_id: str
     limit: int
-    def __init__(self, status: _Optional[str] = ..., worker_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    owner: str
+    cancelled_by: str
+    def __init__(self, status: _Optional[str] = ..., worker_id: _Optional[str] = ..., limit: _Optional[int] = ..., owner: _Optional[str] = ..., cancelled_by: _Optional[str] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
     __slots__ = ("tasks",)

@@ -80,6 +80,16 @@ class MasterStub:
                 request_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskID.SerializeToString,
                 response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
                 _registered_method=True)
+        self.CancelTasks = channel.unary_unary(
+                '/cloudai.api.v1.Master/CancelTasks',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.CancelRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.CancelResponse.FromString,
+                _registered_method=True)
+        self.ReportStopProgress = channel.unary_unary(
+                '/cloudai.api.v1.Master/ReportStopProgress',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopProgress.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
+                _registered_method=True)
         self.StreamTaskLogs = channel.unary_stream(
                 '/cloudai.api.v1.Master/StreamTaskLogs',
                 request_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.LogsRequest.SerializeToString,
@@ -146,6 +156,20 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelTasks(self, request, context):
+        """with options, one or many
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportStopProgress(self, request, context):
+        """Workers: how far a stop has got (signal sent, killed, removed)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamTaskLogs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -198,6 +222,16 @@ def add_MasterServicer_to_server(servicer, server):
             'CancelTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTask,
                     request_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskID.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.SerializeToString,
+            ),
+            'CancelTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTasks,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.CancelRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.CancelResponse.SerializeToString,
+            ),
+            'ReportStopProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportStopProgress,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopProgress.FromString,
                     response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.SerializeToString,
             ),
             'StreamTaskLogs': grpc.unary_stream_rpc_method_handler(
@@ -448,6 +482,60 @@ class Master:
             target,
             '/cloudai.api.v1.Master/CancelTask',
             cloudai_dot_api_dot_v1_dot_types__pb2.TaskID.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/CancelTasks',
+            cloudai_dot_api_dot_v1_dot_master__pb2.CancelRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_master__pb2.CancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportStopProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/ReportStopProgress',
+            cloudai_dot_api_dot_v1_dot_master__pb2.StopProgress.SerializeToString,
             cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
             options,
             channel_credentials,

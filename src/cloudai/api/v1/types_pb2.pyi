@@ -54,12 +54,94 @@ class TaskID(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class TaskAck(_message.Message):
-    __slots__ = ("success", "message")
+    __slots__ = ("success", "message", "task_id", "status", "error_code", "already", "queued")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
     success: bool
     message: str
-    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    task_id: str
+    status: str
+    error_code: str
+    already: bool
+    queued: bool
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., task_id: _Optional[str] = ..., status: _Optional[str] = ..., error_code: _Optional[str] = ..., already: _Optional[bool] = ..., queued: _Optional[bool] = ...) -> None: ...
+
+class CancelTaskRequest(_message.Message):
+    __slots__ = ("task_id", "stop_signal", "grace_seconds", "force", "reason", "requested_by")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    stop_signal: str
+    grace_seconds: float
+    force: bool
+    reason: str
+    requested_by: str
+    def __init__(self, task_id: _Optional[str] = ..., stop_signal: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ..., requested_by: _Optional[str] = ...) -> None: ...
+
+class StopReport(_message.Message):
+    __slots__ = ("received_at", "signal", "signal_at", "killed_at", "exited_at", "forced", "error")
+    RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_AT_FIELD_NUMBER: _ClassVar[int]
+    KILLED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXITED_AT_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    received_at: float
+    signal: str
+    signal_at: float
+    killed_at: float
+    exited_at: float
+    forced: bool
+    error: str
+    def __init__(self, received_at: _Optional[float] = ..., signal: _Optional[str] = ..., signal_at: _Optional[float] = ..., killed_at: _Optional[float] = ..., exited_at: _Optional[float] = ..., forced: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Cancellation(_message.Message):
+    __slots__ = ("requested_by", "requested_at", "reason", "force", "grace_seconds", "stop_signal", "delivered_at", "delivery_attempts", "last_error", "signal_at", "killed_at", "exited_at", "exit_code", "forced", "removed_at", "stop_error", "state")
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_AT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_AT_FIELD_NUMBER: _ClassVar[int]
+    KILLED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXITED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_AT_FIELD_NUMBER: _ClassVar[int]
+    STOP_ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    requested_by: str
+    requested_at: float
+    reason: str
+    force: bool
+    grace_seconds: float
+    stop_signal: str
+    delivered_at: float
+    delivery_attempts: int
+    last_error: str
+    signal_at: float
+    killed_at: float
+    exited_at: float
+    exit_code: int
+    forced: bool
+    removed_at: float
+    stop_error: str
+    state: str
+    def __init__(self, requested_by: _Optional[str] = ..., requested_at: _Optional[float] = ..., reason: _Optional[str] = ..., force: _Optional[bool] = ..., grace_seconds: _Optional[float] = ..., stop_signal: _Optional[str] = ..., delivered_at: _Optional[float] = ..., delivery_attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., signal_at: _Optional[float] = ..., killed_at: _Optional[float] = ..., exited_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., forced: _Optional[bool] = ..., removed_at: _Optional[float] = ..., stop_error: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("at", "kind", "actor", "message")
@@ -74,7 +156,7 @@ class TaskEvent(_message.Message):
     def __init__(self, at: _Optional[float] = ..., kind: _Optional[str] = ..., actor: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed", "result")
+    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed", "result", "cancellation")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +169,7 @@ class Task(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    CANCELLATION_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     spec: TaskSpec
     status: str
@@ -99,10 +182,11 @@ class Task(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
     oom_killed: bool
     result: TaskResult
-    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ...) -> None: ...
+    cancellation: Cancellation
+    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at")
+    __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at", "stop")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +196,7 @@ class TaskResult(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     worker_id: str
     status: str
@@ -121,7 +206,8 @@ class TaskResult(_message.Message):
     error: str
     oom_killed: bool
     started_at: float
-    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., status: _Optional[str] = ..., logs: _Optional[str] = ..., exit_code: _Optional[int] = ..., completed_at: _Optional[float] = ..., error: _Optional[str] = ..., oom_killed: _Optional[bool] = ..., started_at: _Optional[float] = ...) -> None: ...
+    stop: StopReport
+    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., status: _Optional[str] = ..., logs: _Optional[str] = ..., exit_code: _Optional[int] = ..., completed_at: _Optional[float] = ..., error: _Optional[str] = ..., oom_killed: _Optional[bool] = ..., started_at: _Optional[float] = ..., stop: _Optional[_Union[StopReport, _Mapping]] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
     __slots__ = ("task_id", "follow")

@@ -14,20 +14,6 @@ class AssignTaskRequest(_message.Message):
     spec: _types_pb2.TaskSpec
     def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[_types_pb2.TaskSpec, _Mapping]] = ...) -> None: ...
 
-class CancelTaskRequest(_message.Message):
-    __slots__ = ("task_id", "stop_signal", "grace_seconds", "force", "reason")
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
-    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    FORCE_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
-    task_id: str
-    stop_signal: str
-    grace_seconds: float
-    force: bool
-    reason: str
-    def __init__(self, task_id: _Optional[str] = ..., stop_signal: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
-
 class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -42,7 +42,7 @@ class WorkerStub:
                 _registered_method=True)
         self.CancelTask = channel.unary_unary(
                 '/cloudai.api.v1.Worker/CancelTask',
-                request_serializer=cloudai_dot_api_dot_v1_dot_worker__pb2.CancelTaskRequest.SerializeToString,
+                request_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
                 _registered_method=True)
         self.StreamTaskLogs = channel.unary_stream(
@@ -94,7 +94,7 @@ def add_WorkerServicer_to_server(servicer, server):
             ),
             'CancelTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTask,
-                    request_deserializer=cloudai_dot_api_dot_v1_dot_worker__pb2.CancelTaskRequest.FromString,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.CancelTaskRequest.FromString,
                     response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.SerializeToString,
             ),
             'StreamTaskLogs': grpc.unary_stream_rpc_method_handler(
@@ -160,7 +160,7 @@ class Worker:
             request,
             target,
             '/cloudai.api.v1.Worker/CancelTask',
-            cloudai_dot_api_dot_v1_dot_worker__pb2.CancelTaskRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_types__pb2.CancelTaskRequest.SerializeToString,
             cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
             options,
             channel_credentials,
