@@ -141,6 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="expected worker heartbeat interval, seconds (default: 5)",
     )
+    m.add_argument(
+        "--cancel-deadline",
+        type=_number(float, "--cancel-deadline", 0.1),
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline of the CancelTask call to a worker (default: 30); a cancel itself "
+        "answers at once and queues the stop when the worker is slow",
+    )
+    m.add_argument(
+        "--cancel-webhook",
+        default="",
+        metavar="URL",
+        help="POST each cancellation (requested, confirmed) as JSON to URL",
+    )
     _log_options(m)
 
     w = sub.add_parser("worker", help="run a worker server")
@@ -383,8 +397,20 @@ def _run_server(args: argparse.Namespace) -> int:
         from cloudai.store import default_sqlite_url
 
         db = args.db or default_sqlite_url(home())
+        if args.cancel_webhook and not args.cancel_webhook.startswith(("http://", "https://")):
+            raise InvalidArgument(
+                f"--cancel-webhook must be an http(s) URL: {args.cancel_webhook!r}"
+            )
         asyncio.run(
-            run_master(args.listen, db, MasterConfig(heartbeat_interval=args.heartbeat_interval))
+            run_master(
+                args.listen,
+                db,
+                MasterConfig(
+                    heartbeat_interval=args.heartbeat_interval,
+                    cancel_deadline=args.cancel_deadline,
+                    cancel_webhook=args.cancel_webhook,
+                ),
+            )
         )
         return 0
     if args.command == "worker":
