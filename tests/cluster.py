@@ -43,7 +43,8 @@ class Loop:
 class LocalCluster:
     """A master and workers in this process (process runtime unless told otherwise)."""
 
-    def __init__(self, db_url: str, tmp: pathlib.Path) -> None:
+    def __init__(self, db_url: str, tmp: pathlib.Path, **config: Any) -> None:
+        self.config = config  # MasterConfig fields beyond the test defaults
         self.db_url = db_url
         self.tmp = tmp
         self.loop = Loop()
@@ -58,7 +59,9 @@ class LocalCluster:
         return f"127.0.0.1:{self.port}"
 
     def start_master(self) -> None:
-        cfg = MasterConfig(heartbeat_interval=HEARTBEAT, dispatch_interval=0.1)
+        cfg = MasterConfig(
+            **{"heartbeat_interval": HEARTBEAT, "dispatch_interval": 0.1, **self.config}
+        )
         cluster, served, port = self.loop.run(
             serve_master(f"127.0.0.1:{self.port}", self.db_url, cfg)
         )
@@ -124,7 +127,10 @@ def free_port() -> int:
 class ProcCluster:
     """A master and workers as real `cloudai` processes."""
 
-    def __init__(self, tmp: pathlib.Path, db_url: str | None = None) -> None:
+    def __init__(
+        self, tmp: pathlib.Path, db_url: str | None = None, master_args: tuple[str, ...] = ()
+    ) -> None:
+        self.master_args = master_args
         self.tmp = tmp
         self.home = tmp / "home"
         self.env = {**os.environ, "CLOUDAI_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
@@ -157,6 +163,7 @@ class ProcCluster:
                 self.db_url,
                 "--heartbeat-interval",
                 str(HEARTBEAT),
+                *self.master_args,
             ],
             "master.log",
         )

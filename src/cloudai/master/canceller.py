@@ -30,7 +30,7 @@ from cloudai.core.models import Cancellation, TaskResult, worker_state
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
 from cloudai.logsetup import box
 from cloudai.master.peers import WorkerPeers
-from cloudai.store import Store, assignments, cancellations, events, tasks, workers
+from cloudai.store import Store, assignments, cancellations, events, results, tasks, workers
 
 if TYPE_CHECKING:
     from cloudai.master.cluster import MasterConfig
@@ -90,6 +90,8 @@ def _decide_tx(
             return "already", None
         raise Conflict(f"task {task_id} already {now_status.status.value}: nothing to cancel")
     worker_id = assignments.worker_of(conn, task_id)
+    if worker_id is None:  # never placed: this is its end, and its one result
+        _store_unrun_result(conn, task_id, "", "cancelled before it was placed", now)
     signal = "SIGKILL" if force else task.spec.signal
     grace_s = 0.0 if force else (task.spec.grace if grace is None else grace)
     cancellations.create(conn, task_id, worker_id, actor, reason, force, grace_s, signal, now)
@@ -98,6 +100,15 @@ def _decide_tx(
     detail = f"{how}; {where}" + (f"; reason: {reason}" if reason else "")
     events.add(conn, task_id, "cancel_requested", actor, detail, now)
     return "cancelled", cancellations.get(conn, task_id)
+
+
+def _store_unrun_result(
+    conn: Connection, task_id: str, worker_id: str, why: str, now: float
+) -> None:
+    """The result of a cancelled task that never ran: no logs, no exit code, and why."""
+    results.insert_once(
+        conn, TaskResult(task_id, worker_id, TaskStatus.CANCELLED, error=why, completed_at=now), now
+    )
 
 
 def _order_pb(c: Cancellation) -> types_pb2.CancelTaskRequest:
@@ -134,6 +145,11 @@ def stop_orders_tx(
         gone = c.task_id not in running and c.task_id not in stopping
         if gone and cancellations.mark_stage(conn, c.task_id, "removed", now):
             events.add(conn, c.task_id, "removed", worker_id, "confirmed by heartbeat: gone", now)
+            if results.get(conn, c.task_id) is None:
+                # The worker reports a result before it forgets a task; with none, the task
+                # never started there (the order reached it first).
+                why = f"cancelled before it started on {worker_id}"
+                _store_unrun_result(conn, c.task_id, worker_id, why, now)
         orders.append(_order_pb(c))
         ordered.add(c.task_id)
     for task_id in running - ordered:

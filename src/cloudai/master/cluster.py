@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from cloudai.api.v1 import types_pb2
-from cloudai.core.lifecycle import TERMINAL, TaskStatus
+from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import (
     Task,
     TaskResult,
@@ -233,21 +233,31 @@ class Cluster:
         await self.canceller.progress(task_id, worker_id, stage, at, detail)
 
     async def stream_logs(self, task_id: str, follow: bool) -> AsyncIterator[bytes]:
+        """Live from the worker while it holds the task (also a cancelled one still
+        stopping); from the stored result once there is one."""
         task = await self.get_task(task_id)
         while follow and task.status is TaskStatus.PENDING:
             await asyncio.sleep(0.5)
             task = await self.get_task(task_id)
-        if task.status is TaskStatus.RUNNING and task.worker_id:
+        while task.worker_id and task.result is None:
             worker = await self.store.tx(workers.get, task.worker_id)
-            async for chunk in self.peers.logs(worker["address"], task_id, follow):
-                yield chunk
-            if not follow:
-                return
-            # The stream ended with the task; wait briefly for its result to be stored.
-            for _ in range(20):
-                if (await self.get_task(task_id)).status in TERMINAL:
-                    break
-                await asyncio.sleep(0.25)
+            try:
+                async for chunk in self.peers.logs(worker["address"], task_id, follow):
+                    yield chunk
+            except NotFound:
+                # Not accepted by the worker yet, or already reported and removed.
+                task = await self.get_task(task_id)
+                if task.result is None and task.status is TaskStatus.RUNNING:
+                    if not follow:
+                        return  # no output yet
+                    await asyncio.sleep(0.25)
+                    continue
+                break
+            if follow:  # the stream ended with the task: wait briefly for its result
+                for _ in range(20):
+                    if (await self.get_task(task_id)).result is not None:
+                        break
+                    await asyncio.sleep(0.25)
             return
         row = await self.store.tx(results.get, task_id)
         if row is not None and row["logs"]:

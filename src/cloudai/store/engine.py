@@ -106,8 +106,12 @@ class Store:
                 time.sleep(0.5)
 
     def tx_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        with self.engine.begin() as conn:
-            return fn(conn, *args)
+        try:
+            with self.engine.begin() as conn:
+                return fn(conn, *args)
+        except OperationalError as exc:  # the database is down, unreachable or locked
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise Unavailable(f"database unavailable: {reason}") from exc
 
     async def tx(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
