@@ -186,10 +186,13 @@ def cancel(
         out.emit_json(rows[0] if len(rows) == 1 and task_ids else rows)
         return code
     for a in acks:
+        if out.interactive:
+            out.cancel_box(a.task_id)
         if a.success:
-            out.ok(a.message)
+            lead = "Task cancelled successfully! " if out.interactive and not a.already else ""
+            out.ok(lead + a.message)
         else:
-            out.error(f"failed to cancel {a.task_id}: {a.message}")
+            out.error(f"Failed to cancel task {a.task_id}: {a.message}")
     if len(acks) > 1:
         done = sum(a.success and not a.already for a in acks)
         already = sum(a.already for a in acks)

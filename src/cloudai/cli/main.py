@@ -382,7 +382,7 @@ def _shell_dispatcher(parser: argparse.ArgumentParser, client: Client, out: Rend
         except SystemExit as exc:  # argparse printed its usage line
             return int(exc.code or 0)
         output = getattr(args, "output", "json" if out.json_mode else "text")
-        return client_dispatch(args, client, Renderer(output, out.console))
+        return client_dispatch(args, client, Renderer(output, out.console, interactive=True))
 
     return dispatch
 

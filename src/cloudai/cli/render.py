@@ -133,8 +133,11 @@ def _duration(t: Task, now: float) -> str:
 
 
 class Renderer:
-    def __init__(self, output: str = "text", console: Console | None = None) -> None:
+    def __init__(
+        self, output: str = "text", console: Console | None = None, interactive: bool = False
+    ) -> None:
         self.json_mode = output == "json"
+        self.interactive = interactive  # the master> shell: the spec's boxed outcomes
         self.console = console or Console(
             highlight=False, width=None if sys.stdout.isatty() else 160
         )
@@ -149,6 +152,11 @@ class Renderer:
             sys.stderr.write(json.dumps({"error": message}) + "\n")
         else:
             self.err.print(Text("✗ Error: " + message, style="red"), soft_wrap=True)
+
+    def cancel_box(self, task_id: str) -> None:
+        """The spec's CANCELLING TASK block, in the shell."""
+        rule = "─" * 40
+        self.console.print(f"{rule}\n   CANCELLING TASK\n{rule}\n  Task ID: {task_id}\n{rule}")
 
     def ok(self, message: str, data: dict[str, Any] | None = None) -> None:
         if self.json_mode:

@@ -25,7 +25,10 @@ Commands:
   workers                        - Show workers: state, capacity, allocated, available
   monitor <task_id>              - Watch a task until it ends
   logs <task_id> [--follow]      - Print a task's output
-  cancel <task_id> ...           - Cancel a running task
+  cancel <task_id>               - Cancel a running task
+  cancel <task_id>... [--force] [--grace S] [--reason TEXT]
+  cancel --worker ID | --status S | --owner USER | --all [--yes]
+                                 - Cancel every active task that matches
   register <worker_id> <host:port> - Register a worker by address
   help                           - Show this help
   exit                           - Leave the shell
