@@ -145,6 +145,9 @@ class Task:
     events: tuple[TaskEvent, ...] = ()
     result: TaskResult | None = None  # the stored result, in a task's detail view
     cancellation: Cancellation | None = None  # in a task's detail view, when cancelled
+    cpu_percent: float | None = None  # usage from the worker's last heartbeat
+    mem_used_gb: float | None = None
+    usage_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +243,10 @@ class Worker:
     registered_at: float = 0.0
     runtime: str = ""
     running_tasks: tuple[str, ...] = ()
+    drained: bool = False  # takes no new tasks
+    cpu_percent: float | None = None  # node telemetry from its last heartbeat
+    mem_used_gb: float | None = None
+    disk_free_gb: float | None = None
 
     @property
     def available(self) -> Resources:

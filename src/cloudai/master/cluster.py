@@ -24,6 +24,7 @@ from cloudai.errors import AlreadyExists, CloudAIError, Conflict, InvalidArgumen
 from cloudai.master import planner
 from cloudai.master.canceller import Canceller, CancelOutcome, stop_orders_tx
 from cloudai.master.dispatcher import Dispatcher
+from cloudai.master.liveness import reap_lost_workers_tx, reconcile_tx
 from cloudai.master.peers import WorkerPeers
 from cloudai.store import Store, assignments, results, tasks, workers
 
@@ -40,6 +41,7 @@ class MasterConfig:
     cancel_ack_wait: float = 0.25  # how long a cancel waits for the worker's ack before "queued"
     cancel_retry_interval: float = 2.0  # between deliveries of an unacknowledged stop order
     cancel_webhook: str = ""  # POST cancellation events here (JSON), when set
+    worker_lost_after: float = 300.0  # a silent worker's running tasks end failed after this
 
 
 class Cluster:
@@ -50,6 +52,7 @@ class Cluster:
         self.dispatcher = Dispatcher(store, self.peers, self.config)
         self.canceller = Canceller(store, self.peers, self.config)
         self.dispatcher.also.append(self.canceller.retry_undelivered)
+        self.dispatcher.also.append(self._reap_lost_workers)
 
     async def start(self) -> None:
         """Load what the store holds (the spec's LoadWorkersFromDB) and start the loops."""
@@ -94,12 +97,24 @@ class Cluster:
         self.dispatcher.wake()
         return orders
 
-    @staticmethod
     def _register_tx(  # type: ignore[no-untyped-def]
-        conn, worker_id, address, capacity, runtime, running, now
+        self, conn, worker_id, address, capacity, runtime, running, now
     ) -> list[types_pb2.CancelTaskRequest]:
         workers.register_self(conn, worker_id, address, capacity, runtime, now)
+        self._reconcile(conn, worker_id, set(running), set(), now)
         return stop_orders_tx(conn, worker_id, running, [], now)
+
+    def _reconcile(self, conn, worker_id: str, running: set[str], stopping: set[str], now: float):  # type: ignore[no-untyped-def]
+        lost = reconcile_tx(conn, worker_id, running, stopping, now, self.config.heartbeat_interval)
+        for task_id in lost:
+            log.warning("✗ task %s lost on worker %s: failed", task_id, worker_id)
+
+    async def _reap_lost_workers(self) -> None:
+        ended = await self.store.tx(
+            reap_lost_workers_tx, time.time(), self.config.worker_lost_after
+        )
+        for task_id in ended:
+            log.warning("✗ task %s failed: its worker was lost", task_id)
 
     async def manual_register(self, worker_id: str, address: str) -> Worker:
         for problem in (validate_worker_id(worker_id), validate_address(address)):
@@ -129,18 +144,36 @@ class Cluster:
         return await self.get_worker(worker_id)
 
     async def heartbeat(
-        self, worker_id: str, running: list[str], stopping: list[str]
+        self,
+        worker_id: str,
+        running: list[str],
+        stopping: list[str],
+        telemetry: dict[str, float] | None = None,
+        usage: list[tuple[str, float, float]] | None = None,
     ) -> tuple[bool, list[types_pb2.CancelTaskRequest]]:
-        """Record a heartbeat; answer whether the worker is known, and its stop orders."""
-        return await self.store.tx(self._heartbeat_tx, worker_id, running, stopping, time.time())
+        """Record a heartbeat with its telemetry, reconcile, and answer whether the worker is
+        known and its stop orders."""
+        return await self.store.tx(
+            self._heartbeat_tx, worker_id, running, stopping, telemetry, usage or [], time.time()
+        )
 
-    @staticmethod
     def _heartbeat_tx(  # type: ignore[no-untyped-def]
-        conn, worker_id: str, running: list[str], stopping: list[str], now: float
+        self, conn, worker_id, running, stopping, telemetry, usage, now
     ):
-        if not workers.touch(conn, worker_id, now):
+        if not workers.touch(conn, worker_id, now, telemetry):
             return False, []
+        if usage:
+            tasks.record_usage(conn, usage, worker_id, now)
+        self._reconcile(conn, worker_id, set(running), set(stopping), now)
         return True, stop_orders_tx(conn, worker_id, running, stopping, now)
+
+    async def drain(self, worker_id: str, drain: bool) -> Worker:
+        """Stop (or resume) placing new tasks on a worker; its running tasks go on."""
+        if not await self.store.tx(workers.set_drained, worker_id, drain):
+            raise NotFound(f"worker {worker_id!r} not found")
+        log.info("worker %s %s", worker_id, "drained: no new tasks" if drain else "undrained")
+        self.dispatcher.wake()
+        return await self.get_worker(worker_id)
 
     async def list_workers(self) -> list[Worker]:
         return await self.store.tx(

@@ -45,6 +45,10 @@ def load_workers(conn: Connection, now: float, interval: float) -> list[Worker]:
                 registered_at=row["registered_at"],
                 runtime=row["runtime"],
                 running_tasks=tuple(sorted(tasks.active_ids_on(conn, wid))),
+                drained=bool(row["drained"]),
+                cpu_percent=row["cpu_percent"],
+                mem_used_gb=row["mem_used_gb"],
+                disk_free_gb=row["disk_free_gb"],
             )
         )
     return out
@@ -58,7 +62,7 @@ def commit_placement(
     The worker row is locked first, so two placements on one worker are serialized and the
     room each one sees includes the other's."""
     row = lock_row(conn, workers_table, "worker_id", worker_id)
-    if row is None:
+    if row is None or row["drained"]:
         return False
     held = tasks.allocated_by_worker(conn, worker_id).get(worker_id, Resources())
     if not request.fits_in(workers.capacity_of(row) - held):
@@ -80,6 +84,8 @@ def submit(conn: Connection, task_id: str, spec: TaskSpec, now: float, interval:
             raise NotFound(f"unknown worker {spec.worker_id!r}")
         if target.state != "healthy":
             raise Conflict(f"worker {spec.worker_id!r} is {target.state}: not taking tasks")
+        if target.drained:
+            raise Conflict(f"worker {spec.worker_id!r} is drained: not taking tasks")
         if not request.fits_in(target.capacity):
             raise NoCapacity(
                 f"task needs {request}, more than worker {spec.worker_id!r} has ({target.capacity})"

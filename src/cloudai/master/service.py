@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
+from cloudai.core.models import validate_worker_id
 from cloudai.errors import InvalidArgument
 from cloudai.master.cluster import Cluster
 from cloudai.rpc.convert import (
@@ -22,6 +23,13 @@ from cloudai.rpc.errors import translate, translate_stream
 __all__ = ["MasterService"]
 
 Ctx = grpc.aio.ServicerContext
+
+
+def _finite(value: float) -> float:
+    """Telemetry from a peer: a non-negative finite number, or an INVALID_ARGUMENT."""
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgument(f"invalid telemetry value {value!r}")
+    return float(value)
 
 
 def _actor(context: Ctx) -> str:
@@ -72,8 +80,18 @@ class MasterService(master_pb2_grpc.MasterServicer):
     async def SendHeartbeat(
         self, request: master_pb2.HeartbeatRequest, context: Ctx
     ) -> master_pb2.HeartbeatResponse:
+        telemetry = {
+            "cpu_percent": _finite(request.cpu_percent),
+            "mem_used_gb": _finite(request.mem_used_gb),
+            "disk_free_gb": _finite(request.disk_free_gb),
+        }
+        usage = [(u.task_id, _finite(u.cpu_percent), _finite(u.mem_used_gb)) for u in request.usage]
         known, orders = await self.cluster.heartbeat(
-            request.worker_id, list(request.running_task_ids), list(request.stopping_task_ids)
+            request.worker_id,
+            list(request.running_task_ids),
+            list(request.stopping_task_ids),
+            telemetry,
+            usage,
         )
         return master_pb2.HeartbeatResponse(
             known=known, stop_task_ids=[o.task_id for o in orders], stop_orders=orders
@@ -136,6 +154,14 @@ class MasterService(master_pb2_grpc.MasterServicer):
             ids, _actor(context), request.reason, request.force, grace
         )
         return master_pb2.CancelResponse(acks=[o.to_pb() for o in outcomes])
+
+    @translate
+    async def DrainWorker(
+        self, request: master_pb2.DrainRequest, context: Ctx
+    ) -> types_pb2.WorkerInfo:
+        if problem := validate_worker_id(request.worker_id):
+            raise InvalidArgument(problem)
+        return worker_to_pb(await self.cluster.drain(request.worker_id, request.drain))
 
     @translate
     async def ReportStopProgress(

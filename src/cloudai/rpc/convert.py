@@ -86,6 +86,9 @@ def task_to_pb(t: Task) -> pb.Task:
         started_at=t.started_at or 0.0,
         completed_at=t.completed_at or 0.0,
         oom_killed=t.oom_killed,
+        cpu_percent=t.cpu_percent or 0.0,
+        mem_used_gb=t.mem_used_gb or 0.0,
+        usage_at=t.usage_at or 0.0,
         events=[
             pb.TaskEvent(at=e.at, kind=e.kind, actor=e.actor, message=e.message) for e in t.events
         ],
@@ -111,6 +114,9 @@ def task_from_pb(m: pb.Task) -> Task:
         started_at=m.started_at or None,
         completed_at=m.completed_at or None,
         oom_killed=m.oom_killed,
+        cpu_percent=m.cpu_percent if m.usage_at else None,
+        mem_used_gb=m.mem_used_gb if m.usage_at else None,
+        usage_at=m.usage_at or None,
         events=tuple(TaskEvent(e.at, e.kind, e.actor, e.message) for e in m.events),
         result=result_from_pb(m.result) if m.HasField("result") else None,
         cancellation=(
@@ -239,6 +245,10 @@ def worker_to_pb(w: Worker) -> pb.WorkerInfo:
         running_tasks=list(w.running_tasks),
         registered_at=w.registered_at,
         runtime=w.runtime,
+        drained=w.drained,
+        cpu_percent=w.cpu_percent or 0.0,
+        mem_used_gb=w.mem_used_gb or 0.0,
+        disk_free_gb=w.disk_free_gb or 0.0,
     )
 
 
@@ -253,4 +263,8 @@ def worker_from_pb(m: pb.WorkerInfo) -> Worker:
         registered_at=m.registered_at,
         runtime=m.runtime,
         running_tasks=tuple(m.running_tasks),
+        drained=m.drained,
+        cpu_percent=m.cpu_percent if m.last_heartbeat else None,
+        mem_used_gb=m.mem_used_gb if m.last_heartbeat else None,
+        disk_free_gb=m.disk_free_gb if m.last_heartbeat else None,
     )

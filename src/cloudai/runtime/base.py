@@ -97,5 +97,9 @@ class Runtime(abc.ABC):
     def follow_logs(self, handle: Handle, follow: bool) -> AsyncIterator[bytes]:
         """The task's output from the start; with `follow`, on until the task ends."""
 
+    async def usage(self, handle: Handle) -> tuple[float, float] | None:
+        """What the task uses now: (CPU % of one core, memory GB); None when unknown."""
+        return None
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the runtime's own resources."""

@@ -144,6 +144,14 @@ class DockerRuntime(Runtime):
             raise RuntimeFailure(f"{signal} failed: {_explain(exc)}") from exc
         return True
 
+    async def usage(self, handle: Handle) -> tuple[float, float] | None:
+        """From the engine's stats (two samples about a second apart, taken by the engine)."""
+        try:
+            s = await self._call(self.api.stats, handle.ref, stream=False)
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            return None
+        return _usage_from_stats(s)
+
     async def destroy(self, handle: Handle) -> None:
         try:
             await self._call(self.api.remove_container, handle.ref, force=True, v=True)
@@ -202,3 +210,20 @@ class DockerRuntime(Runtime):
     async def close(self) -> None:
         self.client.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _usage_from_stats(s: dict[str, Any]) -> tuple[float, float] | None:
+    cpu, pre = s.get("cpu_stats") or {}, s.get("precpu_stats") or {}
+    total = (cpu.get("cpu_usage") or {}).get("total_usage")
+    if total is None:
+        return None  # not running
+    cpu_delta = total - ((pre.get("cpu_usage") or {}).get("total_usage") or 0)
+    sys_delta = (cpu.get("system_cpu_usage") or 0) - (pre.get("system_cpu_usage") or 0)
+    ncpu = (
+        cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
+    )
+    percent = cpu_delta / sys_delta * ncpu * 100.0 if sys_delta > 0 and cpu_delta > 0 else 0.0
+    mem = s.get("memory_stats") or {}
+    stats = mem.get("stats") or {}
+    used = (mem.get("usage") or 0) - (stats.get("inactive_file") or stats.get("cache") or 0)
+    return round(percent, 2), round(max(used, 0) / 1024**3, 4)

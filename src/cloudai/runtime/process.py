@@ -41,6 +41,7 @@ class ProcessRuntime(Runtime):
         self.root = pathlib.Path(state_dir) / "process-tasks"
         self.root.mkdir(parents=True, exist_ok=True)
         self._children: dict[str, asyncio.subprocess.Process] = {}
+        self._procs: dict[str, dict[int, psutil.Process]] = {}  # for CPU % between samples
 
     def _dir(self, task_id: str) -> pathlib.Path:
         return self.root / task_id
@@ -131,6 +132,24 @@ class ProcessRuntime(Runtime):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(int(handle.ref), sig)
 
+    async def usage(self, handle: Handle) -> tuple[float, float] | None:
+        """Summed over the task's process group (psutil; CPU % since the last call)."""
+        if not self._alive(handle):
+            return None
+        pgid = int(handle.ref)
+        seen = self._procs.setdefault(handle.task_id, {})
+        cpu = mem = 0.0
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(proc.pid) != pgid:
+                    continue
+                tracked = seen.setdefault(proc.pid, proc)
+                cpu += tracked.cpu_percent(None)
+                mem += tracked.memory_info().rss
+            except (psutil.Error, ProcessLookupError):
+                continue
+        return round(cpu, 2), round(mem / 1024**3, 4)
+
     async def is_running(self, handle: Handle) -> bool:
         return self._alive(handle)
 
@@ -142,6 +161,7 @@ class ProcessRuntime(Runtime):
 
     async def destroy(self, handle: Handle) -> None:
         self._signal(handle, signals.SIGKILL)  # whatever the task left behind in its group
+        self._procs.pop(handle.task_id, None)
         child = self._children.pop(handle.task_id, None)
         if child is not None and child.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -21,7 +21,9 @@ def _load(w: Worker) -> float:
 def propose(request: Resources, workers: Sequence[Worker]) -> str | None:
     """The healthy worker with room for `request` and the lowest load (spread), or None."""
     candidates = [
-        w for w in workers if w.state == WorkerState.HEALTHY and request.fits_in(w.available)
+        w
+        for w in workers
+        if w.state == WorkerState.HEALTHY and not w.drained and request.fits_in(w.available)
     ]
     if not candidates:
         return None

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -32,6 +33,10 @@ workers = Table(
     Column("source", String(16), nullable=False),  # self | manual
     Column("registered_at", Float, nullable=False),
     Column("last_heartbeat", Float, nullable=True),
+    Column("drained", Boolean, nullable=False, default=False, server_default=false()),
+    Column("cpu_percent", Float, nullable=True),  # node telemetry, last heartbeat
+    Column("mem_used_gb", Float, nullable=True),
+    Column("disk_free_gb", Float, nullable=True),
 )
 
 tasks = Table(
@@ -57,6 +62,9 @@ tasks = Table(
     Column("created_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
     Column("completed_at", Float, nullable=True),
+    Column("cpu_percent", Float, nullable=True),  # usage from the last heartbeat
+    Column("mem_used_gb", Float, nullable=True),
+    Column("usage_at", Float, nullable=True),
     Index("ix_tasks_status", "status"),
     Index("ix_tasks_owner", "owner"),
 )

@@ -23,6 +23,7 @@ __all__ = [
     "insert",
     "list_tasks",
     "pending",
+    "record_usage",
     "transition",
 ]
 
@@ -95,6 +96,9 @@ def _row_to_task(row: Mapping[str, Any], events: tuple[TaskEvent, ...] = ()) -> 
         completed_at=row["completed_at"],
         oom_killed=bool(row["oom_killed"]),
         events=events,
+        cpu_percent=row["cpu_percent"],
+        mem_used_gb=row["mem_used_gb"],
+        usage_at=row["usage_at"],
     )
 
 
@@ -186,6 +190,24 @@ def fill_exit(conn: Connection, task_id: str, exit_code: int | None, oom_killed:
         .where(tasks.c.task_id == task_id, tasks.c.exit_code.is_(None))
         .values(exit_code=exit_code, oom_killed=oom_killed)
     )
+
+
+def record_usage(
+    conn: Connection, usage: list[tuple[str, float, float]], worker_id: str, now: float
+) -> None:
+    """The usage a worker measured for its running tasks: (task_id, cpu %, memory GB)."""
+    for task_id, cpu, mem in usage:
+        conn.execute(
+            tasks.update()
+            .where(
+                tasks.c.task_id == task_id,
+                tasks.c.status == TaskStatus.RUNNING.value,
+                tasks.c.task_id.in_(
+                    select(assignments.c.task_id).where(assignments.c.worker_id == worker_id)
+                ),
+            )
+            .values(cpu_percent=cpu, mem_used_gb=mem, usage_at=now)
+        )
 
 
 def mark_started(conn: Connection, task_id: str, now: float) -> None:

@@ -11,7 +11,15 @@ from cloudai.core.resources import Resources
 from cloudai.store._dialect import upsert
 from cloudai.store.schema import workers
 
-__all__ = ["WorkerRow", "all_rows", "get", "register_manual", "register_self", "touch"]
+__all__ = [
+    "WorkerRow",
+    "all_rows",
+    "get",
+    "register_manual",
+    "register_self",
+    "set_drained",
+    "touch",
+]
 
 WorkerRow = Mapping[str, Any]
 
@@ -67,10 +75,22 @@ def register_manual(
     )
 
 
-def touch(conn: Connection, worker_id: str, now: float) -> bool:
-    """Record a heartbeat; False when the worker is unknown."""
+def touch(
+    conn: Connection, worker_id: str, now: float, telemetry: Mapping[str, float] | None = None
+) -> bool:
+    """Record a heartbeat (and the node telemetry it carried); False for an unknown worker."""
+    values: dict[str, Any] = {"last_heartbeat": now}
+    for key in ("cpu_percent", "mem_used_gb", "disk_free_gb"):
+        if telemetry and key in telemetry:
+            values[key] = telemetry[key]
+    res = conn.execute(workers.update().where(workers.c.worker_id == worker_id).values(**values))
+    return res.rowcount == 1
+
+
+def set_drained(conn: Connection, worker_id: str, drained: bool) -> bool:
+    """Drain (or undrain) a worker; False for an unknown worker."""
     res = conn.execute(
-        workers.update().where(workers.c.worker_id == worker_id).values(last_heartbeat=now)
+        workers.update().where(workers.c.worker_id == worker_id).values(drained=drained)
     )
     return res.rowcount == 1
 

@@ -15,6 +15,7 @@ from cloudai.runtime import Runtime, open_runtime
 from cloudai.worker.link import MasterLink
 from cloudai.worker.service import WorkerService
 from cloudai.worker.supervisor import Supervisor
+from cloudai.worker.telemetry import Sampler
 
 __all__ = ["RunningWorker", "WorkerConfig", "run_worker", "serve_worker"]
 
@@ -41,11 +42,14 @@ class RunningWorker:
     supervisor: Supervisor
     runtime: Runtime
     beat: asyncio.Task[None]
+    sampling: asyncio.Task[None]
+    sampler: Sampler
 
     async def shutdown(self) -> None:
         await self.served.set_serving([SERVICE], serving=False)
-        self.beat.cancel()
-        await asyncio.gather(self.beat, return_exceptions=True)
+        for loop in (self.beat, self.sampling):
+            loop.cancel()
+        await asyncio.gather(self.beat, self.sampling, return_exceptions=True)
         await self.served.server.stop(grace=1.0)
         await self.supervisor.close()  # tasks keep running: a restart re-adopts them
         await self.link.close()
@@ -71,12 +75,17 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     )
     supervisor = Supervisor(runtime, link, cfg.worker_id)
     adopted = await supervisor.adopt()
+    sampler = Sampler(runtime, supervisor.handles, cfg.state_dir)
+    sampling = asyncio.create_task(sampler.loop(cfg.heartbeat_interval), name="telemetry-loop")
     worker_pb2_grpc.add_WorkerServicer_to_server(WorkerService(supervisor, link), served.server)
     await served.server.start()
     await served.set_serving([SERVICE])
     beat = asyncio.create_task(
         link.heartbeat_loop(
-            supervisor.running_ids, supervisor.stopping_ids, supervisor.stop_orders
+            supervisor.running_ids,
+            supervisor.stopping_ids,
+            supervisor.stop_orders,
+            sampler.snapshot,
         ),
         name="heartbeat-loop",
     )
@@ -89,7 +98,7 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         cfg.capacity,
         adopted,
     )
-    return RunningWorker(served, link, supervisor, runtime, beat)
+    return RunningWorker(served, link, supervisor, runtime, beat, sampling, sampler)
 
 
 async def run_worker(cfg: WorkerConfig) -> None:

@@ -69,15 +69,25 @@ class MasterLink:
         return [order_from_pb(o) for o in reply.stop_orders]
 
     async def heartbeat(
-        self, running: list[str], stopping: list[str]
+        self,
+        running: list[str],
+        stopping: list[str],
+        node: dict[str, float] | None = None,
+        usage: list[tuple[str, float, float]] | None = None,
     ) -> tuple[bool, list[tuple[str, CancelOrder]]]:
-        """One heartbeat; returns whether the master knows this worker, and its stop orders."""
+        """One heartbeat with telemetry; returns whether the master knows this worker, and
+        its stop orders."""
         try:
             reply = await self._stub.SendHeartbeat(
                 master_pb2.HeartbeatRequest(
                     worker_id=self.worker_id,
                     running_task_ids=running,
                     stopping_task_ids=stopping,
+                    usage=[
+                        master_pb2.TaskUsage(task_id=t, cpu_percent=c, mem_used_gb=m)
+                        for t, c, m in usage or []
+                    ],
+                    **(node or {}),
                 ),
                 timeout=RPC_DEADLINE,
             )
@@ -90,6 +100,10 @@ class MasterLink:
         running: Callable[[], list[str]],
         stopping: Callable[[], list[str]],
         on_stop_orders: Callable[[list[tuple[str, CancelOrder]]], None],
+        telemetry: Callable[[], tuple[dict[str, float], list[tuple[str, float, float]]]] = lambda: (
+            {},
+            [],
+        ),
     ) -> None:
         """heartbeat-loop: (re-)register when needed, beat every interval, carry out orders."""
         log.info("heartbeat-loop started (every %gs to %s)", self.interval, self.master)
@@ -99,7 +113,8 @@ class MasterLink:
                 try:
                     if not self.registered.is_set():
                         on_stop_orders(await self.register(running()))
-                    known, orders = await self.heartbeat(running(), stopping())
+                    node, usage = telemetry()
+                    known, orders = await self.heartbeat(running(), stopping(), node, usage)
                     if not known:
                         log.warning("⚠ master does not know this worker: registering again")
                         self.registered.clear()

@@ -56,6 +56,10 @@ class Supervisor:
     def running_ids(self) -> list[str]:
         return sorted(self._tasks)
 
+    def handles(self) -> list[Handle]:
+        """The started tasks' handles (for usage sampling)."""
+        return [e.handle for e in self._tasks.values() if e.handle is not None]
+
     def stopping_ids(self) -> list[str]:
         """Tasks with a stop order being carried out (the master counts it as delivered)."""
         return sorted(t for t, e in self._tasks.items() if e.cancel is not None)

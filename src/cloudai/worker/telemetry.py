@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import pathlib
+from collections.abc import Callable
 
 import psutil
 
 from cloudai.core.resources import Resources
+from cloudai.runtime.base import Handle, Runtime
 
-__all__ = ["machine_capacity"]
+__all__ = ["Sampler", "machine_capacity"]
+
+log = logging.getLogger("cloudai.worker.telemetry")
 
 GB = 1024**3
 
@@ -24,3 +30,41 @@ def machine_capacity(data_dir: str | os.PathLike[str]) -> Resources:
         storage_gb=round(psutil.disk_usage(str(path)).free / GB, 2),
         gpu=0,
     )
+
+
+class Sampler:
+    """telemetry-loop: samples the node (psutil) and each running task (the engine's stats)
+    every interval, apart from the heartbeat, so a slow stats call never delays a heartbeat.
+    The heartbeat sends the latest sample."""
+
+    def __init__(
+        self, runtime: Runtime, handles: Callable[[], list[Handle]], data_dir: str
+    ) -> None:
+        self.runtime = runtime
+        self.handles = handles
+        self.data_dir = data_dir
+        self.node: dict[str, float] = {}
+        self.tasks: dict[str, tuple[float, float]] = {}
+        psutil.cpu_percent(None)  # the first call starts the measurement
+
+    async def sample(self) -> None:
+        vm = psutil.virtual_memory()
+        self.node = {
+            "cpu_percent": float(psutil.cpu_percent(None)),
+            "mem_used_gb": round((vm.total - vm.available) / GB, 3),
+            "disk_free_gb": round(psutil.disk_usage(self.data_dir).free / GB, 2),
+        }
+        handles = self.handles()
+        found = await asyncio.gather(*(self.runtime.usage(h) for h in handles))
+        self.tasks = {h.task_id: u for h, u in zip(handles, found, strict=True) if u is not None}
+
+    async def loop(self, interval: float) -> None:
+        while True:
+            try:
+                await self.sample()
+            except Exception:  # a sampler must outlive one bad sample; it is logged
+                log.exception("telemetry sample failed")
+            await asyncio.sleep(interval)
+
+    def snapshot(self) -> tuple[dict[str, float], list[tuple[str, float, float]]]:
+        return dict(self.node), [(t, c, m) for t, (c, m) in self.tasks.items()]

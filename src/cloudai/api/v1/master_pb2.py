@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cloudai.api.v1 import types_pb2 as cloudai_dot_api_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63loudai/api/v1/master.proto\x12\x0e\x63loudai.api.v1\x1a\x1a\x63loudai/api/v1/types.proto\"\x93\x01\n\x15RegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12+\n\x08\x63\x61pacity\x18\x03 \x01(\x0b\x32\x19.cloudai.api.v1.Resources\x12\x0f\n\x07runtime\x18\x04 \x01(\t\x12\x18\n\x10running_task_ids\x18\x05 \x03(\t\"\x8f\x01\n\x16RegisterWorkerResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x03 \x01(\x01\x12\x36\n\x0bstop_orders\x18\x04 \x03(\x0b\x32!.cloudai.api.v1.CancelTaskRequest\"A\n\x1bManualRegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x9a\x01\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x18\n\x10running_task_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x01\x12\x13\n\x0bmem_used_gb\x18\x04 \x01(\x01\x12\x14\n\x0c\x64isk_free_gb\x18\x05 \x01(\x01\x12\x19\n\x11stopping_task_ids\x18\x06 \x03(\t\"q\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x15\n\rstop_task_ids\x18\x02 \x03(\t\x12\x36\n\x0bstop_orders\x18\x03 \x03(\x0b\x32!.cloudai.api.v1.CancelTaskRequest\"n\n\rCancelRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x1a\n\rgrace_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x10\n\x0e_grace_seconds\"7\n\x0e\x43\x61ncelResponse\x12%\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.cloudai.api.v1.TaskAck\"]\n\x0cStopProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\n\n\x02\x61t\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\";\n\x11SubmitTaskRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.cloudai.api.v1.TaskSpec\"i\n\x10ListTasksRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x05 \x01(\t\"8\n\x11ListTasksResponse\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.cloudai.api.v1.Task\"\x14\n\x12ListWorkersRequest\">\n\x0f\x43lusterSnapshot\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.cloudai.api.v1.WorkerInfo2\xb8\x07\n\x06Master\x12_\n\x0eRegisterWorker\x12%.cloudai.api.v1.RegisterWorkerRequest\x1a&.cloudai.api.v1.RegisterWorkerResponse\x12_\n\x14ManualRegisterWorker\x12+.cloudai.api.v1.ManualRegisterWorkerRequest\x1a\x1a.cloudai.api.v1.WorkerInfo\x12T\n\rSendHeartbeat\x12 .cloudai.api.v1.HeartbeatRequest\x1a!.cloudai.api.v1.HeartbeatResponse\x12K\n\x14ReportTaskCompletion\x12\x1a.cloudai.api.v1.TaskResult\x1a\x17.cloudai.api.v1.TaskAck\x12\x45\n\nSubmitTask\x12!.cloudai.api.v1.SubmitTaskRequest\x1a\x14.cloudai.api.v1.Task\x12\x37\n\x07GetTask\x12\x16.cloudai.api.v1.TaskID\x1a\x14.cloudai.api.v1.Task\x12P\n\tListTasks\x12 .cloudai.api.v1.ListTasksRequest\x1a!.cloudai.api.v1.ListTasksResponse\x12R\n\x0bListWorkers\x12\".cloudai.api.v1.ListWorkersRequest\x1a\x1f.cloudai.api.v1.ClusterSnapshot\x12=\n\nCancelTask\x12\x16.cloudai.api.v1.TaskID\x1a\x17.cloudai.api.v1.TaskAck\x12L\n\x0b\x43\x61ncelTasks\x12\x1d.cloudai.api.v1.CancelRequest\x1a\x1e.cloudai.api.v1.CancelResponse\x12K\n\x12ReportStopProgress\x12\x1c.cloudai.api.v1.StopProgress\x1a\x17.cloudai.api.v1.TaskAck\x12I\n\x0eStreamTaskLogs\x12\x1b.cloudai.api.v1.LogsRequest\x1a\x18.cloudai.api.v1.LogChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63loudai/api/v1/master.proto\x12\x0e\x63loudai.api.v1\x1a\x1a\x63loudai/api/v1/types.proto\"\x93\x01\n\x15RegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12+\n\x08\x63\x61pacity\x18\x03 \x01(\x0b\x32\x19.cloudai.api.v1.Resources\x12\x0f\n\x07runtime\x18\x04 \x01(\t\x12\x18\n\x10running_task_ids\x18\x05 \x03(\t\"\x8f\x01\n\x16RegisterWorkerResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x03 \x01(\x01\x12\x36\n\x0bstop_orders\x18\x04 \x03(\x0b\x32!.cloudai.api.v1.CancelTaskRequest\"A\n\x1bManualRegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xc4\x01\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x18\n\x10running_task_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x01\x12\x13\n\x0bmem_used_gb\x18\x04 \x01(\x01\x12\x14\n\x0c\x64isk_free_gb\x18\x05 \x01(\x01\x12\x19\n\x11stopping_task_ids\x18\x06 \x03(\t\x12(\n\x05usage\x18\x07 \x03(\x0b\x32\x19.cloudai.api.v1.TaskUsage\"F\n\tTaskUsage\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x02 \x01(\x01\x12\x13\n\x0bmem_used_gb\x18\x03 \x01(\x01\"0\n\x0c\x44rainRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05\x64rain\x18\x02 \x01(\x08\"q\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x15\n\rstop_task_ids\x18\x02 \x03(\t\x12\x36\n\x0bstop_orders\x18\x03 \x03(\x0b\x32!.cloudai.api.v1.CancelTaskRequest\"n\n\rCancelRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x1a\n\rgrace_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x10\n\x0e_grace_seconds\"7\n\x0e\x43\x61ncelResponse\x12%\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.cloudai.api.v1.TaskAck\"]\n\x0cStopProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\n\n\x02\x61t\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\";\n\x11SubmitTaskRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.cloudai.api.v1.TaskSpec\"i\n\x10ListTasksRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x05 \x01(\t\"8\n\x11ListTasksResponse\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.cloudai.api.v1.Task\"\x14\n\x12ListWorkersRequest\">\n\x0f\x43lusterSnapshot\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.cloudai.api.v1.WorkerInfo2\x81\x08\n\x06Master\x12_\n\x0eRegisterWorker\x12%.cloudai.api.v1.RegisterWorkerRequest\x1a&.cloudai.api.v1.RegisterWorkerResponse\x12_\n\x14ManualRegisterWorker\x12+.cloudai.api.v1.ManualRegisterWorkerRequest\x1a\x1a.cloudai.api.v1.WorkerInfo\x12T\n\rSendHeartbeat\x12 .cloudai.api.v1.HeartbeatRequest\x1a!.cloudai.api.v1.HeartbeatResponse\x12K\n\x14ReportTaskCompletion\x12\x1a.cloudai.api.v1.TaskResult\x1a\x17.cloudai.api.v1.TaskAck\x12\x45\n\nSubmitTask\x12!.cloudai.api.v1.SubmitTaskRequest\x1a\x14.cloudai.api.v1.Task\x12\x37\n\x07GetTask\x12\x16.cloudai.api.v1.TaskID\x1a\x14.cloudai.api.v1.Task\x12P\n\tListTasks\x12 .cloudai.api.v1.ListTasksRequest\x1a!.cloudai.api.v1.ListTasksResponse\x12R\n\x0bListWorkers\x12\".cloudai.api.v1.ListWorkersRequest\x1a\x1f.cloudai.api.v1.ClusterSnapshot\x12=\n\nCancelTask\x12\x16.cloudai.api.v1.TaskID\x1a\x17.cloudai.api.v1.TaskAck\x12L\n\x0b\x43\x61ncelTasks\x12\x1d.cloudai.api.v1.CancelRequest\x1a\x1e.cloudai.api.v1.CancelResponse\x12K\n\x12ReportStopProgress\x12\x1c.cloudai.api.v1.StopProgress\x1a\x17.cloudai.api.v1.TaskAck\x12G\n\x0b\x44rainWorker\x12\x1c.cloudai.api.v1.DrainRequest\x1a\x1a.cloudai.api.v1.WorkerInfo\x12I\n\x0eStreamTaskLogs\x12\x1b.cloudai.api.v1.LogsRequest\x1a\x18.cloudai.api.v1.LogChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,25 +39,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MANUALREGISTERWORKERREQUEST']._serialized_start=371
   _globals['_MANUALREGISTERWORKERREQUEST']._serialized_end=436
   _globals['_HEARTBEATREQUEST']._serialized_start=439
-  _globals['_HEARTBEATREQUEST']._serialized_end=593
-  _globals['_HEARTBEATRESPONSE']._serialized_start=595
-  _globals['_HEARTBEATRESPONSE']._serialized_end=708
-  _globals['_CANCELREQUEST']._serialized_start=710
-  _globals['_CANCELREQUEST']._serialized_end=820
-  _globals['_CANCELRESPONSE']._serialized_start=822
-  _globals['_CANCELRESPONSE']._serialized_end=877
-  _globals['_STOPPROGRESS']._serialized_start=879
-  _globals['_STOPPROGRESS']._serialized_end=972
-  _globals['_SUBMITTASKREQUEST']._serialized_start=974
-  _globals['_SUBMITTASKREQUEST']._serialized_end=1033
-  _globals['_LISTTASKSREQUEST']._serialized_start=1035
-  _globals['_LISTTASKSREQUEST']._serialized_end=1140
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1142
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1198
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1200
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1220
-  _globals['_CLUSTERSNAPSHOT']._serialized_start=1222
-  _globals['_CLUSTERSNAPSHOT']._serialized_end=1284
-  _globals['_MASTER']._serialized_start=1287
-  _globals['_MASTER']._serialized_end=2239
+  _globals['_HEARTBEATREQUEST']._serialized_end=635
+  _globals['_TASKUSAGE']._serialized_start=637
+  _globals['_TASKUSAGE']._serialized_end=707
+  _globals['_DRAINREQUEST']._serialized_start=709
+  _globals['_DRAINREQUEST']._serialized_end=757
+  _globals['_HEARTBEATRESPONSE']._serialized_start=759
+  _globals['_HEARTBEATRESPONSE']._serialized_end=872
+  _globals['_CANCELREQUEST']._serialized_start=874
+  _globals['_CANCELREQUEST']._serialized_end=984
+  _globals['_CANCELRESPONSE']._serialized_start=986
+  _globals['_CANCELRESPONSE']._serialized_end=1041
+  _globals['_STOPPROGRESS']._serialized_start=1043
+  _globals['_STOPPROGRESS']._serialized_end=1136
+  _globals['_SUBMITTASKREQUEST']._serialized_start=1138
+  _globals['_SUBMITTASKREQUEST']._serialized_end=1197
+  _globals['_LISTTASKSREQUEST']._serialized_start=1199
+  _globals['_LISTTASKSREQUEST']._serialized_end=1304
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1306
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1362
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1364
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1384
+  _globals['_CLUSTERSNAPSHOT']._serialized_start=1386
+  _globals['_CLUSTERSNAPSHOT']._serialized_end=1448
+  _globals['_MASTER']._serialized_start=1451
+  _globals['_MASTER']._serialized_end=2476
 # @@protoc_insertion_point(module_scope)

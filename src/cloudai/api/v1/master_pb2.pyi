@@ -42,20 +42,40 @@ class ManualRegisterWorkerRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("worker_id", "running_task_ids", "cpu_percent", "mem_used_gb", "disk_free_gb", "stopping_task_ids")
+    __slots__ = ("worker_id", "running_task_ids", "cpu_percent", "mem_used_gb", "disk_free_gb", "stopping_task_ids", "usage")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MEM_USED_GB_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_GB_FIELD_NUMBER: _ClassVar[int]
     STOPPING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
     cpu_percent: float
     mem_used_gb: float
     disk_free_gb: float
     stopping_task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., stopping_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    usage: _containers.RepeatedCompositeFieldContainer[TaskUsage]
+    def __init__(self, worker_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., stopping_task_ids: _Optional[_Iterable[str]] = ..., usage: _Optional[_Iterable[_Union[TaskUsage, _Mapping]]] = ...) -> None: ...
+
+class TaskUsage(_message.Message):
+    __slots__ = ("task_id", "cpu_percent", "mem_used_gb")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEM_USED_GB_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    cpu_percent: float
+    mem_used_gb: float
+    def __init__(self, task_id: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("worker_id", "drain")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    drain: bool
+    def __init__(self, worker_id: _Optional[str] = ..., drain: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known", "stop_task_ids", "stop_orders")

@@ -90,6 +90,11 @@ class MasterStub:
                 request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopProgress.SerializeToString,
                 response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
                 _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/cloudai.api.v1.Master/DrainWorker',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.DrainRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.WorkerInfo.FromString,
+                _registered_method=True)
         self.StreamTaskLogs = channel.unary_stream(
                 '/cloudai.api.v1.Master/StreamTaskLogs',
                 request_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.LogsRequest.SerializeToString,
@@ -170,6 +175,13 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainWorker(self, request, context):
+        """Operators: stop (or resume) placing new tasks on a worker
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamTaskLogs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -233,6 +245,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.ReportStopProgress,
                     request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopProgress.FromString,
                     response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.DrainRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.WorkerInfo.SerializeToString,
             ),
             'StreamTaskLogs': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamTaskLogs,
@@ -537,6 +554,33 @@ class Master:
             '/cloudai.api.v1.Master/ReportStopProgress',
             cloudai_dot_api_dot_v1_dot_master__pb2.StopProgress.SerializeToString,
             cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/DrainWorker',
+            cloudai_dot_api_dot_v1_dot_master__pb2.DrainRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_types__pb2.WorkerInfo.FromString,
             options,
             channel_credentials,
             insecure,

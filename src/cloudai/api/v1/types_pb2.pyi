@@ -156,7 +156,7 @@ class TaskEvent(_message.Message):
     def __init__(self, at: _Optional[float] = ..., kind: _Optional[str] = ..., actor: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed", "result", "cancellation")
+    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed", "result", "cancellation", "cpu_percent", "mem_used_gb", "usage_at")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,9 @@ class Task(_message.Message):
     OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     CANCELLATION_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEM_USED_GB_FIELD_NUMBER: _ClassVar[int]
+    USAGE_AT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     spec: TaskSpec
     status: str
@@ -183,7 +186,10 @@ class Task(_message.Message):
     oom_killed: bool
     result: TaskResult
     cancellation: Cancellation
-    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ...) -> None: ...
+    cpu_percent: float
+    mem_used_gb: float
+    usage_at: float
+    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., usage_at: _Optional[float] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at", "stop")
@@ -224,7 +230,7 @@ class LogChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "address", "capacity", "allocated", "available", "state", "last_heartbeat", "running_tasks", "registered_at", "runtime")
+    __slots__ = ("worker_id", "address", "capacity", "allocated", "available", "state", "last_heartbeat", "running_tasks", "registered_at", "runtime", "drained", "cpu_percent", "mem_used_gb", "disk_free_gb")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +241,10 @@ class WorkerInfo(_message.Message):
     RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEM_USED_GB_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_GB_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     capacity: Resources
@@ -245,4 +255,8 @@ class WorkerInfo(_message.Message):
     running_tasks: _containers.RepeatedScalarFieldContainer[str]
     registered_at: float
     runtime: str
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., available: _Optional[_Union[Resources, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., running_tasks: _Optional[_Iterable[str]] = ..., registered_at: _Optional[float] = ..., runtime: _Optional[str] = ...) -> None: ...
+    drained: bool
+    cpu_percent: float
+    mem_used_gb: float
+    disk_free_gb: float
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., available: _Optional[_Union[Resources, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., running_tasks: _Optional[_Iterable[str]] = ..., registered_at: _Optional[float] = ..., runtime: _Optional[str] = ..., drained: _Optional[bool] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,87 @@
+"""Liveness and reconciliation: what workers say they run against what the store says.
+
+Run at every heartbeat and registration (`reconcile_tx`) and on each dispatch round
+(`reap_lost_workers_tx`). Resources need no reconciling: they are derived from the tasks that
+hold them, so ending a task frees them. A task ended here gets its one result from the master
+(no logs, the reason as its error); a worker report that arrives later is kept as an event."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select
+
+from cloudai.core.lifecycle import TaskStatus
+from cloudai.core.models import TaskResult
+from cloudai.store import events, results, tasks
+from cloudai.store.schema import assignments
+from cloudai.store.schema import tasks as tasks_table
+from cloudai.store.schema import workers as workers_table
+
+__all__ = ["fail_task", "reap_lost_workers_tx", "reconcile_tx"]
+
+# A task the worker accepted this long ago (in heartbeat intervals) must be in its heartbeat.
+LOST_AFTER_INTERVALS = 3
+
+
+def fail_task(conn: Connection, task_id: str, worker_id: str, why: str, now: float) -> bool:
+    """End a running task as failed for `why`, with its result; False when it was not running."""
+    if not tasks.transition(conn, task_id, TaskStatus.FAILED, completed_at=now, reason=why):
+        return False
+    results.insert_once(
+        conn, TaskResult(task_id, worker_id, TaskStatus.FAILED, error=why, completed_at=now), now
+    )
+    events.add(conn, task_id, "failed", "master", why, now)
+    return True
+
+
+def _running_on(conn: Connection, worker_id: str) -> list[tuple[str, float | None]]:
+    """(task_id, delivered_at) of the running tasks placed on the worker."""
+    rows = conn.execute(
+        select(assignments.c.task_id, assignments.c.delivered_at)
+        .join(tasks_table, tasks_table.c.task_id == assignments.c.task_id)
+        .where(
+            assignments.c.worker_id == worker_id,
+            tasks_table.c.status == TaskStatus.RUNNING.value,
+        )
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+def reconcile_tx(
+    conn: Connection,
+    worker_id: str,
+    running: set[str],
+    stopping: set[str],
+    now: float,
+    interval: float,
+) -> list[str]:
+    """Tasks the store has as running on this worker that the worker does not hold (accepted
+    long enough ago that the heartbeat must show them) end `failed` "lost on worker".
+    Returns their IDs."""
+    lost = []
+    for task_id, delivered_at in _running_on(conn, worker_id):
+        if task_id in running or task_id in stopping or delivered_at is None:
+            continue
+        if now - delivered_at < LOST_AFTER_INTERVALS * interval:
+            continue  # accepted after this heartbeat was built, perhaps
+        why = f"lost on worker {worker_id}: it no longer runs the task"
+        if fail_task(conn, task_id, worker_id, why, now):
+            lost.append(task_id)
+    return lost
+
+
+def reap_lost_workers_tx(conn: Connection, now: float, lost_after: float) -> list[str]:
+    """Running tasks of workers silent for longer than `lost_after` end `failed` "worker
+    lost". If such a worker comes back, its heartbeat gets stop orders for them."""
+    silent = conn.execute(
+        select(workers_table.c.worker_id).where(
+            workers_table.c.last_heartbeat.is_not(None),
+            workers_table.c.last_heartbeat < now - lost_after,
+        )
+    )
+    ended = []
+    for (worker_id,) in silent:
+        for task_id, _ in _running_on(conn, worker_id):
+            why = f"worker lost: {worker_id} sent no heartbeat for over {lost_after:g}s"
+            if fail_task(conn, task_id, worker_id, why, now):
+                ended.append(task_id)
+    return ended
