@@ -131,6 +131,12 @@ class Client:
         )
         return worker_from_pb(reply)
 
+    def drain(self, worker_id: str, drain: bool = True) -> Worker:
+        reply = self._call(
+            self._stub.DrainWorker, master_pb2.DrainRequest(worker_id=worker_id, drain=drain)
+        )
+        return worker_from_pb(reply)
+
     def cancel(self, task_id: str) -> str:
         """The spec's CancelTask(TaskID): default stop; raises on a task it cannot cancel."""
         ack = self._call(

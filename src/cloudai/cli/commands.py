@@ -11,16 +11,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cloudai.cli.render import Renderer
+from cloudai.cli.render import Renderer, worker_json
 from cloudai.client import Client
 from cloudai.core.lifecycle import TERMINAL
-from cloudai.core.models import TaskSpec, validate_address, validate_worker_id
+from cloudai.core.models import Task, TaskSpec, validate_address, validate_worker_id
 from cloudai.core.resources import Resources
 from cloudai.errors import InvalidArgument
 
 __all__ = [
     "Selection",
     "cancel",
+    "drain",
     "logs",
     "monitor",
     "parse_env",
@@ -105,6 +106,39 @@ def register(client: Client, out: Renderer, worker_id: str, address: str) -> int
             raise InvalidArgument(problem)
     out.worker_registered(client.register(worker_id, address))
     return 0
+
+
+def drain(
+    client: Client,
+    out: Renderer,
+    worker_id: str,
+    undo: bool = False,
+    cancel_tasks: bool = False,
+    yes: bool = False,
+    reason: str = "",
+) -> int:
+    """Stop (undo: resume) placing tasks on a worker; with cancel_tasks, cancel its tasks too."""
+    if problem := validate_worker_id(worker_id):
+        raise InvalidArgument(problem)
+    if undo and cancel_tasks:
+        raise InvalidArgument("--cancel goes with drain, not undrain")
+    worker = client.drain(worker_id, drain=not undo)
+    verb = "undrained: it takes new tasks again" if undo else "drained: it takes no new tasks"
+    if out.json_mode and not cancel_tasks:
+        out.emit_json(worker_json(worker))
+        return 0
+    if not out.json_mode:
+        out.ok(f"worker {worker_id} {verb} ({len(worker.running_tasks)} task(s) running)")
+    if not cancel_tasks:
+        return 0
+    return cancel(
+        client,
+        out,
+        [],
+        selection=Selection(worker=worker_id),
+        reason=reason or f"drain {worker_id}",
+        yes=yes,
+    )
 
 
 @dataclass(frozen=True)
@@ -222,8 +256,17 @@ def monitor(client: Client, out: Renderer, task_id: str, interval: float = 1.0) 
     from rich.live import Live
 
     task = client.get_task(task_id)
+    settled_by = None  # a decided status waits (a while) for the real end: the result
+
+    def over(t: Task) -> bool:
+        nonlocal settled_by
+        if t.status not in TERMINAL:
+            return False
+        settled_by = settled_by or time.monotonic() + 30
+        return t.result is not None or time.monotonic() > settled_by
+
     if out.json_mode:
-        while task.status not in TERMINAL:
+        while not over(task):
             time.sleep(interval)
             task = client.get_task(task_id)
         out.task_detail(task)
@@ -231,10 +274,11 @@ def monitor(client: Client, out: Renderer, task_id: str, interval: float = 1.0) 
     with Live(console=out.console, refresh_per_second=4, transient=False) as live:
         while True:
             live.update(out.monitor_view(task, _tail(client, task_id)))
-            if task.status in TERMINAL:
+            if over(task):
                 break
             time.sleep(interval)
             task = client.get_task(task_id)
+    out.outcome(task)
     return 0 if task.status.value == "completed" else 1
 
 

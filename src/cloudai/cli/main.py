@@ -207,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     ws = sub.add_parser("workers", help="list workers: state, capacity, allocated, available")
     _client_options(ws, top=False)
 
+    dr = sub.add_parser("drain", help="stop placing new tasks on a worker (its tasks go on)")
+    dr.add_argument("worker_id", metavar="WORKER")
+    dr.add_argument(
+        "--cancel", action="store_true", help="also cancel its tasks (asks first; --yes skips)"
+    )
+    dr.add_argument("-y", "--yes", action="store_true", help="with --cancel: do not ask")
+    dr.add_argument("--reason", default="", metavar="TEXT", help="with --cancel: why")
+    _client_options(dr, top=False)
+    ud = sub.add_parser("undrain", help="let a drained worker take new tasks again")
+    ud.add_argument("worker_id", metavar="WORKER")
+    _client_options(ud, top=False)
+
     t = sub.add_parser("task", help="run, list and show tasks")
     tsub = t.add_subparsers(dest="task_command", metavar="ACTION", required=True)
     run = tsub.add_parser(
@@ -331,6 +343,16 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
     cmd = args.command
     if cmd == "workers":
         return commands.workers(client, out)
+    if cmd in ("drain", "undrain"):
+        return commands.drain(
+            client,
+            out,
+            args.worker_id,
+            undo=cmd == "undrain",
+            cancel_tasks=getattr(args, "cancel", False),
+            yes=getattr(args, "yes", False),
+            reason=getattr(args, "reason", ""),
+        )
     if cmd == "register":
         return commands.register(client, out, args.worker_id, args.address)
     if cmd == "task":

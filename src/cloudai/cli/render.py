@@ -63,6 +63,11 @@ def task_json(t: Task) -> dict[str, Any]:
         ],
         "result": None if t.result is None else result_json(t.result),
         "cancellation": None if t.cancellation is None else cancellation_json(t.cancellation),
+        "usage": {
+            "cpu_percent": t.cpu_percent,
+            "mem_used_gb": t.mem_used_gb,
+            "measured_at": iso(t.usage_at),
+        },
     }
 
 
@@ -115,7 +120,17 @@ def worker_json(w: Worker, now: float | None = None) -> dict[str, Any]:
         "running_tasks": list(w.running_tasks),
         "last_heartbeat": iso(w.last_heartbeat),
         "last_heartbeat_age_s": round(now - w.last_heartbeat, 1) if w.last_heartbeat else None,
+        "drained": w.drained,
+        "cpu_percent": w.cpu_percent,
+        "mem_used_gb": w.mem_used_gb,
+        "disk_free_gb": w.disk_free_gb,
     }
+
+
+def _usage(t: Task) -> str:
+    if t.cpu_percent is None or t.mem_used_gb is None or t.status.value != "running":
+        return "-"
+    return f"{t.cpu_percent:.0f}% CPU, {t.mem_used_gb * 1024:.0f} MiB"
 
 
 def _age(ts: float | None, now: float) -> str:
@@ -152,6 +167,16 @@ class Renderer:
             sys.stderr.write(json.dumps({"error": message}) + "\n")
         else:
             self.err.print(Text("✗ Error: " + message, style="red"), soft_wrap=True)
+
+    def outcome(self, task: Task) -> None:
+        """One line: how the task ended."""
+        code = "" if task.exit_code is None else f" (exit code {task.exit_code})"
+        why = f": {task.reason}" if task.reason and task.status.value != "completed" else ""
+        style = STATUS_STYLE.get(task.status.value, "")
+        mark = "✓" if task.status.value == "completed" else "✗"
+        self.console.print(
+            Text(f"{mark} {task.task_id} {task.status.value}{code}{why}", style=style)
+        )
 
     def cancel_box(self, task_id: str) -> None:
         """The spec's CANCELLING TASK block, in the shell."""
@@ -196,6 +221,8 @@ class Renderer:
             ("Completed", iso(task.completed_at) or "-"),
             ("Run time", _duration(task, now)),
         ]
+        if task.status.value == "running":
+            rows.append(("CPU / memory", _usage(task)))
         if task.spec.name:
             rows.insert(1, ("Name", task.spec.name))
         if task.reason:
@@ -307,22 +334,35 @@ class Renderer:
         if not workers:
             self.console.print("No workers registered.")
             return
-        self.console.print("[dim]CPU, MEM, DISK and GPU show allocated/capacity.[/]")
+        self.console.print(
+            "[dim]CPU, MEM, DISK and GPU: allocated/capacity (available); "
+            "IN USE: node CPU % and memory GB from the last heartbeat.[/]"
+        )
         table = Table(header_style="bold")
         for col in ("WORKER", "ADDRESS", "STATE", "CPU", "MEM GB", "DISK GB", "GPU", "TASKS"):
-            table.add_column(col, no_wrap=col in ("WORKER", "ADDRESS"))
+            table.add_column(col, no_wrap=col in ("WORKER", "ADDRESS", "STATE"))
+        table.add_column("IN USE")
         table.add_column("HEARTBEAT")
         for w in workers:
-            a, c = w.allocated, w.capacity
+            a, c, v = w.allocated, w.capacity, w.available
+            state = Text("● " + w.state, style=STATE_STYLE.get(w.state, ""))
+            if w.drained:
+                state.append(" (drained)", style="yellow")
+            in_use = (
+                f"{w.cpu_percent:.0f}% / {w.mem_used_gb:.1f} GB"
+                if w.cpu_percent is not None and w.mem_used_gb is not None
+                else "-"
+            )
             table.add_row(
                 w.worker_id,
                 w.address,
-                Text("● " + w.state, style=STATE_STYLE.get(w.state, "")),
-                f"{a.cpu:g}/{c.cpu:g}",
-                f"{a.mem_gb:g}/{c.mem_gb:g}",
-                f"{a.storage_gb:g}/{c.storage_gb:g}",
+                state,
+                f"{a.cpu:g}/{c.cpu:g} ({v.cpu:g})",
+                f"{a.mem_gb:g}/{c.mem_gb:g} ({v.mem_gb:g})",
+                f"{a.storage_gb:g}/{c.storage_gb:g} ({v.storage_gb:g})",
                 f"{a.gpu}/{c.gpu}",
                 str(len(w.running_tasks)),
+                in_use,
                 _age(w.last_heartbeat, now),
             )
         self.console.print(table)
@@ -346,9 +386,12 @@ class Renderer:
         grid.add_row("Worker", task.worker_id or "-")
         grid.add_row("Image", task.spec.image)
         grid.add_row("Run time", _duration(task, now))
+        grid.add_row("CPU / memory", _usage(task))
         if task.exit_code is not None:
             grid.add_row("Exit code", str(task.exit_code))
         if task.reason:
             grid.add_row("Reason", task.reason)
+        if task.cancellation is not None:
+            grid.add_row("Stop", task.cancellation.state)
         body = Group(grid, Text("─" * 40, style="dim"), Text(tail or "(no output yet)"))
         return Panel(body, title=f"monitor {task.task_id}", expand=False)

@@ -30,6 +30,8 @@ Commands:
   cancel --worker ID | --status S | --owner USER | --all [--yes]
                                  - Cancel every active task that matches
   register <worker_id> <host:port> - Register a worker by address
+  drain <worker_id> [--cancel]   - Stop placing tasks on a worker (and cancel its tasks)
+  undrain <worker_id>            - Let a drained worker take tasks again
   help                           - Show this help
   exit                           - Leave the shell
 
@@ -46,7 +48,19 @@ _SPEC_FLAGS = {
     "-storage": "storage",
     "-gpu": "gpu",
 }
-_COMMANDS = ["task", "workers", "monitor", "logs", "cancel", "register", "help", "exit", "quit"]
+_COMMANDS = [
+    "task",
+    "workers",
+    "monitor",
+    "logs",
+    "cancel",
+    "register",
+    "drain",
+    "undrain",
+    "help",
+    "exit",
+    "quit",
+]
 
 
 def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
@@ -121,6 +135,8 @@ class _Completer:
             return _COMMANDS
         head = parts[0]
         try:
+            if head in ("drain", "undrain"):
+                return [w.worker_id for w in self.client.list_workers()]
             if head in ("cancel", "monitor", "logs") or parts[:2] == ["task", "show"]:
                 return [t.task_id for t in self.client.list_tasks()]
             if head == "task" and len(parts) <= 2:
