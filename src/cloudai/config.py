@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 import pathlib
 
-__all__ = ["DEFAULT_MASTER_PORT", "DEFAULT_WORKER_PORT", "home"]
+__all__ = [
+    "DEFAULT_MASTER_METRICS",
+    "DEFAULT_MASTER_PORT",
+    "DEFAULT_WORKER_METRICS",
+    "DEFAULT_WORKER_PORT",
+    "home",
+    "metrics_address",
+]
 
 DEFAULT_MASTER_PORT = 50051
 DEFAULT_WORKER_PORT = 50052
@@ -16,3 +23,16 @@ def home() -> pathlib.Path:
     path = pathlib.Path(os.environ.get("CLOUDAI_HOME") or pathlib.Path.home() / ".cloudai")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+DEFAULT_MASTER_METRICS = "0.0.0.0:9105"
+DEFAULT_WORKER_METRICS = "0.0.0.0:9106"
+
+
+def metrics_address(given: str | None, default: str) -> tuple[str, bool]:
+    """(address, required): a given address must work; the default may be busy (a warning)."""
+    if given is None:
+        return default, False
+    if given in ("off", "none", ""):
+        return "", False
+    return given, True

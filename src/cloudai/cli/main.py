@@ -15,7 +15,14 @@ from cloudai import __version__
 from cloudai.cli import commands
 from cloudai.cli.render import Renderer
 from cloudai.client import Client, default_master
-from cloudai.config import DEFAULT_MASTER_PORT, DEFAULT_WORKER_PORT, home
+from cloudai.config import (
+    DEFAULT_MASTER_METRICS,
+    DEFAULT_MASTER_PORT,
+    DEFAULT_WORKER_METRICS,
+    DEFAULT_WORKER_PORT,
+    home,
+    metrics_address,
+)
 from cloudai.errors import CloudAIError, InvalidArgument
 
 __all__ = ["build_parser", "main"]
@@ -66,6 +73,15 @@ def _number(kind: type, name: str, minimum: float = 0.0):  # type: ignore[no-unt
         return value
 
     return parse
+
+
+def _metrics_option(parser: argparse.ArgumentParser, default: str, whose: str = "") -> None:
+    parser.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="ADDR",
+        help=f"where {whose}Prometheus /metrics is served (default: {default}; off: none)",
+    )
 
 
 def _log_options(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: Docker when an engine answers, else process (default: auto)",
     )
     up.add_argument("--no-shell", action="store_true", help="serve until interrupted, no shell")
+    _metrics_option(up, DEFAULT_MASTER_METRICS, "the master's ")
+    up.add_argument(
+        "--worker-metrics-listen",
+        default=None,
+        metavar="ADDR",
+        help=f"the local worker's /metrics (default: {DEFAULT_WORKER_METRICS}; off: none)",
+    )
     _log_options(up)
 
     m = sub.add_parser("master", help="run the master server")
@@ -155,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="POST each cancellation (requested, confirmed) as JSON to URL",
     )
+    m.add_argument(
+        "--worker-lost-after",
+        type=_number(float, "--worker-lost-after", 1.0),
+        default=300.0,
+        metavar="SECONDS",
+        help="a worker silent this long is lost: its running tasks end failed (default: 300)",
+    )
+    _metrics_option(m, DEFAULT_MASTER_METRICS)
     _log_options(m)
 
     w = sub.add_parser("worker", help="run a worker server")
@@ -194,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds between heartbeats (default: 5)",
     )
+    _metrics_option(w, DEFAULT_WORKER_METRICS)
     _log_options(w)
 
     s = sub.add_parser("shell", help="the interactive master> prompt")
@@ -419,6 +451,7 @@ def _run_server(args: argparse.Namespace) -> int:
         from cloudai.store import default_sqlite_url
 
         db = args.db or default_sqlite_url(home())
+        mlisten, mrequired = metrics_address(args.metrics_listen, DEFAULT_MASTER_METRICS)
         if args.cancel_webhook and not args.cancel_webhook.startswith(("http://", "https://")):
             raise InvalidArgument(
                 f"--cancel-webhook must be an http(s) URL: {args.cancel_webhook!r}"
@@ -431,6 +464,9 @@ def _run_server(args: argparse.Namespace) -> int:
                     heartbeat_interval=args.heartbeat_interval,
                     cancel_deadline=args.cancel_deadline,
                     cancel_webhook=args.cancel_webhook,
+                    worker_lost_after=args.worker_lost_after,
+                    metrics_listen=mlisten,
+                    metrics_required=mrequired,
                 ),
             )
         )
@@ -448,6 +484,7 @@ def _run_server(args: argparse.Namespace) -> int:
             storage_gb=args.storage if args.storage is not None else machine.storage_gb,
             gpu=args.gpu if args.gpu is not None else machine.gpu,
         )
+        mlisten, mrequired = metrics_address(args.metrics_listen, DEFAULT_WORKER_METRICS)
         cfg = WorkerConfig(
             worker_id=args.worker_id,
             master=args.master or default_master(),
@@ -457,6 +494,8 @@ def _run_server(args: argparse.Namespace) -> int:
             state_dir=str(state_dir),
             advertise=args.advertise,
             heartbeat_interval=args.heartbeat_interval,
+            metrics_listen=mlisten,
+            metrics_required=mrequired,
         )
         asyncio.run(run_worker(cfg))
         return 0

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from cloudai.cli.render import Renderer
 from cloudai.client import Client
-from cloudai.config import home
+from cloudai.config import DEFAULT_MASTER_METRICS, DEFAULT_WORKER_METRICS, home, metrics_address
 from cloudai.core.models import validate_address
 from cloudai.errors import CloudAIError, InvalidArgument, Unavailable
 from cloudai.logsetup import setup_logging
@@ -90,7 +90,10 @@ def run_up(args: argparse.Namespace) -> int:
     servers.start()
     try:
         runtime = servers.run(_pick_runtime(args.runtime, args.worker_id, console))
-        cluster, served, _ = servers.run(serve_master(args.listen, db, MasterConfig()))
+        mlisten, mrequired = metrics_address(args.metrics_listen, DEFAULT_MASTER_METRICS)
+        wlisten, wrequired = metrics_address(args.worker_metrics_listen, DEFAULT_WORKER_METRICS)
+        master_cfg = MasterConfig(metrics_listen=mlisten, metrics_required=mrequired)
+        cluster, served, _ = servers.run(serve_master(args.listen, db, master_cfg))
         state_dir = data / f"worker-{args.worker_id}"
         worker = servers.run(
             serve_worker(
@@ -102,6 +105,8 @@ def run_up(args: argparse.Namespace) -> int:
                     capacity=machine_capacity(state_dir),
                     state_dir=str(state_dir),
                     advertise=args.worker_listen,
+                    metrics_listen=wlisten,
+                    metrics_required=wrequired,
                 )
             )
         )

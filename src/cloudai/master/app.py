@@ -9,6 +9,7 @@ import signal
 from cloudai.api.v1 import master_pb2_grpc
 from cloudai.master.cluster import Cluster, MasterConfig
 from cloudai.master.service import MasterService
+from cloudai.metrics import start_metrics
 from cloudai.rpc.server import Served, new_server
 from cloudai.store import Store
 
@@ -24,6 +25,11 @@ async def serve_master(
     """Start a master; returns (cluster, served, port). Used by `run_master` and by tests."""
     store = await asyncio.to_thread(Store, db_url)
     cluster = Cluster(store, config)
+    store.observe = cluster.metrics.store_seconds.observe
+    if cluster.config.metrics_listen:
+        cluster.metrics_server = start_metrics(
+            cluster.metrics.registry, cluster.config.metrics_listen, cluster.config.metrics_required
+        )
     served = new_server(listen)
     master_pb2_grpc.add_MasterServicer_to_server(MasterService(cluster), served.server)
     await served.server.start()
@@ -37,6 +43,8 @@ async def shutdown_master(cluster: Cluster, served: Served) -> None:
     await served.set_serving([SERVICE], serving=False)
     await served.server.stop(grace=2.0)
     await cluster.stop()
+    if cluster.metrics_server is not None:
+        cluster.metrics_server.shutdown()
     await asyncio.to_thread(cluster.store.close)
 
 

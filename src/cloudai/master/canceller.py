@@ -30,6 +30,7 @@ from cloudai.core.models import Cancellation, TaskResult, worker_state
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
 from cloudai.logsetup import box
 from cloudai.master.peers import WorkerPeers
+from cloudai.metrics import MasterMetrics
 from cloudai.store import Store, assignments, cancellations, events, results, tasks, workers
 
 if TYPE_CHECKING:
@@ -160,7 +161,10 @@ def stop_orders_tx(
 
 
 class Canceller:
-    def __init__(self, store: Store, peers: WorkerPeers, config: MasterConfig) -> None:
+    def __init__(
+        self, store: Store, peers: WorkerPeers, config: MasterConfig, metrics: MasterMetrics
+    ) -> None:
+        self.metrics = metrics
         self.store = store
         self.peers = peers
         self.config = config
@@ -193,9 +197,28 @@ class Canceller:
         self, task_id: str, actor: str, reason: str, force: bool, grace: float | None
     ) -> CancelOutcome:
         try:
-            return await self.cancel(task_id, actor, reason, force, grace)
+            return await self.cancel_one(task_id, actor, reason, force, grace)
         except CloudAIError as exc:
             return CancelOutcome(task_id, False, str(exc), error_code=exc.code.name)
+
+    async def cancel_one(
+        self,
+        task_id: str,
+        actor: str,
+        reason: str = "",
+        force: bool = False,
+        grace: float | None = None,
+    ) -> CancelOutcome:
+        """`cancel`, counted by outcome."""
+        try:
+            outcome = await self.cancel(task_id, actor, reason, force, grace)
+        except CloudAIError as exc:
+            kind = {NotFound: "not_found", Conflict: "conflict"}.get(type(exc), "error")
+            self.metrics.cancels.labels(kind).inc()
+            raise
+        kind = "already" if outcome.already else "queued" if outcome.queued else "cancelled"
+        self.metrics.cancels.labels(kind).inc()
+        return outcome
 
     async def cancel(
         self,
@@ -358,13 +381,13 @@ class Canceller:
         return after if stage == "removed" and after is not None else None
 
     @staticmethod
-    def record_stop_tx(conn: Connection, result: TaskResult) -> None:
+    def record_stop_tx(conn: Connection, result: TaskResult) -> tuple[float, str] | None:
         """The worker's cancelled result: how the stop went (in the same transaction as the
         result). An audit event says graceful or forced, time to stop and exit code."""
         c = cancellations.get(conn, result.task_id)
         stop = result.stop
         if c is None or stop is None:
-            return
+            return None
         cancellations.record_exit(
             conn,
             result.task_id,
@@ -383,6 +406,7 @@ class Canceller:
         if stop.error:
             detail += f"; {stop.error}"
         events.add(conn, result.task_id, "stopped", result.worker_id, detail, time.time())
+        return max(took, 0.0), "forced" if stop.forced else "graceful"
 
     # ---- notifications ------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TaskStatus
@@ -26,6 +27,7 @@ from cloudai.master.canceller import Canceller, CancelOutcome, stop_orders_tx
 from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.liveness import reap_lost_workers_tx, reconcile_tx
 from cloudai.master.peers import WorkerPeers
+from cloudai.metrics import MasterMetrics
 from cloudai.store import Store, assignments, results, tasks, workers
 
 __all__ = ["Cluster", "MasterConfig"]
@@ -42,6 +44,8 @@ class MasterConfig:
     cancel_retry_interval: float = 2.0  # between deliveries of an unacknowledged stop order
     cancel_webhook: str = ""  # POST cancellation events here (JSON), when set
     worker_lost_after: float = 300.0  # a silent worker's running tasks end failed after this
+    metrics_listen: str = ""  # HOST:PORT for /metrics; empty: none
+    metrics_required: bool = False  # False: a busy (default) address is only a warning
 
 
 class Cluster:
@@ -50,9 +54,13 @@ class Cluster:
         self.config = config or MasterConfig()
         self.peers = WorkerPeers()
         self.dispatcher = Dispatcher(store, self.peers, self.config)
-        self.canceller = Canceller(store, self.peers, self.config)
+        self.metrics = MasterMetrics()
+        self.metrics.watch(self._metrics_snapshot)
+        self.metrics_server: Any = None
+        self.canceller = Canceller(store, self.peers, self.config, self.metrics)
         self.dispatcher.also.append(self.canceller.retry_undelivered)
         self.dispatcher.also.append(self._reap_lost_workers)
+        self.dispatcher.on_placed = lambda w: self.metrics.placements.labels(w).inc()
 
     async def start(self) -> None:
         """Load what the store holds (the spec's LoadWorkersFromDB) and start the loops."""
@@ -66,6 +74,14 @@ class Cluster:
             len(pending),
         )
         self.dispatcher.start()
+
+    def _metrics_snapshot(self) -> tuple[dict[str, int], list[Worker]]:
+        """For a scrape (on the HTTP server's thread): tasks by status, workers."""
+        by_status = self.store.tx_sync(tasks.count_by_status)
+        snapshot = self.store.tx_sync(
+            planner.load_workers, time.time(), self.config.heartbeat_interval
+        )
+        return by_status, snapshot
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
@@ -107,6 +123,7 @@ class Cluster:
     def _reconcile(self, conn, worker_id: str, running: set[str], stopping: set[str], now: float):  # type: ignore[no-untyped-def]
         lost = reconcile_tx(conn, worker_id, running, stopping, now, self.config.heartbeat_interval)
         for task_id in lost:
+            self.metrics.lost.labels("lost_on_worker").inc()
             log.warning("✗ task %s lost on worker %s: failed", task_id, worker_id)
 
     async def _reap_lost_workers(self) -> None:
@@ -114,6 +131,7 @@ class Cluster:
             reap_lost_workers_tx, time.time(), self.config.worker_lost_after
         )
         for task_id in ended:
+            self.metrics.lost.labels("worker_lost").inc()
             log.warning("✗ task %s failed: its worker was lost", task_id)
 
     async def manual_register(self, worker_id: str, address: str) -> Worker:
@@ -162,6 +180,7 @@ class Cluster:
     ):
         if not workers.touch(conn, worker_id, now, telemetry):
             return False, []
+        self.metrics.heartbeats.labels(worker_id).inc()
         if usage:
             tasks.record_usage(conn, usage, worker_id, now)
         self._reconcile(conn, worker_id, set(running), set(stopping), now)
@@ -196,6 +215,9 @@ class Cluster:
             planner.submit, new_task_id(), spec, time.time(), self.config.heartbeat_interval
         )
         log.info("task %s submitted (%s, %s)", task.task_id, spec.image, spec.resources)
+        self.metrics.submitted.inc()
+        if task.worker_id:
+            self.metrics.placements.labels(task.worker_id).inc()
         # Place it now if it fits, so the reply already says where it runs.
         if task.status is TaskStatus.PENDING and await self.dispatcher.place_pending():
             task = await self.get_task(task.task_id)
@@ -223,14 +245,16 @@ class Cluster:
         return await self.store.tx(tasks.list_tasks, status, worker_id, limit, owner, cancelled_by)
 
     @staticmethod
-    def _report_tx(conn, result: TaskResult, now: float) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    def _report_tx(conn, result: TaskResult, now: float):  # type: ignore[no-untyped-def]
         outcome = planner.record_result(conn, result, now)
-        if result.stop is not None:
-            Canceller.record_stop_tx(conn, result)
-        return outcome
+        stopped = Canceller.record_stop_tx(conn, result) if result.stop is not None else None
+        return outcome, stopped
 
     async def report(self, result: TaskResult) -> str:
-        outcome, message = await self.store.tx(self._report_tx, result, time.time())
+        (outcome, message), stopped = await self.store.tx(self._report_tx, result, time.time())
+        if stopped is not None:
+            took, how = stopped
+            self.metrics.cancel_stop.labels(how).observe(took)
         log.info(
             "task %s reported %s by %s (exit %s): %s",
             result.task_id,
@@ -250,13 +274,15 @@ class Cluster:
         force: bool = False,
         grace: float | None = None,
     ) -> list[CancelOutcome]:
-        outcomes = await self.canceller.cancel_many(task_ids, actor, reason, force, grace)
+        with self.metrics.cancel_answer.time():
+            outcomes = await self.canceller.cancel_many(task_ids, actor, reason, force, grace)
         self.dispatcher.wake()  # room freed
         return outcomes
 
     async def cancel_one(self, task_id: str, actor: str) -> CancelOutcome:
         """The spec's CancelTask(TaskID): errors as gRPC status codes."""
-        outcome = await self.canceller.cancel(task_id, actor)
+        with self.metrics.cancel_answer.time():
+            outcome = await self.canceller.cancel_one(task_id, actor)
         self.dispatcher.wake()
         return outcome
 

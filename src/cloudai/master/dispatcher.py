@@ -39,6 +39,7 @@ class Dispatcher:
         self._delivering: set[str] = set()
         self._placing = asyncio.Lock()
         self.also: list[Callable[[], Awaitable[None]]] = []  # more work for each round
+        self.on_placed: Callable[[str], None] = lambda _worker_id: None
 
     def wake(self) -> None:
         self._wake.set()
@@ -103,6 +104,7 @@ class Dispatcher:
             )
             if ok:
                 placed += 1
+                self.on_placed(choice)
                 log.info("task %s placed on %s", task.task_id, choice)
                 snapshot = await self.store.tx(
                     planner.load_workers, time.time(), self.config.heartbeat_interval

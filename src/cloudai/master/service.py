@@ -50,6 +50,7 @@ def _require_task_id(task_id: str) -> str:
 class MasterService(master_pb2_grpc.MasterServicer):
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
+        self.metrics = cluster.metrics  # RPC errors are counted by the translate decorator
 
     @translate
     async def RegisterWorker(

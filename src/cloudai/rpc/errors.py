@@ -27,7 +27,13 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.CloudAIError]] = {
 }
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:
+async def _abort(
+    context: grpc.aio.ServicerContext, exc: BaseException, name: str, servicer: Any = None
+) -> None:
+    code = exc.code if isinstance(exc, errors.CloudAIError) else grpc.StatusCode.INTERNAL
+    metrics = getattr(servicer, "metrics", None)
+    if metrics is not None:
+        metrics.rpc_errors.labels(name, code.name).inc()
     if isinstance(exc, errors.CloudAIError):
         await context.abort(exc.code, exc.message)
     log.exception("unexpected error in %s", name)
@@ -44,7 +50,7 @@ def translate(fn: F) -> F:
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # the edge: every error becomes a status code here
-            await _abort(context, exc, fn.__name__)
+            await _abort(context, exc, fn.__name__, self)
 
     return wrapper  # type: ignore[return-value]
 
@@ -62,7 +68,7 @@ def translate_stream(
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # the edge
-            await _abort(context, exc, fn.__name__)
+            await _abort(context, exc, fn.__name__, self)
 
     return wrapper
 

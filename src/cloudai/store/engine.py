@@ -81,6 +81,7 @@ class Store:
         self._executor = ThreadPoolExecutor(
             max_workers=1 if self.is_sqlite else 8, thread_name_prefix="store"
         )
+        self.observe: Callable[[float], object] = lambda _seconds: None  # a metrics hook
         if migrate:
             self.migrate()
 
@@ -115,7 +116,11 @@ class Store:
 
     async def tx(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.tx_sync, fn, *args)
+        started = time.perf_counter()
+        try:
+            return await loop.run_in_executor(self._executor, self.tx_sync, fn, *args)
+        finally:
+            self.observe(time.perf_counter() - started)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -18,6 +18,7 @@ from cloudai.store.schema import assignments, cancellations, tasks
 
 __all__ = [
     "active_ids_on",
+    "count_by_status",
     "allocated_by_worker",
     "get",
     "insert",
@@ -190,6 +191,11 @@ def fill_exit(conn: Connection, task_id: str, exit_code: int | None, oom_killed:
         .where(tasks.c.task_id == task_id, tasks.c.exit_code.is_(None))
         .values(exit_code=exit_code, oom_killed=oom_killed)
     )
+
+
+def count_by_status(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(tasks.c.status, func.count()).group_by(tasks.c.status))
+    return {r[0]: int(r[1]) for r in rows}
 
 
 def record_usage(

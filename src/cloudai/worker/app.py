@@ -7,9 +7,11 @@ import logging
 import signal
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from cloudai.api.v1 import worker_pb2_grpc
 from cloudai.core.resources import Resources
+from cloudai.metrics import WorkerMetrics, start_metrics
 from cloudai.rpc.server import Served, new_server
 from cloudai.runtime import Runtime, open_runtime
 from cloudai.worker.link import MasterLink
@@ -33,6 +35,8 @@ class WorkerConfig:
     state_dir: str
     advertise: str = ""
     heartbeat_interval: float = 5.0
+    metrics_listen: str = ""  # HOST:PORT for /metrics; empty: none
+    metrics_required: bool = False  # False: a busy (default) address is only a warning
 
 
 @dataclass
@@ -44,8 +48,12 @@ class RunningWorker:
     beat: asyncio.Task[None]
     sampling: asyncio.Task[None]
     sampler: Sampler
+    metrics: WorkerMetrics
+    metrics_server: Any = None
 
     async def shutdown(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
         await self.served.set_serving([SERVICE], serving=False)
         for loop in (self.beat, self.sampling):
             loop.cancel()
@@ -73,11 +81,21 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     link = MasterLink(
         cfg.master, cfg.worker_id, address, cfg.capacity, cfg.runtime, cfg.heartbeat_interval
     )
-    supervisor = Supervisor(runtime, link, cfg.worker_id)
+    metrics = WorkerMetrics()
+    link.metrics = metrics
+    supervisor = Supervisor(runtime, link, cfg.worker_id, metrics)
+    metrics.watch(lambda: len(supervisor.running_ids()))
     adopted = await supervisor.adopt()
     sampler = Sampler(runtime, supervisor.handles, cfg.state_dir)
     sampling = asyncio.create_task(sampler.loop(cfg.heartbeat_interval), name="telemetry-loop")
-    worker_pb2_grpc.add_WorkerServicer_to_server(WorkerService(supervisor, link), served.server)
+    metrics_server = (
+        start_metrics(metrics.registry, cfg.metrics_listen, cfg.metrics_required)
+        if cfg.metrics_listen
+        else None
+    )
+    worker_pb2_grpc.add_WorkerServicer_to_server(
+        WorkerService(supervisor, link, metrics), served.server
+    )
     await served.server.start()
     await served.set_serving([SERVICE])
     beat = asyncio.create_task(
@@ -98,7 +116,9 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         cfg.capacity,
         adopted,
     )
-    return RunningWorker(served, link, supervisor, runtime, beat, sampling, sampler)
+    return RunningWorker(
+        served, link, supervisor, runtime, beat, sampling, sampler, metrics, metrics_server
+    )
 
 
 async def run_worker(cfg: WorkerConfig) -> None:

@@ -14,6 +14,7 @@ from cloudai.api.v1 import master_pb2, master_pb2_grpc
 from cloudai.core.models import TaskResult
 from cloudai.core.resources import Resources
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.metrics import WorkerMetrics
 from cloudai.rpc.convert import resources_to_pb, result_to_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
@@ -45,6 +46,7 @@ class MasterLink:
         self._stub = master_pb2_grpc.MasterStub(self._channel)
         self.registered = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self.metrics: WorkerMetrics = WorkerMetrics()  # replaced by the worker's own
         self.report_attempts: dict[str, int] = {}  # task_id -> failed attempts, while retrying
 
     async def register(self, running: list[str]) -> list[tuple[str, CancelOrder]]:
@@ -119,12 +121,14 @@ class MasterLink:
                         log.warning("⚠ master does not know this worker: registering again")
                         self.registered.clear()
                         continue
+                    self.metrics.heartbeats.labels("ok").inc()
                     if failures:
                         log.info("✓ master %s reachable again", self.master)
                     failures = 0
                     if orders:
                         on_stop_orders(orders)
                 except CloudAIError as exc:
+                    self.metrics.heartbeats.labels("failed").inc()
                     failures += 1
                     if failures in (1, 10) or failures % 100 == 0:
                         log.warning("⚠ heartbeat to %s failed (%d): %s", self.master, failures, exc)
@@ -152,6 +156,7 @@ class MasterLink:
                     self.report_attempts.pop(result.task_id, None)
                     return
                 self.report_attempts[result.task_id] = attempt
+                self.metrics.report_retries.inc()
                 if attempt in (1, 10) or attempt % 100 == 0:
                     log.warning(
                         "[Task %s] ⚠ result report failed (attempt %d), retrying: %s",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -22,9 +23,10 @@ Ctx = grpc.aio.ServicerContext
 
 
 class WorkerService(worker_pb2_grpc.WorkerServicer):
-    def __init__(self, supervisor: Supervisor, link: MasterLink) -> None:
+    def __init__(self, supervisor: Supervisor, link: MasterLink, metrics: Any = None) -> None:
         self.supervisor = supervisor
         self.link = link
+        self.metrics = metrics  # RPC errors are counted by the translate decorator
 
     @translate
     async def AssignTask(

@@ -21,6 +21,7 @@ from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import DEFAULT_GRACE_SECONDS, StopReport, TaskResult, TaskSpec
 from cloudai.errors import CloudAIError, Conflict, NotFound
 from cloudai.logsetup import box
+from cloudai.metrics import WorkerMetrics
 from cloudai.runtime.base import Exit, Handle, Runtime
 from cloudai.worker.link import MasterLink
 from cloudai.worker.orders import CancelOrder
@@ -46,7 +47,14 @@ class _Entry:
 
 
 class Supervisor:
-    def __init__(self, runtime: Runtime, link: MasterLink, worker_id: str) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        link: MasterLink,
+        worker_id: str,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics or WorkerMetrics()
         self.runtime = runtime
         self.link = link
         self.worker_id = worker_id
@@ -108,6 +116,7 @@ class Supervisor:
                 elif step == "create+start":
                     entry.handle = await self.runtime.start(entry.task_id, spec)
                     entry.started.set()
+                    self.metrics.tasks_started.inc()
                     log.info("[Task %s] started (%s)", entry.task_id, entry.handle.ref[:12])
         except CloudAIError as exc:
             log.warning("[Task %s] ✗ could not start: %s", entry.task_id, exc)
@@ -166,6 +175,9 @@ class Supervisor:
             f": {exit_.error}" if exit_.error else "",
         )
         await self.link.report(result)
+        self.metrics.tasks_ended.labels(status.value).inc()
+        if entry.stop is not None:
+            self._count_stop(entry.stop)
         if entry.cancel is not None:
             log.info("[Task %s] ✓ cancellation reported to master", entry.task_id)
         if entry.handle is not None:
@@ -182,6 +194,17 @@ class Supervisor:
         elif entry.cancel is not None:  # it never started: nothing to remove
             self.link.progress(entry.task_id, "removed", "never started")
         self._tasks.pop(entry.task_id, None)
+
+    def _count_stop(self, stop: StopReport) -> None:
+        if stop.error:
+            how = "kill_failed"
+        elif stop.signal_at is None and stop.killed_at is None:
+            how = "already_stopped"
+        else:
+            how = "forced" if stop.forced else "graceful"
+        self.metrics.stops.labels(how).inc()
+        if stop.exited_at is not None:
+            self.metrics.stop_seconds.observe(max(stop.exited_at - stop.received_at, 0.0))
 
     def _tombstone(self, task_id: str) -> None:
         self._tombstones[task_id] = time.time()
