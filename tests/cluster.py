@@ -176,7 +176,12 @@ class ProcCluster:
         self.master = None
 
     def add_worker(
-        self, worker_id: str, runtime: str = "docker", cpu: float = 2, mem: float = 2
+        self,
+        worker_id: str,
+        runtime: str = "docker",
+        cpu: float = 2,
+        mem: float = 2,
+        extra: tuple[str, ...] = (),
     ) -> None:
         port = self.worker_ports.get(worker_id) or free_port()
         self.worker_ports[worker_id] = port
@@ -199,6 +204,7 @@ class ProcCluster:
                 "10",
                 "--heartbeat-interval",
                 str(HEARTBEAT),
+                *extra,
             ],
             f"worker-{worker_id}.log",
         )
