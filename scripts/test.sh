@@ -15,6 +15,10 @@ elif strict; then
 else
     warn "no Docker engine: Docker tests will be skipped"
 fi
+if ! command -v promtool >/dev/null && ! ensure_apt prometheus; then
+    strict && die "could not install promtool (Debian's prometheus package; CI=true needs it)"
+    warn "no promtool: the /metrics format test will be skipped"
+fi
 if ! start_postgres; then
     strict && die "could not start PostgreSQL (CI=true needs it)"
     warn "no PostgreSQL: PostgreSQL tests will be skipped"
