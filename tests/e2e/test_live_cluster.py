@@ -28,7 +28,7 @@ SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1
 @pytest.fixture
 def proc_cluster(tmp_path: pathlib.Path) -> Iterator[ProcCluster]:
     """Master and two process-runtime workers as processes (no Docker needed)."""
-    c = ProcCluster(tmp_path, master_args=("--worker-lost-after", "3"))
+    c = ProcCluster(tmp_path, master_args=("--worker-lost-after", "60"))
     try:
         c.add_worker("w1", runtime="process")
         c.add_worker("w2", runtime="process")
@@ -101,8 +101,16 @@ def test_sigstopped_worker_turns_unhealthy_then_offline_and_back(proc_cluster: P
         c.wait_status(t, "cancelled")
 
 
-def test_worker_lost_fails_its_tasks_and_stops_them_when_back(proc_cluster: ProcCluster) -> None:
-    c = proc_cluster
+def test_worker_lost_fails_its_tasks_and_stops_them_when_back(tmp_path: pathlib.Path) -> None:
+    c = ProcCluster(tmp_path, master_args=("--worker-lost-after", "3"))
+    try:
+        c.add_worker("w1", runtime="process")
+        _worker_lost(c)
+    finally:
+        c.close()
+
+
+def _worker_lost(c: ProcCluster) -> None:
     task_id = run(c, *SLEEPER, worker="w1")
     eventually(lambda: "ready" in c.cli("logs", task_id).stdout, what="the task to run")
     pid = c.workers["w1"].pid

@@ -169,8 +169,7 @@ def test_manual_register_reaches_the_worker(cluster: LocalCluster) -> None:
 
 def test_master_restart_while_a_task_runs(cluster: LocalCluster, tmp_path: pathlib.Path) -> None:
     go, cmd = gate(tmp_path, "go")
-    task = cluster.client.submit(spec(*cmd))
-    cluster.wait_status(task.task_id, "running")
+    task = cluster.wait_status(cluster.client.submit(spec(*cmd)).task_id, "running")
     eventually(
         lambda: task.task_id in cluster.workers[task.worker_id].supervisor.running_ids(),
         what="the worker to start the task",

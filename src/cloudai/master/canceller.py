@@ -371,6 +371,8 @@ class Canceller:
             raise NotFound(f"task {task_id} has no cancellation")
         if c.worker_id != worker_id:
             raise Conflict(f"task {task_id} is on {c.worker_id!r}, not {worker_id!r}")
+        if c.delivered_at is None:  # its progress proves the order reached it
+            events.add(conn, task_id, "stop_delivered", worker_id, f"confirmed by {stage}", at)
         if stage in ("kill_failed", "remove_failed"):
             cancellations.record_error(conn, task_id, detail)
             events.add(conn, task_id, stage, worker_id, detail, at)
@@ -388,6 +390,15 @@ class Canceller:
         stop = result.stop
         if c is None or stop is None:
             return None
+        # Stages the progress reports have not recorded yet get their events here (each stage
+        # is filled once, by whichever comes first).
+        for at, kind, detail in (
+            (None if c.delivered_at else stop.received_at, "stop_delivered", "by the result"),
+            (None if c.signal_at else stop.signal_at, "signal_sent", stop.signal),
+            (None if c.killed_at else stop.killed_at, "killed", "SIGKILL after the grace"),
+        ):
+            if at is not None:
+                events.add(conn, result.task_id, kind, result.worker_id, detail, at)
         cancellations.record_exit(
             conn,
             result.task_id,
@@ -397,6 +408,7 @@ class Canceller:
             stop.killed_at,
             stop.exited_at,
             stop.error,
+            stop.received_at,
         )
         took = (stop.exited_at or result.completed_at) - c.requested_at
         how = "forced (SIGKILL)" if stop.forced else f"graceful ({stop.signal})"

@@ -165,6 +165,7 @@ def record_exit(
     killed_at: float | None,
     exited_at: float | None,
     error: str,
+    received_at: float | None = None,
 ) -> None:
     """What the worker's cancelled result says of the stop; fills only what is still empty."""
     row = get(conn, task_id)
@@ -184,7 +185,7 @@ def record_exit(
     if error and not row.stop_error:
         values["stop_error"] = error[:2000]
     if row.delivered_at is None:
-        values["delivered_at"] = signal_at or exited_at
+        values["delivered_at"] = received_at or signal_at or exited_at
     if values:
         conn.execute(
             cancellations.update().where(cancellations.c.task_id == task_id).values(**values)
