@@ -303,3 +303,26 @@ def test_lost_worker_containers_are_stopped_when_it_returns(
         assert c.cli_json("task", "show", task_id)["status"] == "failed"
     finally:
         c.close()
+
+
+def test_docker_task_usage_comes_from_the_engine(docker: Any, tmp_path: pathlib.Path) -> None:
+    """The task's view agrees with the engine's own stats for the container."""
+    c = ProcCluster(tmp_path)
+    try:
+        c.add_worker("w1")
+        task_id = run(c, *BURN, worker="w1", cpu="1")
+        shown = eventually(
+            lambda: (
+                ((t := c.cli_json("task", "show", task_id))["usage"]["cpu_percent"] or 0) > 20 and t
+            ),
+            timeout=30,
+            what="the container's CPU use in the task's view",
+        )
+        (container,) = docker.containers.list(filters={"label": f"cloudai.task={task_id}"})
+        engine = container.stats(stream=False)
+        assert engine["memory_stats"]["usage"] > 0
+        assert 20 < shown["usage"]["cpu_percent"] <= 100 * 1.5  # limited to one core (+noise)
+        c.cli("cancel", task_id, "--force")
+        c.wait_status(task_id, "cancelled")
+    finally:
+        c.close()
