@@ -17,18 +17,19 @@ as_root() {
     fi
 }
 
-# ensure_apt PKG... — install Debian packages that are not installed yet.
+# ensure_apt [--no-recommends] PKG... — install Debian packages that are not installed yet.
 ensure_apt() {
-    local missing=()
+    local missing=() opts=(-y -q)
+    if [ "${1:-}" = --no-recommends ]; then opts+=(--no-install-recommends); shift; fi
     for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     command -v apt-get >/dev/null || { warn "no apt-get: cannot install ${missing[*]}"; return 1; }
     say "installing ${missing[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/tmp/cloudai-apt.log 2>&1 \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install "${opts[@]}" "${missing[@]}" >/tmp/cloudai-apt.log 2>&1 \
         || { as_root apt-get update -q >>/tmp/cloudai-apt.log 2>&1 \
-             && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" \
+             && as_root env DEBIAN_FRONTEND=noninteractive apt-get install "${opts[@]}" "${missing[@]}" \
                 >>/tmp/cloudai-apt.log 2>&1; } \
         || { warn "apt-get install ${missing[*]} failed (see /tmp/cloudai-apt.log)"; return 1; }
 }

@@ -15,7 +15,7 @@ elif strict; then
 else
     warn "no Docker engine: Docker tests will be skipped"
 fi
-if ! command -v promtool >/dev/null && ! ensure_apt prometheus; then
+if ! command -v promtool >/dev/null && ! ensure_apt --no-recommends prometheus; then
     strict && die "could not install promtool (Debian's prometheus package; CI=true needs it)"
     warn "no promtool: the /metrics format test will be skipped"
 fi
