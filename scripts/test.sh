@@ -27,5 +27,7 @@ trap stop_postgres EXIT
 
 say "ruff"
 "$VENV/bin/ruff" check src tests scripts
+say "mypy"
+"$VENV/bin/mypy" src
 say "pytest"
 "$VENV/bin/python" -m pytest -q -rs "$@"

@@ -79,7 +79,7 @@ class Client:
         try:
             return fn(request, timeout=timeout, metadata=self._meta)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, f"master at {self.master}") from exc  # type: ignore[arg-type]
+            raise from_rpc_error(exc, f"master at {self.master}") from exc
 
     def health(self, timeout: float = 3.0) -> bool:
         stub = health_pb2_grpc.HealthStub(self._channel)
@@ -180,7 +180,7 @@ class Client:
             for chunk in stream:
                 yield chunk.data
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, f"master at {self.master}") from exc  # type: ignore[arg-type]
+            raise from_rpc_error(exc, f"master at {self.master}") from exc
         finally:
             stream.cancel()
 

@@ -64,7 +64,7 @@ def _client_options(parser: argparse.ArgumentParser, top: bool) -> None:
 def _number(kind: type, name: str, minimum: float = 0.0):  # type: ignore[no-untyped-def]
     def parse(text: str) -> float:
         try:
-            value = kind(text)
+            value: float = kind(text)
         except ValueError:
             noun = "a whole number" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"{name} must be {noun}, got {text!r}") from None

@@ -191,7 +191,7 @@ def _interactive_reader(client: Client) -> Callable[[], str]:
 
     source = _Completer(client)
 
-    class PTCompleter(Completer):  # type: ignore[misc]
+    class PTCompleter(Completer):
         def get_completions(self, document, complete_event):  # type: ignore[no-untyped-def]
             word = document.get_word_before_cursor(WORD=True)
             for candidate in source.words(document.text_before_cursor):

@@ -7,7 +7,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy import Connection
 
 from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TaskStatus
@@ -245,7 +247,9 @@ class Cluster:
         return await self.store.tx(tasks.list_tasks, status, worker_id, limit, owner, cancelled_by)
 
     @staticmethod
-    def _report_tx(conn, result: TaskResult, now: float):  # type: ignore[no-untyped-def]
+    def _report_tx(
+        conn: Connection, result: TaskResult, now: float
+    ) -> tuple[tuple[str, str], tuple[float, str] | None]:
         outcome = planner.record_result(conn, result, now)
         stopped = Canceller.record_stop_tx(conn, result) if result.stop is not None else None
         return outcome, stopped
@@ -299,7 +303,9 @@ class Cluster:
             await asyncio.sleep(0.5)
             task = await self.get_task(task_id)
         while task.worker_id and task.result is None:
-            worker = await self.store.tx(workers.get, task.worker_id)
+            # Not None: a task's worker_id comes from its assignment, whose worker row (a
+            # foreign key) is never deleted.
+            worker = cast(workers.WorkerRow, await self.store.tx(workers.get, task.worker_id))
             try:
                 async for chunk in self.peers.logs(worker["address"], task_id, follow):
                     yield chunk

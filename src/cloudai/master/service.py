@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import grpc
 
@@ -22,7 +23,8 @@ from cloudai.rpc.errors import translate, translate_stream
 
 __all__ = ["MasterService"]
 
-Ctx = grpc.aio.ServicerContext
+# An explicit alias: grpc is untyped, so to mypy this is Any (a bare assignment is a variable).
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 def _finite(value: float) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cloudai.api.v1 import types_pb2 as pb
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import (
@@ -197,6 +199,8 @@ _CANCEL_TIMES = (
 
 
 def cancellation_to_pb(c: Cancellation) -> pb.Cancellation:
+    # Any: mypy checks a ** argument against every keyword, exit_code (an int) included.
+    times: dict[str, Any] = {name: getattr(c, name) or 0.0 for name in _CANCEL_TIMES}
     m = pb.Cancellation(
         requested_by=c.requested_by,
         reason=c.reason,
@@ -208,7 +212,7 @@ def cancellation_to_pb(c: Cancellation) -> pb.Cancellation:
         forced=c.forced,
         stop_error=c.stop_error,
         state=c.state,
-        **{name: getattr(c, name) or 0.0 for name in _CANCEL_TIMES},
+        **times,
     )
     if c.exit_code is not None:
         m.exit_code = c.exit_code

@@ -109,7 +109,8 @@ class ProcessRuntime(Runtime):
             meta = json.loads((self._dir(handle.task_id) / "meta.json").read_text())
             proc = psutil.Process(int(handle.ref))
             same = meta["create_time"] is None or proc.create_time() == meta["create_time"]
-            return same and proc.status() != "zombie"
+            alive: bool = same and proc.status() != "zombie"  # psutil is untyped
+            return alive
         except (OSError, ValueError, KeyError, psutil.Error):
             return False
 

@@ -6,11 +6,10 @@ stop's stages are filled in as the worker confirms them, each at most once."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, RowMapping, select
 
 from cloudai.core.models import Cancellation
 from cloudai.store.schema import cancellations
@@ -40,7 +39,7 @@ STAGES = {
 _FIELDS = [f.name for f in fields(Cancellation)]
 
 
-def _from_row(row: Mapping[str, Any]) -> Cancellation:
+def _from_row(row: RowMapping) -> Cancellation:
     return Cancellation(**{k: row[k] for k in _FIELDS})
 
 

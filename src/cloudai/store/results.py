@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, RowMapping, select
 
 from cloudai.core.models import TaskResult
 from cloudai.store._dialect import insert_ignore
@@ -37,5 +34,5 @@ def insert_once(conn: Connection, result: TaskResult, now: float) -> bool:
     )
 
 
-def get(conn: Connection, task_id: str) -> Mapping[str, Any] | None:
+def get(conn: Connection, task_id: str) -> RowMapping | None:
     return conn.execute(select(results).where(results.c.task_id == task_id)).mappings().first()

@@ -5,10 +5,9 @@ says whether this caller won. Allocated resources are derived from the rows, nev
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, RowMapping, func, select
 
 from cloudai.core.lifecycle import ACTIVE, HOLDS_RESOURCES, TaskStatus, allowed_sources
 from cloudai.core.models import Task, TaskEvent, TaskSpec
@@ -71,7 +70,7 @@ def transition(conn: Connection, task_id: str, dst: TaskStatus, **fields: Any) -
     return res.rowcount == 1
 
 
-def _row_to_task(row: Mapping[str, Any], events: tuple[TaskEvent, ...] = ()) -> Task:
+def _row_to_task(row: RowMapping, events: tuple[TaskEvent, ...] = ()) -> Task:
     spec = TaskSpec(
         image=row["image"],
         command=tuple(row["command"] or ()),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, RowMapping, select
 
 from cloudai.core.resources import Resources
 from cloudai.store._dialect import upsert
@@ -21,7 +21,7 @@ __all__ = [
     "touch",
 ]
 
-WorkerRow = Mapping[str, Any]
+WorkerRow: TypeAlias = RowMapping
 
 
 def register_self(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -19,7 +19,8 @@ from cloudai.worker.supervisor import Supervisor
 
 __all__ = ["WorkerService"]
 
-Ctx = grpc.aio.ServicerContext
+# An explicit alias: grpc is untyped, so to mypy this is Any (a bare assignment is a variable).
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 class WorkerService(worker_pb2_grpc.WorkerServicer):
