@@ -153,9 +153,11 @@ def stop_orders_tx(
                 _store_unrun_result(conn, c.task_id, worker_id, why, now)
         orders.append(_order_pb(c))
         ordered.add(c.task_id)
-    for task_id in running - ordered:
-        task = tasks.get(conn, task_id)
-        if task is None or task.status in TERMINAL or task.worker_id != worker_id:
+    known = tasks.statuses(conn, sorted(running - ordered))
+    terminal = {s.value for s in TERMINAL}
+    for task_id in sorted(running - ordered):
+        status, placed_on = known.get(task_id, ("", None))
+        if not status or status in terminal or placed_on != worker_id:
             orders.append(types_pb2.CancelTaskRequest(task_id=task_id, reason="not yours"))
     return orders
 

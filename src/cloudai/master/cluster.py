@@ -42,7 +42,7 @@ class MasterConfig:
     heartbeat_interval: float = 5.0
     dispatch_interval: float = 1.0
     cancel_deadline: float = 30.0  # the CancelTask RPC to a worker
-    cancel_ack_wait: float = 0.25  # how long a cancel waits for the worker's ack before "queued"
+    cancel_ack_wait: float = 0.05  # how long a cancel waits for the worker's ack before "queued"
     cancel_retry_interval: float = 2.0  # between deliveries of an unacknowledged stop order
     cancel_webhook: str = ""  # POST cancellation events here (JSON), when set
     worker_lost_after: float = 300.0  # a silent worker's running tasks end failed after this
@@ -67,13 +67,12 @@ class Cluster:
     async def start(self) -> None:
         """Load what the store holds (the spec's LoadWorkersFromDB) and start the loops."""
         snapshot = await self.list_workers()
-        active = await self.store.tx(tasks.list_tasks, TaskStatus.RUNNING.value)
-        pending = await self.store.tx(tasks.list_tasks, TaskStatus.PENDING.value)
+        counts = await self.store.tx(tasks.count_by_status)
         log.info(
             "loaded %d workers, %d running and %d pending tasks from the store",
             len(snapshot),
-            len(active),
-            len(pending),
+            counts.get(TaskStatus.RUNNING.value, 0),
+            counts.get(TaskStatus.PENDING.value, 0),
         )
         self.dispatcher.start()
 
@@ -220,6 +219,7 @@ class Cluster:
         self.metrics.submitted.inc()
         if task.worker_id:
             self.metrics.placements.labels(task.worker_id).inc()
+            self.dispatcher.deliver_soon(task.task_id, task.worker_id)
         # Place it now if it fits, so the reply already says where it runs.
         if task.status is TaskStatus.PENDING and await self.dispatcher.place_pending():
             task = await self.get_task(task.task_id)

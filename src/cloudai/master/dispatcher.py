@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._delivering: set[str] = set()
         self._placing = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
         self.also: list[Callable[[], Awaitable[None]]] = []  # more work for each round
         self.on_placed: Callable[[str], None] = lambda _worker_id: None
 
@@ -49,6 +51,9 @@ class Dispatcher:
         log.info("dispatch-loop started")
 
     async def stop(self) -> None:
+        for t in list(self._background):
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -106,10 +111,23 @@ class Dispatcher:
                 placed += 1
                 self.on_placed(choice)
                 log.info("task %s placed on %s", task.task_id, choice)
-                snapshot = await self.store.tx(
-                    planner.load_workers, time.time(), self.config.heartbeat_interval
-                )
+                # The store re-checked the room; the snapshot follows suit without a reload.
+                snapshot = [
+                    dataclasses.replace(w, allocated=w.allocated + task.spec.resources)
+                    if w.worker_id == choice
+                    else w
+                    for w in snapshot
+                ]
+                self.deliver_soon(task.task_id, choice)
         return placed
+
+    def deliver_soon(self, task_id: str, worker_id: str) -> None:
+        """Send a new assignment now, not at the next round."""
+        if task_id in self._delivering:
+            return
+        t = asyncio.create_task(self._deliver_one(task_id, worker_id), name=f"assign-{task_id}")
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
 
     async def deliver(self) -> None:
         todo = [
@@ -121,11 +139,12 @@ class Dispatcher:
             await asyncio.gather(*(self._deliver_one(t, w) for t, w in todo))
 
     async def _deliver_one(self, task_id: str, worker_id: str) -> None:
+        if task_id in self._delivering:
+            return
         self._delivering.add(task_id)
         try:
-            task = await self.store.tx(tasks.get, task_id)
-            worker = await self.store.tx(workers.get, worker_id)
-            if task is None or worker is None or task.status is not TaskStatus.RUNNING:
+            task, worker, done = await self.store.tx(self._delivery_state_tx, task_id, worker_id)
+            if task is None or worker is None or task.status is not TaskStatus.RUNNING or done:
                 return
             try:
                 await self.peers.assign(worker["address"], task_id, task.spec)
@@ -148,6 +167,14 @@ class Dispatcher:
             log.info("✓ task %s delivered to %s", task_id, worker_id)
         finally:
             self._delivering.discard(task_id)
+
+    @staticmethod
+    def _delivery_state_tx(conn, task_id: str, worker_id: str):  # type: ignore[no-untyped-def]
+        return (
+            tasks.get(conn, task_id),
+            workers.get(conn, worker_id),
+            assignments.is_delivered(conn, task_id),
+        )
 
     @staticmethod
     def _delivered_tx(conn, task_id: str, worker_id: str, now: float) -> None:  # type: ignore[no-untyped-def]

@@ -28,11 +28,18 @@ __all__ = [
 ]
 
 
-def load_workers(conn: Connection, now: float, interval: float) -> list[Worker]:
-    """Every worker with its allocation derived from the tasks that hold resources on it."""
-    allocated = tasks.allocated_by_worker(conn)
+def load_workers(
+    conn: Connection, now: float, interval: float, worker_id: str | None = None
+) -> list[Worker]:
+    """Every worker (or just `worker_id`) with its allocation derived from the tasks that hold
+    resources on it. A fixed number of queries, whatever the number of workers."""
+    allocated = tasks.allocated_by_worker(conn, worker_id)
+    active = tasks.active_ids_by_worker(conn, worker_id)
+    rows = workers.all_rows(conn) if worker_id is None else [workers.get(conn, worker_id)]
     out = []
-    for row in workers.all_rows(conn):
+    for row in rows:
+        if row is None:
+            continue
         wid = row["worker_id"]
         out.append(
             Worker(
@@ -44,7 +51,7 @@ def load_workers(conn: Connection, now: float, interval: float) -> list[Worker]:
                 last_heartbeat=row["last_heartbeat"],
                 registered_at=row["registered_at"],
                 runtime=row["runtime"],
-                running_tasks=tuple(sorted(tasks.active_ids_on(conn, wid))),
+                running_tasks=tuple(sorted(active.get(wid, ()))),
                 drained=bool(row["drained"]),
                 cpu_percent=row["cpu_percent"],
                 mem_used_gb=row["mem_used_gb"],
@@ -76,7 +83,7 @@ def commit_placement(
 
 def submit(conn: Connection, task_id: str, spec: TaskSpec, now: float, interval: float) -> Task:
     """Store a new task; place it at once when it names a worker. All or nothing."""
-    all_workers = load_workers(conn, now, interval)
+    all_workers = load_workers(conn, now, interval, spec.worker_id or None)
     request = spec.resources
     if spec.worker_id:
         target = next((w for w in all_workers if w.worker_id == spec.worker_id), None)

@@ -7,7 +7,7 @@ from sqlalchemy import Connection, select
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.store.schema import assignments, tasks
 
-__all__ = ["create", "mark_delivered", "record_attempt", "undelivered", "worker_of"]
+__all__ = ["create", "is_delivered", "mark_delivered", "record_attempt", "undelivered", "worker_of"]
 
 
 def create(conn: Connection, task_id: str, worker_id: str, now: float) -> None:
@@ -22,6 +22,15 @@ def worker_of(conn: Connection, task_id: str) -> str | None:
     return conn.execute(
         select(assignments.c.worker_id).where(assignments.c.task_id == task_id)
     ).scalar_one_or_none()
+
+
+def is_delivered(conn: Connection, task_id: str) -> bool:
+    return (
+        conn.execute(
+            select(assignments.c.delivered_at).where(assignments.c.task_id == task_id)
+        ).scalar_one_or_none()
+        is not None
+    )
 
 
 def mark_delivered(conn: Connection, task_id: str, now: float) -> None:

@@ -16,7 +16,9 @@ from cloudai.store import events as events_table
 from cloudai.store.schema import assignments, cancellations, tasks
 
 __all__ = [
+    "active_ids_by_worker",
     "active_ids_on",
+    "statuses",
     "count_by_status",
     "allocated_by_worker",
     "get",
@@ -170,6 +172,33 @@ def allocated_by_worker(conn: Connection, worker_id: str | None = None) -> dict[
         r[0]: Resources(float(r[1]), float(r[2]), float(r[3]), int(r[4]))
         for r in conn.execute(stmt)
     }
+
+
+def active_ids_by_worker(conn: Connection, worker_id: str | None = None) -> dict[str, list[str]]:
+    """IDs of the active tasks placed on each worker (or on `worker_id`), in one query."""
+    stmt = (
+        select(assignments.c.worker_id, tasks.c.task_id)
+        .select_from(tasks.join(assignments, assignments.c.task_id == tasks.c.task_id))
+        .where(tasks.c.status.in_([s.value for s in ACTIVE]))
+    )
+    if worker_id is not None:
+        stmt = stmt.where(assignments.c.worker_id == worker_id)
+    out: dict[str, list[str]] = {}
+    for wid, tid in conn.execute(stmt):
+        out.setdefault(wid, []).append(tid)
+    return out
+
+
+def statuses(conn: Connection, task_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    """task_id -> (status, worker_id) for the given IDs that exist, in one query."""
+    if not task_ids:
+        return {}
+    stmt = (
+        select(tasks.c.task_id, tasks.c.status, assignments.c.worker_id)
+        .select_from(_joined())
+        .where(tasks.c.task_id.in_(task_ids))
+    )
+    return {r[0]: (r[1], r[2]) for r in conn.execute(stmt)}
 
 
 def active_ids_on(conn: Connection, worker_id: str) -> list[str]:
