@@ -109,11 +109,18 @@ class LocalCluster:
     def close(self) -> None:
         for wid in list(self.workers):
             with contextlib.suppress(Exception):  # teardown goes on for the rest
+                self.loop.run(_remove_all(self.workers[wid]))
                 self.stop_worker(wid)
         if self.master is not None:
             self.stop_master()
         self.client.close()
         self.loop.close()
+
+
+async def _remove_all(worker: RunningWorker) -> None:
+    """A test leaves no task behind (a worker's own shutdown keeps them running)."""
+    for handle in await worker.runtime.list():
+        await worker.runtime.destroy(handle)
 
 
 def free_port() -> int:
