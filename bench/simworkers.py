@@ -1,0 +1,258 @@
+"""Simulated workers and a submitting client, for M1/M2: processes that speak the real gRPC
+protocol to a real master, with a fake runtime (nothing ever runs).
+
+Each load-generator process registers its share of the workers (RegisterWorker, each with its
+own channel, as a real worker has), heartbeats each of them every `interval` seconds on a
+fixed schedule with a random phase (SendHeartbeat, listing the tasks it holds), and serves the
+Worker service on one port that every one of its workers gives as its address: AssignTask and
+CancelTask are acknowledged at once; a task stays "running" until cancelled or ordered
+stopped. A task is told apart by the worker named in its spec (the M2 client names one).
+
+Processes are started with the `spawn` method and talk to the parent over a Pipe:
+ready -> go(start, end) -> done(results)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import grpc
+
+from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2, worker_pb2_grpc
+from cloudai.rpc.server import CHANNEL_OPTIONS
+
+__all__ = ["driver_main", "loadgen_main"]
+
+CAPACITY = types_pb2.Resources(cpu=64, mem_gb=256, storage_gb=1000, gpu=0)
+RPC_TIMEOUT = 60.0
+
+
+class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
+    """The Worker service of all of one process's simulated workers."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.held: dict[str, set[str]] = {w: set() for w in ids}
+        self.owner: dict[str, str] = {}
+        self.assigned = 0
+        self.cancelled = 0
+
+    async def AssignTask(self, request: Any, context: Any) -> types_pb2.TaskAck:
+        worker_id = request.spec.worker_id
+        if worker_id in self.held:
+            self.held[worker_id].add(request.task_id)
+            self.owner[request.task_id] = worker_id
+        self.assigned += 1
+        return types_pb2.TaskAck(success=True, message="accepted", task_id=request.task_id)
+
+    async def CancelTask(self, request: Any, context: Any) -> types_pb2.TaskAck:
+        self.stop(request.task_id)
+        self.cancelled += 1
+        return types_pb2.TaskAck(success=True, message="stopping", task_id=request.task_id)
+
+    def stop(self, task_id: str) -> None:
+        worker_id = self.owner.pop(task_id, None)
+        if worker_id is not None:
+            self.held[worker_id].discard(task_id)
+
+    async def StreamTaskLogs(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        return
+        yield  # an empty stream
+
+    async def Describe(self, request: Any, context: Any) -> types_pb2.WorkerInfo:
+        return types_pb2.WorkerInfo(runtime="fake")
+
+
+def loadgen_main(master: str, ids: list[str], interval: float, conn: Connection) -> None:
+    asyncio.run(_loadgen(master, ids, interval, conn))
+
+
+async def _loadgen(master: str, ids: list[str], interval: float, conn: Connection) -> None:
+    fake = _FakeWorkers(ids)
+    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    worker_pb2_grpc.add_WorkerServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channels = {w: grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS) for w in ids}
+    stubs = {w: master_pb2_grpc.MasterStub(c) for w, c in channels.items()}
+    loop = asyncio.get_running_loop()
+    try:
+        register_ms = await _register_all(stubs, f"127.0.0.1:{port}")
+        conn.send(("ready", {"register_ms": register_ms}))
+        _, start, end = await loop.run_in_executor(None, conn.recv)
+        beats: list[tuple[float, float]] = []
+        errors: list[str] = []
+        await asyncio.gather(
+            *(_beat(stubs[w], w, fake, interval, start, end, beats, errors) for w in ids)
+        )
+        conn.send(
+            (
+                "done",
+                {
+                    "beats": beats,
+                    "errors": errors[:20],
+                    "error_count": len(errors),
+                    "assigned": fake.assigned,
+                    "cancelled": fake.cancelled,
+                },
+            )
+        )
+    finally:
+        for c in channels.values():
+            await c.close()
+        await server.stop(1.0)
+
+
+async def _register_all(stubs: dict[str, Any], address: str) -> list[float]:
+    took: list[float] = []
+    gate = asyncio.Semaphore(16)
+
+    async def one(worker_id: str) -> None:
+        async with gate:
+            p = time.perf_counter()
+            await stubs[worker_id].RegisterWorker(
+                master_pb2.RegisterWorkerRequest(
+                    worker_id=worker_id, address=address, capacity=CAPACITY, runtime="fake"
+                ),
+                timeout=RPC_TIMEOUT,
+                wait_for_ready=True,
+            )
+            took.append((time.perf_counter() - p) * 1000)
+
+    await asyncio.gather(*(one(w) for w in stubs))
+    return took
+
+
+async def _beat(
+    stub: Any,
+    worker_id: str,
+    fake: _FakeWorkers,
+    interval: float,
+    start: float,
+    end: float,
+    beats: list[tuple[float, float]],
+    errors: list[str],
+) -> None:
+    """Heartbeat on a fixed schedule from a random phase until `end`: (sent at, ms) each."""
+    at = start + random.uniform(0, interval)
+    rng = random.Random(worker_id)
+    while at < end:
+        await asyncio.sleep(max(0.0, at - time.time()))
+        request = master_pb2.HeartbeatRequest(
+            worker_id=worker_id,
+            running_task_ids=sorted(fake.held[worker_id]),
+            cpu_percent=rng.uniform(5, 60),
+            mem_used_gb=rng.uniform(1, 8),
+            disk_free_gb=500.0,
+        )
+        sent = time.time()
+        p = time.perf_counter()
+        try:
+            reply = await stub.SendHeartbeat(request, timeout=RPC_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            errors.append(f"{exc.code().name}: {exc.details()}")
+        else:
+            beats.append((sent, (time.perf_counter() - p) * 1000))
+            for order in reply.stop_orders:
+                fake.stop(order.task_id)
+        at += interval
+
+
+def driver_main(
+    master: str,
+    worker_ids: list[str],
+    image: str,
+    begin: float,
+    end: float,
+    submit: int,
+    cancel: int,
+    conn: Connection,
+) -> None:
+    conn.send(("done", asyncio.run(_drive(master, worker_ids, image, begin, end, submit, cancel))))
+
+
+async def _drive(
+    master: str,
+    worker_ids: list[str],
+    image: str,
+    begin: float,
+    end: float,
+    submit: int,
+    cancel: int,
+) -> dict[str, Any]:
+    """M2: `submit` tasks paced evenly over [begin, end], each on a named simulated worker,
+    at most 8 calls in flight (8 clients); every other one cancelled a second later, up to
+    `cancel`. Records each call's latency; stops offering at `end`."""
+    channels = [grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS) for _ in range(8)]
+    stubs = [master_pb2_grpc.MasterStub(c) for c in channels]
+    meta = (("cloudai-user", "bench-m2"),)
+    gate = asyncio.Semaphore(8)
+    out: dict[str, Any] = {"submit_ms": [], "cancel_ms": [], "errors": [], "error_count": 0}
+    submits: list[asyncio.Task[None]] = []
+    cancels: list[asyncio.Task[None]] = []
+    pace = (end - begin) / max(submit, 1)
+
+    def failed(what: str, exc: grpc.aio.AioRpcError) -> None:
+        out["error_count"] += 1
+        if len(out["errors"]) < 20:
+            out["errors"].append(f"{what}: {exc.code().name}: {exc.details()}")
+
+    async def cancel_later(i: int, task_id: str) -> None:
+        await asyncio.sleep(1.0)
+        if time.time() >= end:
+            return
+        async with gate:
+            p = time.perf_counter()
+            try:
+                await stubs[i % 8].CancelTasks(
+                    master_pb2.CancelRequest(task_ids=[task_id]), timeout=RPC_TIMEOUT, metadata=meta
+                )
+            except grpc.aio.AioRpcError as exc:
+                failed("cancel", exc)
+                return
+            out["cancel_ms"].append((time.perf_counter() - p) * 1000)
+
+    async def submit_one(i: int) -> None:
+        spec = types_pb2.TaskSpec(
+            image=image,
+            command=["sleep", "3600"],
+            resources=types_pb2.Resources(cpu=0.1, mem_gb=0.1),
+            worker_id=worker_ids[i % len(worker_ids)],
+            owner="bench-m2",
+        )
+        async with gate:
+            p = time.perf_counter()
+            try:
+                task = await stubs[i % 8].SubmitTask(
+                    master_pb2.SubmitTaskRequest(spec=spec), timeout=RPC_TIMEOUT, metadata=meta
+                )
+            except grpc.aio.AioRpcError as exc:
+                failed("submit", exc)
+                return
+            out["submit_ms"].append((time.perf_counter() - p) * 1000)
+        if i % 2 == 0 and len(cancels) < cancel:
+            cancels.append(asyncio.create_task(cancel_later(i, task.task_id)))
+
+    await asyncio.sleep(max(0.0, begin - time.time()))
+    for i in range(submit):
+        at = begin + i * pace
+        if at >= end:
+            break
+        await asyncio.sleep(max(0.0, at - time.time()))
+        while gate.locked() and time.time() < end:  # the master is behind: wait for a slot
+            await asyncio.sleep(0.002)
+        if time.time() >= end:
+            break
+        submits.append(asyncio.create_task(submit_one(i)))
+    if submits:
+        await asyncio.wait(submits, timeout=RPC_TIMEOUT)
+    if cancels:
+        await asyncio.wait(cancels, timeout=RPC_TIMEOUT)
+    out["offered"] = len(submits)
+    out["cancels_offered"] = len(cancels)
+    for c in channels:
+        await c.close()
+    return out
