@@ -292,8 +292,12 @@ def test_edge6_task_completes_during_cancellation_race_200(cluster: LocalCluster
     rng = random.Random(6)
 
     def one(i: int) -> str:
-        task = cluster.client.submit(spec("sh", "-c", f"echo {i}", cpu=0.05))
-        time.sleep(rng.random() * 0.03)
+        # The task runs 0-60 ms and the cancel comes 0-80 ms after the submit: either may win.
+        run_for, cancel_after = rng.random() * 0.06, rng.random() * 0.08
+        task = cluster.client.submit(
+            spec("sh", "-c", f"echo {i}; sleep {run_for:.3f}", cpu=0.05)
+        )
+        time.sleep(cancel_after)
         with contextlib.suppress(Conflict):  # it completed first: one of the two outcomes
             cluster.client.cancel(task.task_id)
         return task.task_id

@@ -17,6 +17,7 @@ __all__ = ["run_master", "serve_master"]
 
 log = logging.getLogger("cloudai.master")
 SERVICE = "cloudai.api.v1.Master"
+SHUTDOWN_DEADLINE = 10.0
 
 
 async def serve_master(
@@ -42,7 +43,10 @@ async def serve_master(
 async def shutdown_master(cluster: Cluster, served: Served) -> None:
     await served.set_serving([SERVICE], serving=False)
     await served.server.stop(grace=2.0)
-    await cluster.stop()
+    try:
+        await asyncio.wait_for(cluster.stop(), SHUTDOWN_DEADLINE)
+    except TimeoutError:  # a stuck peer call must not keep the master from stopping
+        log.warning("⚠ background work did not stop within %gs; going on", SHUTDOWN_DEADLINE)
     if cluster.metrics_server is not None:
         cluster.metrics_server.shutdown()
     await asyncio.to_thread(cluster.store.close)

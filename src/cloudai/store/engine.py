@@ -123,5 +123,6 @@ class Store:
             self.observe(time.perf_counter() - started)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        # Queued transactions are dropped (their callers are gone); a running one finishes.
+        self._executor.shutdown(wait=True, cancel_futures=True)
         self.engine.dispose()
