@@ -26,7 +26,7 @@ fi
 trap stop_postgres EXIT
 
 say "ruff"
-"$VENV/bin/ruff" check src tests scripts
+"$VENV/bin/ruff" check src tests scripts bench
 say "mypy"
 "$VENV/bin/mypy" src
 say "pytest"
