@@ -53,11 +53,11 @@ async def shutdown_master(cluster: Cluster, served: Served) -> None:
 
 
 async def run_master(listen: str, db_url: str, config: MasterConfig | None = None) -> None:
-    cluster, served, _ = await serve_master(listen, db_url, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before serving: a stop while starting is clean
         loop.add_signal_handler(sig, stop.set)
+    cluster, served, _ = await serve_master(listen, db_url, config)
     await stop.wait()
     log.info("master shutting down")
     await shutdown_master(cluster, served)

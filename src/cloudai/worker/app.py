@@ -122,11 +122,11 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
 
 
 async def run_worker(cfg: WorkerConfig) -> None:
-    worker = await serve_worker(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before serving: a stop while starting is clean
         loop.add_signal_handler(sig, stop.set)
+    worker = await serve_worker(cfg)
     await stop.wait()
     log.info("worker %s shutting down (its tasks keep running)", cfg.worker_id)
     await worker.shutdown()
