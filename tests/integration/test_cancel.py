@@ -304,17 +304,6 @@ def test_edge6_task_completes_during_cancellation_race_200(cluster: LocalCluster
 
     with ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(one, range(200)))
-    store = Store(cluster.db_url)
-    try:
-        counts = dict(
-            store.tx_sync(
-                lambda c: c.execute(
-                    select(results_table.c.task_id, func.count()).group_by(results_table.c.task_id)
-                ).all()
-            )
-        )
-    finally:
-        store.close()
     eventually(
         lambda: all(
             (t := cluster.client.get_task(i)).result is not None
@@ -332,7 +321,6 @@ def test_edge6_task_completes_during_cancellation_race_200(cluster: LocalCluster
         assert t.status.value == {"cancel_requested": "cancelled"}.get(decided[0], decided[0])
         assert count_results(cluster, task_id) == 1
         outcomes[t.status.value] += 1
-    assert counts  # the query above ran against the same store
     assert sum(outcomes.values()) == 200
     assert outcomes["completed"] and outcomes["cancelled"], outcomes  # both sides won some
 
