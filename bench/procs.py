@@ -64,6 +64,12 @@ def wait_serving(
             time.sleep(0.005)
 
 
+# The simulated workers of M speak plain gRPC with no certificates, so every section runs the
+# master and workers --insecure: the figures leave out TLS and token checks (see
+# docs/performance.md). Measuring the secure path is part of "Master at scale".
+INSECURE = "--insecure"
+
+
 class Procs:
     """Starts and stops cloudai processes; everything lives under one temporary directory."""
 
@@ -117,6 +123,7 @@ class Procs:
             db_url,
             "--metrics-listen",
             "off",
+            INSECURE,
             *extra,
         ]
         if profile_to is not None:
@@ -146,6 +153,7 @@ class Procs:
                 str(mem),
                 "--metrics-listen",
                 "off",
+                INSECURE,
             ],
             f"worker-{worker_id}.log",
         )

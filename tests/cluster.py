@@ -14,10 +14,12 @@ import sys
 import threading
 from typing import Any
 
-from cloudai.client import Client
+from cloudai.cli.secure import init_pki, pki_of
+from cloudai.client import Client, Credentials
 from cloudai.core.resources import Resources
-from cloudai.master.app import serve_master, shutdown_master
+from cloudai.master.app import MasterSecurity, serve_master, shutdown_master
 from cloudai.master.cluster import MasterConfig
+from cloudai.security.tls import Tls
 from cloudai.worker.app import RunningWorker, WorkerConfig, serve_worker
 from tests.helpers import eventually
 
@@ -41,18 +43,67 @@ class Loop:
 
 
 class LocalCluster:
-    """A master and workers in this process (process runtime unless told otherwise)."""
+    """A master and workers in this process (process runtime unless told otherwise), secured
+    the documented way: a cluster PKI (`certs init`), the admin's token, a certificate per
+    worker. `secure=False` runs them --insecure."""
 
-    def __init__(self, db_url: str, tmp: pathlib.Path, **config: Any) -> None:
+    def __init__(self, db_url: str, tmp: pathlib.Path, secure: bool = True, **config: Any) -> None:
         self.config = config  # MasterConfig fields beyond the test defaults
         self.db_url = db_url
         self.tmp = tmp
+        self.home = tmp / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.pki = pki_of(self.home) if secure else None
+        self.token = ""
+        if secure:  # a second cluster on the same directory keeps its PKI
+            exists = self.pki is not None and self.pki.exists()
+            self.token = (
+                (self.home / "token").read_text().strip() if exists else init_pki(self.home, [])
+            )
         self.loop = Loop()
         self.port = 0
+        self.peer_port = 0
         self.master: Any = None
         self.workers: dict[str, RunningWorker] = {}
         self.start_master()
-        self.client = Client(f"127.0.0.1:{self.port}")
+        self.client = self.client_with(self.token)
+
+    def credentials(self, token: str) -> Credentials:
+        return Credentials(token, self.pki.ca_cert.read_bytes() if self.pki else None)
+
+    def client_with(self, token: str, user: str | None = None) -> Client:
+        return Client(self.address, user=user, credentials=self.credentials(token))
+
+    def channel_as_worker(self, worker_id: str) -> Any:
+        """A gRPC channel to the master's port for workers, holding worker_id's certificate."""
+        import grpc
+
+        from cloudai.security.tls import master_target_options
+
+        if self.pki is None:
+            return grpc.insecure_channel(self.address)
+        if not self.pki.has_worker(worker_id):
+            self.pki.issue_worker(worker_id)
+        creds = Tls.for_worker(self.pki, worker_id).channel_credentials()
+        return grpc.secure_channel(
+            f"127.0.0.1:{self.peer_port}", creds, options=master_target_options()
+        )
+
+    def channel_as_master(self, worker_id: str) -> Any:
+        """A gRPC channel to worker_id's port, holding the master's certificate."""
+        import grpc
+
+        from cloudai.security.tls import worker_target_options
+
+        address = self.workers[worker_id].link.address
+        if self.pki is None:
+            return grpc.insecure_channel(address)
+        creds = Tls.for_master(self.pki).channel_credentials()
+        return grpc.secure_channel(address, creds, options=worker_target_options(worker_id))
+
+    def user(self, name: str, admin: bool = False) -> Client:
+        """A client for a new user `name` (added by the admin)."""
+        return self.client_with(self.client.add_user(name, admin).token)
 
     @property
     def address(self) -> str:
@@ -62,11 +113,13 @@ class LocalCluster:
         cfg = MasterConfig(
             **{"heartbeat_interval": HEARTBEAT, "dispatch_interval": 0.1, **self.config}
         )
+        security = MasterSecurity(self.pki, f"127.0.0.1:{self.peer_port}") if self.pki else None
         cluster, served, port = self.loop.run(
-            serve_master(f"127.0.0.1:{self.port}", self.db_url, cfg)
+            serve_master(f"127.0.0.1:{self.port}", self.db_url, cfg, security)
         )
         self.master = (cluster, served)
         self.port = port
+        self.peer_port = served.peer_port  # kept across restarts, as a real master's is
 
     def stop_master(self) -> None:
         self.loop.run(shutdown_master(*self.master))
@@ -75,6 +128,11 @@ class LocalCluster:
     def add_worker(
         self, worker_id: str, cpu: float = 2, mem: float = 4, runtime: str = "process"
     ) -> RunningWorker:
+        tls = None
+        if self.pki is not None:
+            if not self.pki.has_worker(worker_id):
+                self.pki.issue_worker(worker_id)
+            tls = Tls.for_worker(self.pki, worker_id)
         cfg = WorkerConfig(
             worker_id=worker_id,
             master=self.address,
@@ -84,6 +142,7 @@ class LocalCluster:
             state_dir=str(self.tmp / f"worker-{worker_id}"),
             advertise="",
             heartbeat_interval=HEARTBEAT,
+            tls=tls,
         )
         worker = self.loop.run(serve_worker(cfg))
         self.workers[worker_id] = worker
@@ -135,20 +194,38 @@ class ProcCluster:
     """A master and workers as real `cloudai` processes."""
 
     def __init__(
-        self, tmp: pathlib.Path, db_url: str | None = None, master_args: tuple[str, ...] = ()
+        self,
+        tmp: pathlib.Path,
+        db_url: str | None = None,
+        master_args: tuple[str, ...] = (),
+        secure: bool = True,
     ) -> None:
+        """Started the documented way: `cloudai certs init`, then `cloudai certs worker ID` for
+        each worker, all sharing one CLOUDAI_HOME, the CLI reading its token from there."""
+        self.secure = secure
         self.master_args = master_args
         self.tmp = tmp
         self.home = tmp / "home"
-        self.env = {**os.environ, "CLOUDAI_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        self.env = {k: v for k, v in os.environ.items() if k not in ("CLOUDAI_TOKEN", "CLOUDAI_CA")}
+        self.env.update(CLOUDAI_HOME=str(self.home), PYTHONUNBUFFERED="1")
         self.port = free_port()
+        self.peer_port = free_port()
         self.env["CLOUDAI_MASTER"] = f"127.0.0.1:{self.port}"
         self.db_url = db_url or f"sqlite:///{tmp / 'master.db'}"
         self.master: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.worker_ports: dict[str, int] = {}
-        self.client = Client(f"127.0.0.1:{self.port}")
+        if secure:
+            done = self.cli("certs", "init")
+            assert done.returncode == 0, done.stderr
+        self.token = (self.home / "token").read_text().strip() if secure else ""
+        ca = (self.home / "pki" / "ca.crt").read_bytes() if secure else None
+        self.client = Client(f"127.0.0.1:{self.port}", credentials=Credentials(self.token, ca))
         self.start_master()
+
+    @property
+    def security_args(self) -> list[str]:
+        return [] if self.secure else ["--insecure"]
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log = open(self.tmp / log_name, "ab")  # noqa: SIM115 - the child owns it
@@ -170,6 +247,9 @@ class ProcCluster:
                 self.db_url,
                 "--heartbeat-interval",
                 str(HEARTBEAT),
+                "--worker-listen",
+                f"127.0.0.1:{self.peer_port}",
+                *self.security_args,
                 *self.master_args,
             ],
             "master.log",
@@ -192,6 +272,9 @@ class ProcCluster:
     ) -> None:
         port = self.worker_ports.get(worker_id) or free_port()
         self.worker_ports[worker_id] = port
+        if self.secure and not (self.home / "pki" / f"worker-{worker_id}.crt").exists():
+            done = self.cli("certs", "worker", worker_id)
+            assert done.returncode == 0, done.stderr
         self.workers[worker_id] = self._spawn(
             [
                 "worker",
@@ -211,6 +294,7 @@ class ProcCluster:
                 "10",
                 "--heartbeat-interval",
                 str(HEARTBEAT),
+                *self.security_args,
                 *extra,
             ],
             f"worker-{worker_id}.log",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import pathlib
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -12,13 +13,22 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
+from cloudai.config import home
 from cloudai.core.models import Task, TaskSpec, Worker
-from cloudai.errors import Unavailable, exit_code_for
+from cloudai.errors import InvalidArgument, Unavailable, exit_code_for
 from cloudai.rpc.convert import spec_to_pb, task_from_pb, worker_from_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
+from cloudai.security.tls import master_target_options
 
-__all__ = ["DEFAULT_MASTER", "CancelAck", "Client", "current_user", "default_master"]
+__all__ = [
+    "DEFAULT_MASTER",
+    "CancelAck",
+    "Client",
+    "Credentials",
+    "current_user",
+    "default_master",
+]
 
 DEFAULT_MASTER = "localhost:50051"
 
@@ -49,22 +59,73 @@ def default_master() -> str:
 
 
 def current_user() -> str:
-    """Until there is authentication: CLOUDAI_USER, else the OS user."""
-    if user := os.environ.get("CLOUDAI_USER"):
-        return user
+    """The name an --insecure master records (it cannot check it): CLOUDAI_USER, else the OS
+    user, as printable ASCII (gRPC metadata is ASCII)."""
+    name = os.environ.get("CLOUDAI_USER") or ""
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = f"uid-{os.getuid()}"
+    return "".join(c for c in name if c.isascii() and c.isprintable())[:32] or "anonymous"
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """What the client proves and trusts: a user token, and the cluster CA (None: plaintext)."""
+
+    token: str = ""
+    ca: bytes | None = None
+
+    @classmethod
+    def from_env(cls, token: str | None = None, insecure: bool = False) -> Credentials:
+        """--token, else $CLOUDAI_TOKEN, else $CLOUDAI_HOME/token; the CA from $CLOUDAI_CA,
+        else $CLOUDAI_HOME/pki/ca.crt (with neither, or `insecure`: plaintext)."""
+        if token is None:
+            token = os.environ.get("CLOUDAI_TOKEN") or _read(home() / "token", "token")
+        ca = None
+        if not insecure:
+            ca_path = os.environ.get("CLOUDAI_CA") or str(home() / "pki" / "ca.crt")
+            if os.environ.get("CLOUDAI_CA") or os.path.exists(ca_path):
+                ca = _read(pathlib.Path(ca_path), "CA certificate").encode()
+        return cls(token.strip(), ca)
+
+
+def _read(path: pathlib.Path, what: str) -> str:
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid-{os.getuid()}"
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read the {what} at {path}: {exc}") from None
 
 
 class Client:
-    def __init__(self, master: str | None = None, user: str | None = None) -> None:
+    def __init__(
+        self,
+        master: str | None = None,
+        user: str | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.master = master or default_master()
         self.user = user or current_user()
-        self._channel = grpc.insecure_channel(self.master, options=CHANNEL_OPTIONS)
+        creds = credentials or Credentials()
+        if creds.ca is None:
+            self._channel = grpc.insecure_channel(self.master, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(
+                self.master,
+                grpc.ssl_channel_credentials(creds.ca),
+                options=[*CHANNEL_OPTIONS, *master_target_options()],
+            )
+        self.tls = creds.ca is not None
         self._stub = master_pb2_grpc.MasterStub(self._channel)
-        self._meta = (("cloudai-user", self.user),)
+        meta = [("cloudai-user", self.user)]
+        if creds.token:
+            if not creds.token.isascii() or not creds.token.isprintable():
+                raise InvalidArgument("the token has characters a token never has")
+            meta.append(("authorization", f"Bearer {creds.token}"))
+        self._meta = tuple(meta)
 
     def __enter__(self) -> Client:
         return self
@@ -79,7 +140,22 @@ class Client:
         try:
             return fn(request, timeout=timeout, metadata=self._meta)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, f"master at {self.master}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: Any) -> Exception:
+        err = from_rpc_error(exc, f"master at {self.master}")
+        if isinstance(err, Unavailable) and "refused" not in err.message:
+            if self.tls and "handshake" in (exc.details() or "").lower():
+                return Unavailable(
+                    f"cannot reach master at {self.master}: TLS handshake failed (another "
+                    "cluster's CA, or a master started with --insecure?)"
+                )
+            if not self.tls and "socket closed" in (exc.details() or "").lower():
+                return Unavailable(
+                    f"cannot reach master at {self.master} in plaintext: it may use TLS "
+                    "(point CLOUDAI_HOME or CLOUDAI_CA at the cluster's ca.crt)"
+                )
+        return err
 
     def health(self, timeout: float = 3.0) -> bool:
         stub = health_pb2_grpc.HealthStub(self._channel)
@@ -90,8 +166,7 @@ class Client:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def submit(self, spec: TaskSpec) -> Task:
-        if not spec.owner:
-            spec = dataclasses.replace(spec, owner=self.user)
+        """Submit a task; the master makes its owner the caller."""
         reply = self._call(
             self._stub.SubmitTask, master_pb2.SubmitTaskRequest(spec=spec_to_pb(spec))
         )
@@ -108,6 +183,17 @@ class Client:
         owner: str = "",
         cancelled_by: str = "",
     ) -> list[Task]:
+        return self.list_tasks_counted(status, worker_id, limit, owner, cancelled_by)[0]
+
+    def list_tasks_counted(
+        self,
+        status: str = "",
+        worker_id: str = "",
+        limit: int = 0,
+        owner: str = "",
+        cancelled_by: str = "",
+    ) -> tuple[list[Task], int]:
+        """The matching tasks the caller may see, and how many others match but are hidden."""
         reply = self._call(
             self._stub.ListTasks,
             master_pb2.ListTasksRequest(
@@ -118,7 +204,7 @@ class Client:
                 cancelled_by=cancelled_by,
             ),
         )
-        return [task_from_pb(t) for t in reply.tasks]
+        return [task_from_pb(t) for t in reply.tasks], int(reply.hidden)
 
     def list_workers(self) -> list[Worker]:
         reply = self._call(self._stub.ListWorkers, master_pb2.ListWorkersRequest())
@@ -180,9 +266,36 @@ class Client:
             for chunk in stream:
                 yield chunk.data
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, f"master at {self.master}") from exc
+            raise self._error(exc) from exc
         finally:
             stream.cancel()
+
+    # ---- security -------------------------------------------------------------------------
+
+    def whoami(self) -> master_pb2.UserInfo:
+        reply: master_pb2.UserInfo = self._call(self._stub.WhoAmI, master_pb2.WhoAmIRequest())
+        return reply
+
+    def add_user(self, name: str, admin: bool = False) -> master_pb2.UserToken:
+        reply: master_pb2.UserToken = self._call(
+            self._stub.AddUser, master_pb2.AddUserRequest(name=name, admin=admin)
+        )
+        return reply
+
+    def list_users(self) -> list[master_pb2.UserInfo]:
+        return list(self._call(self._stub.ListUsers, master_pb2.ListUsersRequest()).users)
+
+    def remove_user(self, name: str) -> master_pb2.UserInfo:
+        reply: master_pb2.UserInfo = self._call(
+            self._stub.RemoveUser, master_pb2.RemoveUserRequest(name=name)
+        )
+        return reply
+
+    def join_token(self, ttl: float) -> master_pb2.JoinTokenResponse:
+        reply: master_pb2.JoinTokenResponse = self._call(
+            self._stub.CreateJoinToken, master_pb2.JoinTokenRequest(ttl_seconds=ttl)
+        )
+        return reply
 
     def ensure_reachable(self) -> None:
         if not self.health():

@@ -16,7 +16,10 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "NoCapacity",
+    "PermissionDenied",
+    "RateLimited",
     "RuntimeFailure",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -75,9 +78,43 @@ class RuntimeFailure(CloudAIError):
     exit_code = 8
 
 
+class Unauthenticated(CloudAIError):
+    """No token, or one the master does not know (or a peer without the right certificate)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    exit_code = 9
+
+
+class PermissionDenied(CloudAIError):
+    """The caller is known but may not do this (not the task's owner, not an admin)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    exit_code = 10
+
+
+class RateLimited(CloudAIError):
+    """Too many requests from one user: try again after `retry_after` seconds."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    exit_code = 11
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def exit_code_for(status_name: str) -> int:
     """The CLI exit code for a gRPC status name (as carried in a bulk answer's acks)."""
-    for cls in (InvalidArgument, NotFound, AlreadyExists, Conflict, NoCapacity, Unavailable):
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        Conflict,
+        NoCapacity,
+        Unavailable,
+        Unauthenticated,
+        PermissionDenied,
+    ):
         if cls.code.name == status_name:
             return cls.exit_code
     if status_name == "DEADLINE_EXCEEDED":

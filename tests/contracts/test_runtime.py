@@ -30,8 +30,12 @@ async def runtime(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Asy
 
 
 def spec(*command: str, mem: float = 0.1, stop_signal: str = "") -> TaskSpec:
-    return TaskSpec(image=TEST_IMAGE, command=command, resources=Resources(cpu=0.5, mem_gb=mem),
-                    stop_signal=stop_signal)
+    return TaskSpec(
+        image=TEST_IMAGE,
+        command=command,
+        resources=Resources(cpu=0.5, mem_gb=mem),
+        stop_signal=stop_signal,
+    )
 
 
 async def start(rt: Runtime, task_id: str, s: TaskSpec) -> Any:
@@ -48,8 +52,9 @@ async def test_exit_code_and_logs(runtime: Runtime) -> None:
 
 
 async def test_follow_logs_streams_until_the_end(runtime: Runtime) -> None:
-    h = await start(runtime, "t-follow", spec("sh", "-c", "for i in 1 2 3; do echo line$i; "
-                                                          "sleep 0.2; done"))
+    h = await start(
+        runtime, "t-follow", spec("sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done")
+    )
     chunks = [c async for c in runtime.follow_logs(h, follow=True)]
     text = b"".join(chunks).decode()
     assert all(f"line{i}" in text for i in (1, 2, 3))
@@ -101,8 +106,11 @@ async def test_a_new_runtime_instance_adopts_and_waits(runtime: Runtime, tmp_pat
 
 
 async def test_unstartable_task_is_a_runtime_failure(runtime: Runtime) -> None:
-    bad = (TaskSpec(image=TEST_IMAGE, command=("/no/such/binary",)) if runtime.name == "process"
-           else TaskSpec(image="registry.invalid/none/such:1", command=("true",)))
+    bad = (
+        TaskSpec(image=TEST_IMAGE, command=("/no/such/binary",))
+        if runtime.name == "process"
+        else TaskSpec(image="registry.invalid/none/such:1", command=("true",))
+    )
     with pytest.raises(RuntimeFailure):
         await start(runtime, "t-bad", bad)
 

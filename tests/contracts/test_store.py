@@ -33,7 +33,11 @@ def store(store_url: str) -> Iterator[Store]:
 
 def add_worker(store: Store, wid: str, cpu: float = 2.0, mem: float = 4.0) -> None:
     store.tx_sync(
-        workers.register_self, wid, f"127.0.0.1:{50100 + len(wid)}", Resources(cpu, mem), "docker",
+        workers.register_self,
+        wid,
+        f"127.0.0.1:{50100 + len(wid)}",
+        Resources(cpu, mem),
+        "docker",
         NOW,
     )
 
@@ -145,9 +149,7 @@ def test_concurrent_placements_never_overcommit_a_worker(store: Store) -> None:
 
     def place(tid: str) -> None:
         barrier.wait()
-        if store.tx_sync(
-            planner.commit_placement, tid, "w1", Resources(1.0, 0.5), NOW, "test"
-        ):
+        if store.tx_sync(planner.commit_placement, tid, "w1", Resources(1.0, 0.5), NOW, "test"):
             placed.append(tid)
 
     threads = [threading.Thread(target=place, args=(t,)) for t in ids]
@@ -248,9 +250,7 @@ def test_report_from_the_wrong_worker_or_for_unknown_task_is_refused(store: Stor
             planner.record_result, TaskResult("t1", "w2", TaskStatus.COMPLETED, exit_code=0), NOW
         )
     with pytest.raises(NotFound):
-        store.tx_sync(
-            planner.record_result, TaskResult("nope", "w1", TaskStatus.COMPLETED), NOW
-        )
+        store.tx_sync(planner.record_result, TaskResult("nope", "w1", TaskStatus.COMPLETED), NOW)
     assert status_of(store, "t1") is TaskStatus.RUNNING and count_results(store, "t1") == 0
 
 

@@ -64,10 +64,12 @@ def started(cluster: LocalCluster, task_id: str) -> str:
 def confirmed(cluster: LocalCluster, task_id: str) -> Any:
     """Wait until the worker confirmed the stop (removed); the task."""
     return eventually(
-        lambda: (t := cluster.client.get_task(task_id)).cancellation is not None
-        and t.cancellation.state in ("removed", "not_started")
-        and t.result is not None
-        and t,
+        lambda: (
+            (t := cluster.client.get_task(task_id)).cancellation is not None
+            and t.cancellation.state in ("removed", "not_started")
+            and t.result is not None
+            and t
+        ),
         timeout=20,
         what=f"the stop of {task_id} to be confirmed",
     )
@@ -91,9 +93,7 @@ def held(cluster: LocalCluster, worker_id: str) -> float:
 
 def report_as_worker(cluster: LocalCluster, result: TaskResult) -> str:
     """Send a TaskResult the way a worker does (a late or duplicate report)."""
-    import grpc
-
-    with grpc.insecure_channel(cluster.address) as channel:
+    with cluster.channel_as_worker(result.worker_id) as channel:
         stub = master_pb2_grpc.MasterStub(channel)
         return str(stub.ReportTaskCompletion(result_to_pb(result), timeout=10).message)
 
@@ -261,9 +261,10 @@ def test_edge5_worker_timeout_answers_at_once(tmp_path: pathlib.Path) -> None:
         assert time.monotonic() - t0 < 1.0, "the cancel waited for the worker"
         assert ack.success and ack.queued
         shown = eventually(
-            lambda: (t := cluster.client.get_task(task.task_id)).cancellation.delivery_attempts
-            >= 1
-            and t,
+            lambda: (
+                (t := cluster.client.get_task(task.task_id)).cancellation.delivery_attempts >= 1
+                and t
+            ),
             what="the delivery to time out",
         )
         assert shown.status.value == "cancelled"
@@ -294,9 +295,7 @@ def test_edge6_task_completes_during_cancellation_race_200(cluster: LocalCluster
     def one(i: int) -> str:
         # The task runs 0-60 ms and the cancel comes 0-80 ms after the submit: either may win.
         run_for, cancel_after = rng.random() * 0.06, rng.random() * 0.08
-        task = cluster.client.submit(
-            spec("sh", "-c", f"echo {i}; sleep {run_for:.3f}", cpu=0.05)
-        )
+        task = cluster.client.submit(spec("sh", "-c", f"echo {i}; sleep {run_for:.3f}", cpu=0.05))
         time.sleep(cancel_after)
         with contextlib.suppress(Conflict):  # it completed first: one of the two outcomes
             cluster.client.cancel(task.task_id)
@@ -363,9 +362,7 @@ def test_edge9_cancelled_status_is_never_overwritten(cluster: LocalCluster) -> N
     assert [e.kind for e in t.events][-1] == "late_report"
     assert count_results(cluster, task.task_id) == 1
     cluster.add_worker("w1")
-    eventually(
-        lambda: not cluster.workers["w1"].supervisor.running_ids(), what="the queued stop"
-    )
+    eventually(lambda: not cluster.workers["w1"].supervisor.running_ids(), what="the queued stop")
     assert cluster.client.get_task(task.task_id).status.value == "cancelled"
 
 
@@ -483,9 +480,11 @@ def test_cancellation_webhook(tmp_path: pathlib.Path, webhook: Any) -> None:
         started(cluster, task.task_id)
         cluster.client.cancel_many([task.task_id], reason="hooked")
         got = eventually(
-            lambda: [e["event"] for e in received if e["task_id"] == task.task_id]
-            == ["cancel_requested", "cancel_confirmed"]
-            and received,
+            lambda: (
+                [e["event"] for e in received if e["task_id"] == task.task_id]
+                == ["cancel_requested", "cancel_confirmed"]
+                and received
+            ),
             what="both webhook calls",
         )
         assert got[0]["reason"] == "hooked" and got[1]["state"] == "removed"

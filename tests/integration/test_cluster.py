@@ -6,7 +6,6 @@ import pathlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -147,20 +146,23 @@ def test_process_runtime_needs_a_command(cluster: LocalCluster) -> None:
 
 
 def test_both_servers_serve_grpc_health(cluster: LocalCluster) -> None:
-    addresses = [cluster.address] + [w.link.address for w in cluster.workers.values()]
-    for address in addresses:
-        with grpc.insecure_channel(address) as channel:
+    channels = [cluster.channel_as_worker("w1")] + [
+        cluster.channel_as_master(w) for w in cluster.workers
+    ]
+    for channel in channels:
+        with channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=5
             )
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert cluster.client.health()  # the master's port for clients: TLS with the CA only
 
 
 def test_manual_register_reaches_the_worker(cluster: LocalCluster) -> None:
     address = cluster.workers["w1"].link.address
     info = cluster.client.register("w1", address)
     assert info.capacity.cpu == 2 and info.state == "healthy"
-    with pytest.raises(Conflict, match="is 'w1', not 'w7'"):
+    with pytest.raises(Conflict, match="not worker 'w7'"):
         cluster.client.register("w7", address)
     # An address nobody answers at is recorded, offline, with no capacity to place on.
     ghost = cluster.client.register("ghost", "127.0.0.1:9")

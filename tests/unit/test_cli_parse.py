@@ -248,7 +248,7 @@ def test_main_exits_2_on_a_parse_error(capsys: pytest.CaptureFixture[str]) -> No
 @pytest.fixture
 def fake_cli_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClient]:
     fake = FakeClient()
-    monkeypatch.setattr(cli_main, "Client", lambda master=None: fake)
+    monkeypatch.setattr(cli_main, "Client", lambda master=None, **_: fake)
     yield fake
 
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from cloudai import __version__
-from cloudai.cli import commands
+from cloudai.cli import commands, secure
 from cloudai.cli.render import Renderer
-from cloudai.client import Client, default_master
+from cloudai.client import Client, Credentials, default_master
 from cloudai.config import (
     DEFAULT_MASTER_METRICS,
     DEFAULT_MASTER_PORT,
@@ -40,8 +40,11 @@ _RUN_VALUE_FLAGS = {
     "--master",
     "-o",
     "--output",
+    "--token",
 }
 _SERVER_COMMANDS = {"up", "master", "worker"}
+_LOCAL_COMMANDS = {"certs"}  # files under $CLOUDAI_HOME only: no master needed
+DEFAULT_PEER_PORT = 50053
 
 
 def _client_options(parser: argparse.ArgumentParser, top: bool) -> None:
@@ -58,6 +61,12 @@ def _client_options(parser: argparse.ArgumentParser, top: bool) -> None:
         choices=["text", "json"],
         default=default("text"),
         help="output format (default: text)",
+    )
+    parser.add_argument(
+        "--token",
+        default=default(None),
+        help="user token (default: $CLOUDAI_TOKEN, else $CLOUDAI_HOME/token); the CA comes "
+        "from $CLOUDAI_CA, else $CLOUDAI_HOME/pki/ca.crt",
     )
 
 
@@ -95,6 +104,15 @@ def _log_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _insecure_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext gRPC with no authentication: anyone who reaches the port can run "
+        "containers. For development only",
+    )
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: `cloudai task run: error: ... (see --help)`, exit 2.
 
@@ -121,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start a local cluster: master (SQLite) + one worker + shell")
     up.add_argument(
         "--listen",
-        default=f"0.0.0.0:{DEFAULT_MASTER_PORT}",
-        help="master listen address (default: 0.0.0.0:50051)",
+        default=f"127.0.0.1:{DEFAULT_MASTER_PORT}",
+        help="master listen address (default: 127.0.0.1:50051); workers call it on the same "
+        f"host, port {DEFAULT_PEER_PORT}",
     )
     up.add_argument(
         "--worker-listen",
@@ -138,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: Docker when an engine answers, else process (default: auto)",
     )
     up.add_argument("--no-shell", action="store_true", help="serve until interrupted, no shell")
+    _insecure_option(up)
     _metrics_option(up, DEFAULT_MASTER_METRICS, "the master's ")
     up.add_argument(
         "--worker-metrics-listen",
@@ -151,7 +171,36 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--listen",
         default=f"0.0.0.0:{DEFAULT_MASTER_PORT}",
-        help="listen address (default: 0.0.0.0:50051)",
+        help="listen address for the CLI and API: TLS and user tokens (default: 0.0.0.0:50051)",
+    )
+    m.add_argument(
+        "--worker-listen",
+        default=None,
+        metavar="ADDR",
+        help=f"listen address for workers: mutual TLS (default: --listen's host, port "
+        f"{DEFAULT_PEER_PORT}); workers learn it from the master",
+    )
+    _insecure_option(m)
+    m.add_argument(
+        "--rate-limit-submit",
+        type=_number(float, "--rate-limit-submit"),
+        default=200.0,
+        metavar="PER_SEC",
+        help="submits per user and second, in bursts of twice as many (default: 200; 0: off)",
+    )
+    m.add_argument(
+        "--rate-limit-cancel",
+        type=_number(float, "--rate-limit-cancel"),
+        default=200.0,
+        metavar="PER_SEC",
+        help="cancels per user and second, in bursts of twice as many (default: 200; 0: off)",
+    )
+    m.add_argument(
+        "--max-pending-per-user",
+        type=_number(int, "--max-pending-per-user", 1),
+        default=10_000,
+        metavar="N",
+        help="pending tasks one user may have (default: 10000)",
     )
     m.add_argument(
         "--db",
@@ -191,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a worker server")
     w.add_argument("--id", required=True, dest="worker_id", help="worker ID")
     w.add_argument(
+        "--join",
+        default="",
+        metavar="TOKEN",
+        help="join the cluster with a join token (`cloudai join-token`): check the master "
+        "against the CA it pins, get this worker's certificate, keep it in $CLOUDAI_HOME/pki",
+    )
+    _insecure_option(w)
+    w.add_argument(
         "--master",
         default=None,
         metavar="HOST:PORT",
@@ -227,6 +284,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _metrics_option(w, DEFAULT_WORKER_METRICS)
     _log_options(w)
+
+    ce = sub.add_parser("certs", help="the cluster PKI under $CLOUDAI_HOME/pki")
+    csub = ce.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
+    ci = csub.add_parser(
+        "init",
+        help="create the cluster CA, the master's certificate and the first admin's token",
+    )
+    ci.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another host name or IP address for the master's certificate (repeatable)",
+    )
+    ci.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    cw = csub.add_parser("worker", help="issue the certificate of worker ID (needs the CA key)")
+    cw.add_argument("worker_id", metavar="ID")
+    cw.add_argument(
+        "--out", default=None, metavar="DIR", help="write here (default: $CLOUDAI_HOME/pki)"
+    )
+    cw.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    us = sub.add_parser("user", help="users and their tokens (admin)")
+    usub = us.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    ua = usub.add_parser("add", help="add a user; prints its token once")
+    ua.add_argument("name", metavar="NAME")
+    ua.add_argument("--admin", action="store_true", help="may act on every task and worker")
+    _client_options(ua, top=False)
+    ul = usub.add_parser("ls", help="list users")
+    _client_options(ul, top=False)
+    ur = usub.add_parser("rm", help="remove a user: its token stops working at once")
+    ur.add_argument("name", metavar="NAME")
+    _client_options(ur, top=False)
+
+    jt = sub.add_parser(
+        "join-token", help="a one-time token for a new worker machine to join (admin)"
+    )
+    jt.add_argument(
+        "--ttl", type=secure.parse_duration, default=3600.0, help="valid for (default: 1h)"
+    )
+    _client_options(jt, top=False)
+
+    wh = sub.add_parser("whoami", help="the user your token stands for")
+    _client_options(wh, top=False)
 
     s = sub.add_parser("shell", help="the interactive master> prompt")
     _client_options(s, top=False)
@@ -387,6 +488,16 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
         )
     if cmd == "register":
         return commands.register(client, out, args.worker_id, args.address)
+    if cmd == "user":
+        if args.user_command == "add":
+            return secure.user_add(client, out, args.name, args.admin)
+        if args.user_command == "rm":
+            return secure.user_rm(client, out, args.name)
+        return secure.user_ls(client, out)
+    if cmd == "join-token":
+        return secure.join_token(client, out, args.ttl)
+    if cmd == "whoami":
+        return secure.whoami(client, out)
     if cmd == "task":
         if args.task_command == "run":
             return commands.task_run(
@@ -429,7 +540,7 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
 
 def _shell_dispatcher(parser: argparse.ArgumentParser, client: Client, out: Renderer):  # type: ignore[no-untyped-def]
     def dispatch(tokens: list[str]) -> int:
-        if tokens and tokens[0] in _SERVER_COMMANDS | {"shell"}:
+        if tokens and tokens[0] in _SERVER_COMMANDS | _LOCAL_COMMANDS | {"shell"}:
             raise InvalidArgument(f"{tokens[0]} is not a shell command (type help)")
         try:
             args = parser.parse_args(_split_run(tokens))
@@ -456,6 +567,11 @@ def _run_server(args: argparse.Namespace) -> int:
             raise InvalidArgument(
                 f"--cancel-webhook must be an http(s) URL: {args.cancel_webhook!r}"
             )
+        security = None
+        if args.insecure:
+            logging.getLogger("cloudai").warning("⚠ --insecure: plaintext and no authentication")
+        else:
+            security = secure.master_security(home(), _peer_listen(args))
         asyncio.run(
             run_master(
                 args.listen,
@@ -467,15 +583,28 @@ def _run_server(args: argparse.Namespace) -> int:
                     worker_lost_after=args.worker_lost_after,
                     metrics_listen=mlisten,
                     metrics_required=mrequired,
+                    submit_rate=args.rate_limit_submit,
+                    cancel_rate=args.rate_limit_cancel,
+                    max_pending_per_user=args.max_pending_per_user,
                 ),
+                security,
             )
         )
         return 0
     if args.command == "worker":
+        from cloudai.core.models import validate_worker_id
         from cloudai.core.resources import Resources
         from cloudai.worker.app import WorkerConfig, run_worker
         from cloudai.worker.telemetry import machine_capacity
 
+        if problem := validate_worker_id(args.worker_id):
+            raise InvalidArgument(problem)
+        master = args.master or default_master()
+        tls = None
+        if args.join:
+            secure.join(home(), master, args.worker_id, args.join)
+        if not args.insecure:
+            tls = secure.worker_tls(home(), args.worker_id)
         state_dir = home() / f"worker-{args.worker_id}"
         machine = machine_capacity(state_dir)
         capacity = Resources(
@@ -487,7 +616,7 @@ def _run_server(args: argparse.Namespace) -> int:
         mlisten, mrequired = metrics_address(args.metrics_listen, DEFAULT_WORKER_METRICS)
         cfg = WorkerConfig(
             worker_id=args.worker_id,
-            master=args.master or default_master(),
+            master=master,
             listen=args.listen,
             runtime=args.runtime,
             capacity=capacity,
@@ -496,12 +625,26 @@ def _run_server(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat_interval,
             metrics_listen=mlisten,
             metrics_required=mrequired,
+            tls=tls,
         )
         asyncio.run(run_worker(cfg))
         return 0
     from cloudai.cli.up import run_up
 
     return run_up(args)
+
+
+def _peer_listen(args: argparse.Namespace) -> str:
+    """--worker-listen, else --listen's host on the default port for workers."""
+    if args.worker_listen:
+        return str(args.worker_listen)
+    return f"{args.listen.rpartition(':')[0]}:{DEFAULT_PEER_PORT}"
+
+
+def _local(args: argparse.Namespace, out: Renderer) -> int:
+    if args.certs_command == "init":
+        return secure.certs_init(home(), out, args.san)
+    return secure.certs_worker(home(), out, args.worker_id, args.out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -512,7 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in _SERVER_COMMANDS:
             return _run_server(args)
-        with Client(args.master) as client:
+        if args.command in _LOCAL_COMMANDS:
+            return _local(args, out)
+        with Client(args.master, credentials=Credentials.from_env(args.token)) as client:
             if args.command == "shell":
                 from cloudai.cli.shell import run_shell
 

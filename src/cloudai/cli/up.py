@@ -15,7 +15,7 @@ import time
 from rich.console import Console
 
 from cloudai.cli.render import Renderer
-from cloudai.client import Client
+from cloudai.client import Client, Credentials
 from cloudai.config import DEFAULT_MASTER_METRICS, DEFAULT_WORKER_METRICS, home, metrics_address
 from cloudai.core.models import validate_address
 from cloudai.errors import CloudAIError, InvalidArgument, Unavailable
@@ -67,8 +67,10 @@ class _Servers:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from cloudai.master.app import serve_master, shutdown_master
+    from cloudai.cli.secure import init_pki, pki_of
+    from cloudai.master.app import MasterSecurity, serve_master, shutdown_master
     from cloudai.master.cluster import MasterConfig
+    from cloudai.security.tls import Tls
     from cloudai.store import default_sqlite_url
     from cloudai.worker.app import WorkerConfig, serve_worker
     from cloudai.worker.telemetry import machine_capacity
@@ -85,6 +87,19 @@ def run_up(args: argparse.Namespace) -> int:
     db = args.db or default_sqlite_url(data)
     master_port = int(args.listen.rpartition(":")[2])
     master_addr = f"127.0.0.1:{master_port}"
+    pki = pki_of(data)
+    security, tls, token = None, None, ""
+    if not args.insecure:  # the PKI, the admin's token and the local worker's certificate
+        if not pki.exists():
+            init_pki(data, [])
+            console.print(
+                f"✓ cluster PKI created in {pki.dir}; the admin's token is in {data / 'token'}"
+            )
+        if not pki.has_worker(args.worker_id):
+            pki.issue_worker(args.worker_id)
+        security = MasterSecurity(pki, f"{args.listen.rpartition(':')[0]}:0")
+        tls = Tls.for_worker(pki, args.worker_id)
+        token = (data / "token").read_text().strip()
 
     servers = _Servers()
     servers.start()
@@ -93,7 +108,7 @@ def run_up(args: argparse.Namespace) -> int:
         mlisten, mrequired = metrics_address(args.metrics_listen, DEFAULT_MASTER_METRICS)
         wlisten, wrequired = metrics_address(args.worker_metrics_listen, DEFAULT_WORKER_METRICS)
         master_cfg = MasterConfig(metrics_listen=mlisten, metrics_required=mrequired)
-        cluster, served, _ = servers.run(serve_master(args.listen, db, master_cfg))
+        cluster, served, _ = servers.run(serve_master(args.listen, db, master_cfg, security))
         state_dir = data / f"worker-{args.worker_id}"
         worker = servers.run(
             serve_worker(
@@ -107,6 +122,7 @@ def run_up(args: argparse.Namespace) -> int:
                     advertise=args.worker_listen,
                     metrics_listen=wlisten,
                     metrics_required=wrequired,
+                    tls=tls,
                 )
             )
         )
@@ -117,7 +133,8 @@ def run_up(args: argparse.Namespace) -> int:
         servers.stop()
         raise Unavailable(f"cannot start the local cluster: {exc}") from exc
 
-    client = Client(master_addr)
+    ca = pki.ca_cert.read_bytes() if security else None
+    client = Client(master_addr, credentials=Credentials(token, ca))
     deadline = time.monotonic() + 15
     while not any(
         w.worker_id == args.worker_id and w.state == "healthy" for w in client.list_workers()
@@ -126,11 +143,16 @@ def run_up(args: argparse.Namespace) -> int:
             console.print("[yellow]⚠ the local worker has not registered yet; see the log[/]")
             break
         time.sleep(0.1)
+    how = (
+        "[red]INSECURE: plaintext, no authentication[/]"
+        if args.insecure
+        else "TLS; the CLI uses the admin token in $CLOUDAI_HOME/token"
+    )
     console.print(
-        f"[green]✓ cloudai is up[/]: master on {args.listen} (store: {db}), "
+        f"[green]✓ cloudai is up[/]: master on {args.listen} (store: {db}; {how}), "
         f"worker [bold]{args.worker_id}[/] on {args.worker_listen} (runtime: {runtime}).\n"
         f"  Logs: {log_path}.  From another terminal: "
-        f"[bold]CLOUDAI_MASTER={master_addr} cloudai workers[/]"
+        f"[bold]CLOUDAI_HOME={data} CLOUDAI_MASTER={master_addr} cloudai workers[/]"
     )
     try:
         if args.no_shell:

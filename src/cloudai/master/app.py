@@ -5,38 +5,88 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
 
-from cloudai.api.v1 import master_pb2_grpc
+from cloudai.api.v1 import master_pb2, master_pb2_grpc
+from cloudai.master.accounts import Accounts
+from cloudai.master.auth import Auth, RateLimit
 from cloudai.master.cluster import Cluster, MasterConfig
 from cloudai.master.service import MasterService
 from cloudai.metrics import start_metrics
 from cloudai.rpc.server import Served, new_server
+from cloudai.security.pki import Pki
+from cloudai.security.tls import Tls
 from cloudai.store import Store
 
-__all__ = ["run_master", "serve_master"]
+__all__ = ["MasterSecurity", "run_master", "serve_master"]
 
 log = logging.getLogger("cloudai.master")
 SERVICE = "cloudai.api.v1.Master"
 SHUTDOWN_DEADLINE = 10.0
 
 
+@dataclass(frozen=True)
+class MasterSecurity:
+    """The cluster PKI, and where workers call (mutual TLS). None: `--insecure`."""
+
+    pki: Pki
+    worker_listen: str
+
+
 async def serve_master(
-    listen: str, db_url: str, config: MasterConfig | None = None
+    listen: str,
+    db_url: str,
+    config: MasterConfig | None = None,
+    security: MasterSecurity | None = None,
 ) -> tuple[Cluster, Served, int]:
     """Start a master; returns (cluster, served, port). Used by `run_master` and by tests."""
     store = await asyncio.to_thread(Store, db_url)
-    cluster = Cluster(store, config)
+    tls = Tls.for_master(security.pki) if security else None
+    cluster = Cluster(store, config, tls)
+    cfg = cluster.config
+    auth = Auth(
+        store,
+        secure=security is not None,
+        submit_limit=RateLimit(cfg.submit_rate, 2 * cfg.submit_rate),
+        cancel_limit=RateLimit(cfg.cancel_rate, 2 * cfg.cancel_rate),
+    )
+    accounts = Accounts(store, auth, security.pki if security else None)
+    await accounts.bootstrap()
     store.observe = cluster.metrics.store_seconds.observe
     if cluster.config.metrics_listen:
         cluster.metrics_server = start_metrics(
             cluster.metrics.registry, cluster.config.metrics_listen, cluster.config.metrics_required
         )
-    served = new_server(listen)
-    master_pb2_grpc.add_MasterServicer_to_server(MasterService(cluster), served.server)
+    served = new_server(
+        listen, tls, clients_need_cert=False, peer_listen=security.worker_listen if security else ""
+    )
+    info = master_pb2.ClusterInfo(
+        tls=security is not None,
+        worker_port=served.peer_port,
+        ca_fingerprint=security.pki.ca_fingerprint() if security else "",
+    )
+    master_pb2_grpc.add_MasterServicer_to_server(
+        MasterService(cluster, accounts, info), served.server
+    )
     await served.server.start()
     await cluster.start()
     await served.set_serving([SERVICE])
-    log.info("master serving on %s (port %d), store %s", listen, served.port, store.dialect)
+    if security is None:
+        log.warning(
+            "⚠ INSECURE: plaintext gRPC and no authentication (--insecure). Anyone who reaches "
+            "port %d can run containers on every worker. For development only.",
+            served.port,
+        )
+        log.info("master serving on %s (port %d), store %s", listen, served.port, store.dialect)
+    else:
+        log.info(
+            "master serving on %s (port %d, TLS and tokens); workers on port %d (mutual TLS); "
+            "store %s",
+            listen,
+            served.port,
+            served.peer_port,
+            store.dialect,
+        )
     return cluster, served, served.port
 
 
@@ -52,12 +102,17 @@ async def shutdown_master(cluster: Cluster, served: Served) -> None:
     await asyncio.to_thread(cluster.store.close)
 
 
-async def run_master(listen: str, db_url: str, config: MasterConfig | None = None) -> None:
+async def run_master(
+    listen: str,
+    db_url: str,
+    config: MasterConfig | None = None,
+    security: MasterSecurity | None = None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before serving: a stop while starting is clean
         loop.add_signal_handler(sig, stop.set)
-    cluster, served, _ = await serve_master(listen, db_url, config)
+    cluster, served, _ = await serve_master(listen, db_url, config, security)
     await stop.wait()
     log.info("master shutting down")
     await shutdown_master(cluster, served)

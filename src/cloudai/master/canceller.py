@@ -298,7 +298,7 @@ class Canceller:
         assert c.worker_id is not None
         try:
             message = await self.peers.cancel(
-                address, _order_pb(c), timeout=self.config.cancel_deadline
+                c.worker_id or "", address, _order_pb(c), timeout=self.config.cancel_deadline
             )
         except NotFound as exc:
             # The worker does not hold it: it never arrived, or it ended meanwhile (its

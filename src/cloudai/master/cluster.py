@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,14 +24,24 @@ from cloudai.core.models import (
     validate_worker_id,
 )
 from cloudai.core.resources import Resources
-from cloudai.errors import AlreadyExists, CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.errors import (
+    AlreadyExists,
+    CloudAIError,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+)
 from cloudai.master import planner
+from cloudai.master.auth import Caller
 from cloudai.master.canceller import Canceller, CancelOutcome, stop_orders_tx
 from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.liveness import reap_lost_workers_tx, reconcile_tx
 from cloudai.master.peers import WorkerPeers
 from cloudai.metrics import MasterMetrics
-from cloudai.store import Store, assignments, results, tasks, workers
+from cloudai.security.tls import Tls
+from cloudai.store import Store, assignments, events, results, tasks, workers
 
 __all__ = ["Cluster", "MasterConfig"]
 
@@ -48,13 +59,18 @@ class MasterConfig:
     worker_lost_after: float = 300.0  # a silent worker's running tasks end failed after this
     metrics_listen: str = ""  # HOST:PORT for /metrics; empty: none
     metrics_required: bool = False  # False: a busy (default) address is only a warning
+    max_pending_per_user: int = 10_000  # a user's pending tasks beyond this are refused
+    submit_rate: float = 200.0  # per user and second, bursts of twice as many; 0: no limit
+    cancel_rate: float = 200.0
 
 
 class Cluster:
-    def __init__(self, store: Store, config: MasterConfig | None = None) -> None:
+    def __init__(
+        self, store: Store, config: MasterConfig | None = None, tls: Tls | None = None
+    ) -> None:
         self.store = store
         self.config = config or MasterConfig()
-        self.peers = WorkerPeers()
+        self.peers = WorkerPeers(tls)
         self.dispatcher = Dispatcher(store, self.peers, self.config)
         self.metrics = MasterMetrics()
         self.metrics.watch(self._metrics_snapshot)
@@ -145,7 +161,9 @@ class Cluster:
                 f"worker {worker_id!r} is already registered at {existing['address']}"
             )
         try:
-            info: Worker | None = await self.peers.describe(address)
+            info: Worker | None = await self.peers.describe(worker_id, address)
+        except Conflict:
+            raise  # someone else answers there
         except CloudAIError as exc:
             log.warning("⚠ worker %s at %s not reachable yet: %s", worker_id, address, exc)
             info = None
@@ -208,13 +226,13 @@ class Cluster:
 
     # ---- tasks ---------------------------------------------------------------------------
 
-    async def submit(self, spec: TaskSpec) -> Task:
+    async def submit(self, spec: TaskSpec, caller: Caller) -> Task:
+        """Submit as `caller`, who owns the task (whatever the spec says)."""
+        spec = dataclasses.replace(spec, owner=caller.name)
         problems = spec.problems()
         if problems:
             raise InvalidArgument("; ".join(problems))
-        task = await self.store.tx(
-            planner.submit, new_task_id(), spec, time.time(), self.config.heartbeat_interval
-        )
+        task = await self.store.tx(self._submit_tx, new_task_id(), spec, time.time())
         log.info("task %s submitted (%s, %s)", task.task_id, spec.image, spec.resources)
         self.metrics.submitted.inc()
         if task.worker_id:
@@ -226,11 +244,38 @@ class Cluster:
         self.dispatcher.wake()
         return task
 
-    async def get_task(self, task_id: str) -> Task:
+    def _submit_tx(self, conn: Connection, task_id: str, spec: TaskSpec, now: float) -> Task:
+        if tasks.pending_of(conn, spec.owner) >= self.config.max_pending_per_user:
+            raise RateLimited(
+                f"{spec.owner} has {self.config.max_pending_per_user} pending tasks already: "
+                "wait for some to start, or cancel some",
+                retry_after=self.config.heartbeat_interval,
+            )
+        return planner.submit(conn, task_id, spec, now, self.config.heartbeat_interval)
+
+    async def get_task(self, task_id: str, caller: Caller | None = None) -> Task:
+        """A task with its events; with `caller`, only its owner or an admin may see it."""
         task = await self.store.tx(planner.task_detail, task_id)
         if task is None:
             raise NotFound(f"task {task_id!r} not found")
+        if caller is not None and not caller.may_touch(task.spec.owner):
+            await self.deny(caller, [task_id], "show")
         return task
+
+    async def deny(self, caller: Caller, task_ids: list[str], action: str) -> None:
+        """Refuse `action` on other users' tasks: an audit event on each, then PERMISSION_DENIED."""
+        await self.store.tx(self._deny_tx, caller, task_ids, action, time.time())
+        raise PermissionDenied(f"{caller.name} may not {action} task {task_ids[0]}: not the owner")
+
+    @staticmethod
+    def _deny_tx(
+        conn: Connection, caller: Caller, task_ids: list[str], action: str, now: float
+    ) -> None:
+        for task_id in task_ids:
+            events.add(
+                conn, task_id, "denied", caller.name, f"{action} refused: not the owner", now
+            )
+        log.warning("⛔ %s may not %s %s: not the owner", caller.name, action, ", ".join(task_ids))
 
     async def list_tasks(
         self,
@@ -239,12 +284,31 @@ class Cluster:
         limit: int = 0,
         owner: str = "",
         cancelled_by: str = "",
-    ) -> list[Task]:
+        caller: Caller | None = None,
+    ) -> tuple[list[Task], int]:
+        """The matching tasks the caller may see (admins: all), and how many it may not."""
         if status and status not in TaskStatus.__members__.values():
             raise InvalidArgument(
-                f"unknown status {status!r}: use one of {', '.join(s.value for s in TaskStatus)}"
+                f"unknown status {status[:32]!r}: use one of "
+                f"{', '.join(s.value for s in TaskStatus)}"
             )
-        return await self.store.tx(tasks.list_tasks, status, worker_id, limit, owner, cancelled_by)
+        if caller is None or caller.admin:
+            found = await self.store.tx(
+                tasks.list_tasks, status, worker_id, limit, owner, cancelled_by
+            )
+            return found, 0
+        if owner and owner != caller.name:
+            hidden = await self.store.tx(tasks.count_matching, status, worker_id, caller.name)
+            return [], hidden
+        found = await self.store.tx(
+            tasks.list_tasks, status, worker_id, limit, caller.name, cancelled_by
+        )
+        hidden = (
+            0
+            if cancelled_by
+            else await self.store.tx(tasks.count_matching, status, worker_id, caller.name)
+        )
+        return found, hidden
 
     @staticmethod
     def _report_tx(
@@ -255,6 +319,11 @@ class Cluster:
         return outcome, stopped
 
     async def report(self, result: TaskResult) -> str:
+        placed_on = await self.store.tx(assignments.worker_of, result.task_id)
+        if placed_on is not None and placed_on != result.worker_id:
+            raise PermissionDenied(
+                f"task {result.task_id} is not assigned to worker {result.worker_id[:64]!r}"
+            )
         (outcome, message), stopped = await self.store.tx(self._report_tx, result, time.time())
         if stopped is not None:
             took, how = stopped
@@ -273,32 +342,68 @@ class Cluster:
     async def cancel(
         self,
         task_ids: list[str],
-        actor: str,
+        caller: Caller,
         reason: str = "",
         force: bool = False,
         grace: float | None = None,
     ) -> list[CancelOutcome]:
+        """Cancel what the caller may; other users' tasks get a PERMISSION_DENIED ack each."""
         with self.metrics.cancel_answer.time():
-            outcomes = await self.canceller.cancel_many(task_ids, actor, reason, force, grace)
+            denied = await self._not_permitted(task_ids, caller, "cancel")
+            allowed = [t for t in task_ids if t not in denied]
+            done = await self.canceller.cancel_many(allowed, caller.name, reason, force, grace)
+        by_id = {o.task_id: o for o in done}
+        refusal = PermissionDenied("").code.name
+        outcomes = [
+            by_id.get(t)
+            or CancelOutcome(
+                t,
+                False,
+                f"{caller.name} may not cancel task {t}: not the owner",
+                error_code=refusal,
+            )
+            for t in task_ids
+        ]
         self.dispatcher.wake()  # room freed
         return outcomes
 
-    async def cancel_one(self, task_id: str, actor: str) -> CancelOutcome:
+    async def _not_permitted(self, task_ids: list[str], caller: Caller, action: str) -> set[str]:
+        """The tasks among `task_ids` that are other users' (each refusal an audit event)."""
+        if caller.admin:
+            return set()
+        owned = await self.store.tx(tasks.owners, task_ids)
+        denied = [t for t, owner in owned.items() if owner != caller.name]
+        if denied:
+            await self.store.tx(self._deny_tx, caller, denied, action, time.time())
+        return set(denied)
+
+    async def cancel_one(self, task_id: str, caller: Caller) -> CancelOutcome:
         """The spec's CancelTask(TaskID): errors as gRPC status codes."""
         with self.metrics.cancel_answer.time():
-            outcome = await self.canceller.cancel_one(task_id, actor)
+            if await self._not_permitted([task_id], caller, "cancel"):
+                raise PermissionDenied(
+                    f"{caller.name} may not cancel task {task_id}: not the owner"
+                )
+            outcome = await self.canceller.cancel_one(task_id, caller.name)
         self.dispatcher.wake()
         return outcome
 
     async def stop_progress(
         self, task_id: str, worker_id: str, stage: str, at: float, detail: str
     ) -> None:
+        placed_on = await self.store.tx(assignments.worker_of, task_id)
+        if placed_on is not None and placed_on != worker_id:
+            raise PermissionDenied(f"task {task_id} is not assigned to worker {worker_id[:64]!r}")
         await self.canceller.progress(task_id, worker_id, stage, at, detail)
 
-    async def stream_logs(self, task_id: str, follow: bool) -> AsyncIterator[bytes]:
+    async def stream_logs(
+        self, task_id: str, follow: bool, caller: Caller | None = None
+    ) -> AsyncIterator[bytes]:
         """Live from the worker while it holds the task (also a cancelled one still
         stopping); from the stored result once there is one."""
         task = await self.get_task(task_id)
+        if caller is not None and not caller.may_touch(task.spec.owner):
+            await self.deny(caller, [task_id], "read the logs of")
         while follow and task.status is TaskStatus.PENDING:
             await asyncio.sleep(0.5)
             task = await self.get_task(task_id)
@@ -307,7 +412,9 @@ class Cluster:
             # foreign key) is never deleted.
             worker = cast(workers.WorkerRow, await self.store.tx(workers.get, task.worker_id))
             try:
-                async for chunk in self.peers.logs(worker["address"], task_id, follow):
+                async for chunk in self.peers.logs(
+                    task.worker_id, worker["address"], task_id, follow
+                ):
                     yield chunk
             except NotFound:
                 # Not accepted by the worker yet, or already reported and removed.

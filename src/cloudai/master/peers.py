@@ -1,4 +1,6 @@
-"""Channels to workers, cached by address (a cache: rebuilt on demand)."""
+"""Channels to workers, cached by worker and address (a cache: rebuilt on demand). With the
+cluster's TLS, each channel is mutual TLS and checks that the peer holds worker ID's
+certificate (the name `ID.worker.cloudai`), whatever address it was registered at."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import grpc
 
 from cloudai.api.v1 import types_pb2, worker_pb2, worker_pb2_grpc
 from cloudai.core.models import TaskSpec, Worker
+from cloudai.errors import Conflict
 from cloudai.rpc.convert import spec_to_pb, worker_from_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
+from cloudai.security.tls import Tls, worker_target_options
 
 __all__ = ["WorkerPeers"]
 
@@ -21,19 +25,27 @@ FOLLOW_DEADLINE = 24 * 3600.0
 
 
 class WorkerPeers:
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
+    def __init__(self, tls: Tls | None = None) -> None:
+        self.tls = tls
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
 
-    def _stub(self, address: str) -> worker_pb2_grpc.WorkerStub:
-        channel = self._channels.get(address)
+    def _stub(self, worker_id: str, address: str) -> worker_pb2_grpc.WorkerStub:
+        channel = self._channels.get((worker_id, address))
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            self._channels[address] = channel
+            if self.tls is None:
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(
+                    address,
+                    self.tls.channel_credentials(),
+                    options=[*CHANNEL_OPTIONS, *worker_target_options(worker_id)],
+                )
+            self._channels[(worker_id, address)] = channel
         return worker_pb2_grpc.WorkerStub(channel)
 
-    async def assign(self, address: str, task_id: str, spec: TaskSpec) -> str:
+    async def assign(self, worker_id: str, address: str, task_id: str, spec: TaskSpec) -> str:
         try:
-            ack = await self._stub(address).AssignTask(
+            ack = await self._stub(worker_id, address).AssignTask(
                 worker_pb2.AssignTaskRequest(task_id=task_id, spec=spec_to_pb(spec)),
                 timeout=ASSIGN_DEADLINE,
             )
@@ -42,25 +54,36 @@ class WorkerPeers:
         return str(ack.message)
 
     async def cancel(
-        self, address: str, order: types_pb2.CancelTaskRequest, timeout: float = CANCEL_DEADLINE
+        self,
+        worker_id: str,
+        address: str,
+        order: types_pb2.CancelTaskRequest,
+        timeout: float = CANCEL_DEADLINE,
     ) -> str:
         try:
-            ack = await self._stub(address).CancelTask(order, timeout=timeout)
+            ack = await self._stub(worker_id, address).CancelTask(order, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, f"worker at {address}") from exc
         return str(ack.message)
 
-    async def describe(self, address: str) -> Worker:
+    async def describe(self, worker_id: str, address: str) -> Worker:
         try:
-            info = await self._stub(address).Describe(
+            info = await self._stub(worker_id, address).Describe(
                 worker_pb2.DescribeRequest(), timeout=DESCRIBE_DEADLINE
             )
         except grpc.aio.AioRpcError as exc:
+            if "hostname verification" in (exc.details() or "").lower():
+                raise Conflict(
+                    f"the peer at {address} is not worker {worker_id!r}: its certificate is "
+                    "another's"
+                ) from exc
             raise from_rpc_error(exc, f"worker at {address}") from exc
         return worker_from_pb(info)
 
-    async def logs(self, address: str, task_id: str, follow: bool) -> AsyncIterator[bytes]:
-        call = self._stub(address).StreamTaskLogs(
+    async def logs(
+        self, worker_id: str, address: str, task_id: str, follow: bool
+    ) -> AsyncIterator[bytes]:
+        call = self._stub(worker_id, address).StreamTaskLogs(
             types_pb2.LogsRequest(task_id=task_id, follow=follow),
             timeout=FOLLOW_DEADLINE if follow else 30.0,
         )

@@ -11,6 +11,8 @@ import grpc
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
 from cloudai.core.models import validate_worker_id
 from cloudai.errors import InvalidArgument
+from cloudai.master.accounts import Accounts
+from cloudai.master.auth import Auth
 from cloudai.master.cluster import Cluster
 from cloudai.rpc.convert import (
     resources_from_pb,
@@ -20,6 +22,7 @@ from cloudai.rpc.convert import (
     worker_to_pb,
 )
 from cloudai.rpc.errors import translate, translate_stream
+from cloudai.store import users
 
 __all__ = ["MasterService"]
 
@@ -34,12 +37,6 @@ def _finite(value: float) -> float:
     return float(value)
 
 
-def _actor(context: Ctx) -> str:
-    """Who is asking: the CLI sends its user (CLOUDAI_USER, else the OS user)."""
-    actor = dict(context.invocation_metadata() or ()).get("cloudai-user", "")
-    return str(actor)[:128] or "unknown"
-
-
 def _require_task_id(task_id: str) -> str:
     task_id = task_id.strip()
     if not task_id:
@@ -50,14 +47,22 @@ def _require_task_id(task_id: str) -> str:
 
 
 class MasterService(master_pb2_grpc.MasterServicer):
-    def __init__(self, cluster: Cluster) -> None:
+    """Every handler first says who may call it: `auth.worker` (the worker's certificate),
+    `auth.user` (a token) or `auth.admin` (an admin's token); GetClusterInfo and JoinCluster
+    are open (a join token is the credential)."""
+
+    def __init__(self, cluster: Cluster, accounts: Accounts, info: master_pb2.ClusterInfo) -> None:
         self.cluster = cluster
+        self.accounts = accounts
+        self.auth: Auth = accounts.auth
+        self.info = info
         self.metrics = cluster.metrics  # RPC errors are counted by the translate decorator
 
     @translate
     async def RegisterWorker(
         self, request: master_pb2.RegisterWorkerRequest, context: Ctx
     ) -> master_pb2.RegisterWorkerResponse:
+        self.auth.worker(context, request.worker_id)
         orders = await self.cluster.register_worker(
             request.worker_id,
             request.address,
@@ -76,6 +81,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
     async def ManualRegisterWorker(
         self, request: master_pb2.ManualRegisterWorkerRequest, context: Ctx
     ) -> types_pb2.WorkerInfo:
+        await self.auth.admin(context, "register")
         worker = await self.cluster.manual_register(request.worker_id, request.address)
         return worker_to_pb(worker)
 
@@ -83,6 +89,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
     async def SendHeartbeat(
         self, request: master_pb2.HeartbeatRequest, context: Ctx
     ) -> master_pb2.HeartbeatResponse:
+        self.auth.worker(context, request.worker_id)
         telemetry = {
             "cpu_percent": _finite(request.cpu_percent),
             "mem_used_gb": _finite(request.mem_used_gb),
@@ -104,6 +111,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
     async def ReportTaskCompletion(
         self, request: types_pb2.TaskResult, context: Ctx
     ) -> types_pb2.TaskAck:
+        self.auth.worker(context, request.worker_id)
         _require_task_id(request.task_id)
         message = await self.cluster.report(result_from_pb(request))
         return types_pb2.TaskAck(success=True, message=message)
@@ -112,34 +120,46 @@ class MasterService(master_pb2_grpc.MasterServicer):
     async def SubmitTask(
         self, request: master_pb2.SubmitTaskRequest, context: Ctx
     ) -> types_pb2.Task:
-        return task_to_pb(await self.cluster.submit(spec_from_pb(request.spec)))
+        caller = await self.auth.user(context)
+        self.auth.limit_submit(caller)
+        return task_to_pb(await self.cluster.submit(spec_from_pb(request.spec), caller))
 
     @translate
     async def GetTask(self, request: types_pb2.TaskID, context: Ctx) -> types_pb2.Task:
-        return task_to_pb(await self.cluster.get_task(_require_task_id(request.task_id)))
+        caller = await self.auth.user(context)
+        return task_to_pb(await self.cluster.get_task(_require_task_id(request.task_id), caller))
 
     @translate
     async def ListTasks(
         self, request: master_pb2.ListTasksRequest, context: Ctx
     ) -> master_pb2.ListTasksResponse:
+        caller = await self.auth.user(context)
         if request.limit < 0:
             raise InvalidArgument("limit must not be negative")
-        found = await self.cluster.list_tasks(
-            request.status, request.worker_id, request.limit, request.owner, request.cancelled_by
+        found, hidden = await self.cluster.list_tasks(
+            request.status,
+            request.worker_id,
+            request.limit,
+            request.owner,
+            request.cancelled_by,
+            caller=caller,
         )
-        return master_pb2.ListTasksResponse(tasks=[task_to_pb(t) for t in found])
+        return master_pb2.ListTasksResponse(tasks=[task_to_pb(t) for t in found], hidden=hidden)
 
     @translate
     async def ListWorkers(
         self, request: master_pb2.ListWorkersRequest, context: Ctx
     ) -> master_pb2.ClusterSnapshot:
+        await self.auth.user(context)
         found = await self.cluster.list_workers()
         return master_pb2.ClusterSnapshot(workers=[worker_to_pb(w) for w in found])
 
     @translate
     async def CancelTask(self, request: types_pb2.TaskID, context: Ctx) -> types_pb2.TaskAck:
         """The spec's form: one task, default stop; NOT_FOUND / FAILED_PRECONDITION on error."""
-        outcome = await self.cluster.cancel_one(_require_task_id(request.task_id), _actor(context))
+        caller = await self.auth.user(context)
+        self.auth.limit_cancel(caller, 1)
+        outcome = await self.cluster.cancel_one(_require_task_id(request.task_id), caller)
         return outcome.to_pb()
 
     @translate
@@ -147,21 +167,22 @@ class MasterService(master_pb2_grpc.MasterServicer):
         self, request: master_pb2.CancelRequest, context: Ctx
     ) -> master_pb2.CancelResponse:
         """With options, one or many: one ack per task, errors in the acks."""
+        caller = await self.auth.user(context)
         if not request.task_ids:
             raise InvalidArgument("no task IDs given")
         ids = [_require_task_id(t) for t in request.task_ids]
         grace = request.grace_seconds if request.HasField("grace_seconds") else None
         if grace is not None and not math.isfinite(grace):
             raise InvalidArgument("grace must be a number of seconds")
-        outcomes = await self.cluster.cancel(
-            ids, _actor(context), request.reason, request.force, grace
-        )
+        self.auth.limit_cancel(caller, len(ids))
+        outcomes = await self.cluster.cancel(ids, caller, request.reason, request.force, grace)
         return master_pb2.CancelResponse(acks=[o.to_pb() for o in outcomes])
 
     @translate
     async def DrainWorker(
         self, request: master_pb2.DrainRequest, context: Ctx
     ) -> types_pb2.WorkerInfo:
+        await self.auth.admin(context, "drain" if request.drain else "undrain")
         if problem := validate_worker_id(request.worker_id):
             raise InvalidArgument(problem)
         return worker_to_pb(await self.cluster.drain(request.worker_id, request.drain))
@@ -170,6 +191,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
     async def ReportStopProgress(
         self, request: master_pb2.StopProgress, context: Ctx
     ) -> types_pb2.TaskAck:
+        self.auth.worker(context, request.worker_id)
         _require_task_id(request.task_id)
         await self.cluster.stop_progress(
             request.task_id, request.worker_id, request.stage, request.at, request.detail[:2000]
@@ -180,6 +202,66 @@ class MasterService(master_pb2_grpc.MasterServicer):
     async def StreamTaskLogs(
         self, request: types_pb2.LogsRequest, context: Ctx
     ) -> AsyncIterator[types_pb2.LogChunk]:
+        caller = await self.auth.user(context)
         task_id = _require_task_id(request.task_id)
-        async for data in self.cluster.stream_logs(task_id, request.follow):
+        async for data in self.cluster.stream_logs(task_id, request.follow, caller):
             yield types_pb2.LogChunk(data=data)
+
+    # ---- security ------------------------------------------------------------------------
+
+    @translate
+    async def GetClusterInfo(
+        self, request: master_pb2.ClusterInfoRequest, context: Ctx
+    ) -> master_pb2.ClusterInfo:
+        return self.info
+
+    @translate
+    async def JoinCluster(
+        self, request: master_pb2.JoinRequest, context: Ctx
+    ) -> master_pb2.JoinResponse:
+        cert, ca = await self.accounts.join(request.token, request.worker_id, request.csr_pem)
+        return master_pb2.JoinResponse(cert_pem=cert, ca_pem=ca)
+
+    @translate
+    async def CreateJoinToken(
+        self, request: master_pb2.JoinTokenRequest, context: Ctx
+    ) -> master_pb2.JoinTokenResponse:
+        caller = await self.auth.admin(context, "join-token")
+        if not math.isfinite(request.ttl_seconds):
+            raise InvalidArgument("--ttl must be a duration")
+        token, expires = await self.accounts.create_join_token(caller, request.ttl_seconds)
+        return master_pb2.JoinTokenResponse(token=token, expires_at=expires)
+
+    @translate
+    async def AddUser(
+        self, request: master_pb2.AddUserRequest, context: Ctx
+    ) -> master_pb2.UserToken:
+        caller = await self.auth.admin(context, "user add")
+        token = await self.accounts.add_user(caller, request.name, request.admin)
+        return master_pb2.UserToken(name=request.name, token=token, admin=request.admin)
+
+    @translate
+    async def ListUsers(
+        self, request: master_pb2.ListUsersRequest, context: Ctx
+    ) -> master_pb2.UserList:
+        await self.auth.admin(context, "user ls")
+        found = await self.accounts.list_users()
+        return master_pb2.UserList(users=[_user_pb(u) for u in found])
+
+    @translate
+    async def RemoveUser(
+        self, request: master_pb2.RemoveUserRequest, context: Ctx
+    ) -> master_pb2.UserInfo:
+        caller = await self.auth.admin(context, "user rm")
+        return _user_pb(await self.accounts.remove_user(caller, request.name))
+
+    @translate
+    async def WhoAmI(self, request: master_pb2.WhoAmIRequest, context: Ctx) -> master_pb2.UserInfo:
+        caller = await self.auth.user(context)
+        return master_pb2.UserInfo(name=caller.name, admin=caller.admin)
+
+
+def _user_pb(u: users.User) -> master_pb2.UserInfo:
+    return master_pb2.UserInfo(
+        name=u.name, admin=u.admin, created_at=u.created_at, created_by=u.created_by
+    )

@@ -24,7 +24,10 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.CloudAIError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.NoCapacity,
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
+RETRY_AFTER = "cloudai-retry-after"  # trailing metadata of a rate-limited call: seconds
 
 
 async def _abort(
@@ -34,6 +37,10 @@ async def _abort(
     metrics = getattr(servicer, "metrics", None)
     if metrics is not None:
         metrics.rpc_errors.labels(name, code.name).inc()
+    if isinstance(exc, errors.RateLimited):
+        await context.abort(
+            exc.code, exc.message, trailing_metadata=((RETRY_AFTER, f"{exc.retry_after:.3f}"),)
+        )
     if isinstance(exc, errors.CloudAIError):
         await context.abort(exc.code, exc.message)
     log.exception("unexpected error in %s", name)
@@ -83,4 +90,10 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> errors.CloudAIError:
         return errors.Unavailable(f"cannot reach {peer}: {why}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return errors.Unavailable(f"{peer} did not answer in time")
+    retry = dict(exc.trailing_metadata() or ()).get(RETRY_AFTER)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry is not None:
+        try:
+            return errors.RateLimited(detail, float(retry))
+        except ValueError:
+            return errors.RateLimited(detail)
     return cls(detail)

@@ -134,3 +134,27 @@ cancellations = Table(
     Column("stop_error", Text, nullable=False, default=""),
     Index("ix_cancellations_open", "worker_id", "removed_at"),
 )
+
+# Users of the CLI and API: a token each, kept only as its sha256.
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(32), nullable=False, default=""),
+)
+
+# One-time tokens with which a new machine joins as a worker (the secret kept as its sha256).
+join_tokens = Table(
+    "join_tokens",
+    metadata,
+    Column("token_id", String(12), primary_key=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_by", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used_at", Float, nullable=True),
+    Column("used_by", String(64), nullable=True),  # the worker ID that joined with it
+)

@@ -23,8 +23,11 @@ __all__ = [
     "allocated_by_worker",
     "get",
     "insert",
+    "count_matching",
     "list_tasks",
+    "owners",
     "pending",
+    "pending_of",
     "record_usage",
     "transition",
 ]
@@ -249,4 +252,32 @@ def mark_started(conn: Connection, task_id: str, now: float) -> None:
         tasks.update()
         .where(tasks.c.task_id == task_id, tasks.c.started_at.is_(None))
         .values(started_at=now)
+    )
+
+
+def owners(conn: Connection, task_ids: list[str]) -> dict[str, str]:
+    """task_id -> owner, for the IDs that exist."""
+    rows = conn.execute(select(tasks.c.task_id, tasks.c.owner).where(tasks.c.task_id.in_(task_ids)))
+    return {r[0]: r[1] for r in rows}
+
+
+def count_matching(
+    conn: Connection, status: str = "", worker_id: str = "", owner_not: str = ""
+) -> int:
+    """How many tasks match a filter and are not `owner_not`'s (what a user may not see)."""
+    stmt = select(func.count()).select_from(_joined()).where(tasks.c.owner != owner_not)
+    if status:
+        stmt = stmt.where(tasks.c.status == status)
+    if worker_id:
+        stmt = stmt.where(assignments.c.worker_id == worker_id)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def pending_of(conn: Connection, owner: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(tasks)
+            .where(tasks.c.owner == owner, tasks.c.status == TaskStatus.PENDING.value)
+        ).scalar_one()
     )

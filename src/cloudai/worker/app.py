@@ -14,6 +14,7 @@ from cloudai.core.resources import Resources
 from cloudai.metrics import WorkerMetrics, start_metrics
 from cloudai.rpc.server import Served, new_server
 from cloudai.runtime import Runtime, open_runtime
+from cloudai.security.tls import Tls
 from cloudai.worker.link import MasterLink
 from cloudai.worker.service import WorkerService
 from cloudai.worker.supervisor import Supervisor
@@ -37,6 +38,7 @@ class WorkerConfig:
     heartbeat_interval: float = 5.0
     metrics_listen: str = ""  # HOST:PORT for /metrics; empty: none
     metrics_required: bool = False  # False: a busy (default) address is only a warning
+    tls: Tls | None = None  # None: --insecure
 
 
 @dataclass
@@ -76,10 +78,16 @@ def _advertised(listen: str, port: int, advertise: str) -> str:
 async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     runtime = open_runtime(cfg.runtime, cfg.worker_id, cfg.state_dir)
     await runtime.ping()
-    served = new_server(cfg.listen)
+    served = new_server(cfg.listen, cfg.tls, clients_need_cert=True)
     address = _advertised(cfg.listen, served.port, cfg.advertise)
     link = MasterLink(
-        cfg.master, cfg.worker_id, address, cfg.capacity, cfg.runtime, cfg.heartbeat_interval
+        cfg.master,
+        cfg.worker_id,
+        address,
+        cfg.capacity,
+        cfg.runtime,
+        cfg.heartbeat_interval,
+        cfg.tls,
     )
     metrics = WorkerMetrics()
     link.metrics = metrics
@@ -94,7 +102,7 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         else None
     )
     worker_pb2_grpc.add_WorkerServicer_to_server(
-        WorkerService(supervisor, link, metrics), served.server
+        WorkerService(supervisor, link, metrics, secure=cfg.tls is not None), served.server
     )
     await served.server.start()
     await served.set_serving([SERVICE])
@@ -107,6 +115,12 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         ),
         name="heartbeat-loop",
     )
+    if cfg.tls is None:
+        log.warning(
+            "⚠ INSECURE: plaintext gRPC; anyone who reaches port %d can run containers here "
+            "(--insecure). For development only.",
+            served.port,
+        )
     log.info(
         "worker %s serving on %s (advertised %s), runtime %s, capacity %s, %d task(s) re-adopted",
         cfg.worker_id,

@@ -13,11 +13,12 @@ import grpc
 from cloudai.api.v1 import master_pb2, master_pb2_grpc
 from cloudai.core.models import TaskResult
 from cloudai.core.resources import Resources
-from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound, PermissionDenied
 from cloudai.metrics import WorkerMetrics
 from cloudai.rpc.convert import resources_to_pb, result_to_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
+from cloudai.security.tls import Tls, master_target_options
 from cloudai.worker.orders import CancelOrder, order_from_pb
 
 __all__ = ["MasterLink"]
@@ -35,24 +36,67 @@ class MasterLink:
         capacity: Resources,
         runtime: str,
         heartbeat_interval: float = 5.0,
+        tls: Tls | None = None,
     ) -> None:
         self.master = master
+        self.tls = tls
         self.worker_id = worker_id
         self.address = address
         self.capacity = capacity
         self.runtime = runtime
         self.interval = heartbeat_interval
-        self._channel = grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS)
-        self._stub = master_pb2_grpc.MasterStub(self._channel)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_cache: master_pb2_grpc.MasterStub | None = None
+        self._connecting = asyncio.Lock()
         self.registered = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self.metrics: WorkerMetrics = WorkerMetrics()  # replaced by the worker's own
         self.report_attempts: dict[str, int] = {}  # task_id -> failed attempts, while retrying
 
+    async def _stub(self) -> master_pb2_grpc.MasterStub:
+        """The channel to the master's port for workers: with TLS, the master tells which
+        (GetClusterInfo, over TLS checked against the cluster CA), and the channel there
+        presents this worker's certificate and checks the master's."""
+        if self._stub_cache is not None:
+            return self._stub_cache
+        async with self._connecting:
+            if self._stub_cache is None:
+                self._channel = await self._open()
+                self._stub_cache = master_pb2_grpc.MasterStub(self._channel)
+            return self._stub_cache
+
+    async def _open(self) -> grpc.aio.Channel:
+        if self.tls is None:
+            return grpc.aio.insecure_channel(self.master, options=CHANNEL_OPTIONS)
+        options = [*CHANNEL_OPTIONS, *master_target_options()]
+        creds = self.tls.channel_credentials()
+        async with grpc.aio.secure_channel(self.master, creds, options=options) as probe:
+            try:
+                info = await master_pb2_grpc.MasterStub(probe).GetClusterInfo(
+                    master_pb2.ClusterInfoRequest(), timeout=RPC_DEADLINE
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise from_rpc_error(exc, f"master at {self.master}") from exc
+        if not info.tls:
+            raise Conflict(f"the master at {self.master} runs --insecure; this worker uses TLS")
+        host = self.master.rpartition(":")[0]
+        target = f"{host}:{info.worker_port}" if info.worker_port else self.master
+        log.info("master %s takes worker calls at %s (mutual TLS)", self.master, target)
+        return grpc.aio.secure_channel(target, creds, options=options)
+
+    async def _reconnect(self) -> None:
+        """Forget the channel: the next call asks the master again where to call it."""
+        if self.tls is None:
+            return  # one plaintext port: nothing to ask
+        async with self._connecting:
+            channel, self._channel, self._stub_cache = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
     async def register(self, running: list[str]) -> list[tuple[str, CancelOrder]]:
         """Register; returns the stop orders the master queued for this worker."""
         try:
-            reply = await self._stub.RegisterWorker(
+            reply = await (await self._stub()).RegisterWorker(
                 master_pb2.RegisterWorkerRequest(
                     worker_id=self.worker_id,
                     address=self.address,
@@ -80,7 +124,7 @@ class MasterLink:
         """One heartbeat with telemetry; returns whether the master knows this worker, and
         its stop orders."""
         try:
-            reply = await self._stub.SendHeartbeat(
+            reply = await (await self._stub()).SendHeartbeat(
                 master_pb2.HeartbeatRequest(
                     worker_id=self.worker_id,
                     running_task_ids=running,
@@ -132,6 +176,8 @@ class MasterLink:
                     failures += 1
                     if failures in (1, 10) or failures % 100 == 0:
                         log.warning("⚠ heartbeat to %s failed (%d): %s", self.master, failures, exc)
+                    if failures % 3 == 0:
+                        await self._reconnect()  # a restarted master may take workers elsewhere
                 await asyncio.sleep(self.interval)
         finally:
             log.info("heartbeat-loop stopped")
@@ -143,15 +189,19 @@ class MasterLink:
         while True:
             attempt += 1
             try:
-                ack = await self._stub.ReportTaskCompletion(
+                ack = await (await self._stub()).ReportTaskCompletion(
                     result_to_pb(result), timeout=RPC_DEADLINE
                 )
                 log.info("[Task %s] ✓ result reported to master: %s", result.task_id, ack.message)
                 self.report_attempts.pop(result.task_id, None)
                 return
-            except grpc.aio.AioRpcError as exc:
-                err = from_rpc_error(exc, f"master at {self.master}")
-                if isinstance(err, (NotFound, Conflict, InvalidArgument)):
+            except (grpc.aio.AioRpcError, CloudAIError) as exc:
+                err = (
+                    from_rpc_error(exc, f"master at {self.master}")
+                    if isinstance(exc, grpc.aio.AioRpcError)
+                    else exc
+                )
+                if isinstance(err, (NotFound, Conflict, InvalidArgument, PermissionDenied)):
                     log.warning("[Task %s] ✗ master refused the result: %s", result.task_id, err)
                     self.report_attempts.pop(result.task_id, None)
                     return
@@ -181,10 +231,14 @@ class MasterLink:
     async def _send_progress(self, msg: master_pb2.StopProgress) -> None:
         for attempt in range(5):
             try:
-                await self._stub.ReportStopProgress(msg, timeout=RPC_DEADLINE)
+                await (await self._stub()).ReportStopProgress(msg, timeout=RPC_DEADLINE)
                 return
-            except grpc.aio.AioRpcError as exc:
-                err = from_rpc_error(exc, f"master at {self.master}")
+            except (grpc.aio.AioRpcError, CloudAIError) as exc:
+                err = (
+                    from_rpc_error(exc, f"master at {self.master}")
+                    if isinstance(exc, grpc.aio.AioRpcError)
+                    else exc
+                )
                 if isinstance(err, (NotFound, Conflict, InvalidArgument)):
                     return
                 await asyncio.sleep(0.5 * 2**attempt)
@@ -193,4 +247,5 @@ class MasterLink:
     async def close(self) -> None:
         for t in list(self._background):
             t.cancel()
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()

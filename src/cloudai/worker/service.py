@@ -10,9 +10,10 @@ import grpc
 
 from cloudai.api.v1 import types_pb2, worker_pb2, worker_pb2_grpc
 from cloudai.core.models import Worker
-from cloudai.errors import InvalidArgument
+from cloudai.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from cloudai.rpc.convert import spec_from_pb, worker_to_pb
 from cloudai.rpc.errors import translate, translate_stream
+from cloudai.security.tls import peer_identity
 from cloudai.worker.link import MasterLink
 from cloudai.worker.orders import order_from_pb
 from cloudai.worker.supervisor import Supervisor
@@ -24,15 +25,31 @@ Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 class WorkerService(worker_pb2_grpc.WorkerServicer):
-    def __init__(self, supervisor: Supervisor, link: MasterLink, metrics: Any = None) -> None:
+    """Every call must come from the master: with TLS, the handshake already demands a
+    certificate of the cluster CA, and `_from_master` demands the master's."""
+
+    def __init__(
+        self, supervisor: Supervisor, link: MasterLink, metrics: Any = None, secure: bool = True
+    ) -> None:
         self.supervisor = supervisor
         self.link = link
         self.metrics = metrics  # RPC errors are counted by the translate decorator
+        self.secure = secure
+
+    def _from_master(self, context: Ctx) -> None:
+        if not self.secure:
+            return
+        who = peer_identity(context)
+        if who is None:
+            raise Unauthenticated("calls to a worker need the master's certificate")
+        if who.role != "master":
+            raise PermissionDenied(f"only the master may call a worker, not {who.role} {who.name}")
 
     @translate
     async def AssignTask(
         self, request: worker_pb2.AssignTaskRequest, context: Ctx
     ) -> types_pb2.TaskAck:
+        self._from_master(context)
         if not request.task_id:
             raise InvalidArgument("task_id is required")
         spec = spec_from_pb(request.spec)
@@ -47,6 +64,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         self, request: types_pb2.CancelTaskRequest, context: Ctx
     ) -> types_pb2.TaskAck:
         """Acknowledge at once; the stop runs on the worker's own time."""
+        self._from_master(context)
         task_id, order = order_from_pb(request)
         message = self.supervisor.cancel(task_id, order)
         return types_pb2.TaskAck(success=True, message=message, task_id=task_id)
@@ -55,6 +73,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     async def StreamTaskLogs(
         self, request: types_pb2.LogsRequest, context: Ctx
     ) -> AsyncIterator[types_pb2.LogChunk]:
+        self._from_master(context)
         entry = self.supervisor.handle_of(request.task_id)
         await asyncio.wait_for(entry.started.wait(), timeout=600)
         if entry.handle is None:
@@ -66,6 +85,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     async def Describe(
         self, request: worker_pb2.DescribeRequest, context: Ctx
     ) -> types_pb2.WorkerInfo:
+        self._from_master(context)
         info = Worker(
             worker_id=self.link.worker_id,
             address=self.link.address,

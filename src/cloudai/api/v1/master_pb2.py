@@ -25,43 +25,69 @@ _sym_db = _symbol_database.Default()
 from cloudai.api.v1 import types_pb2 as cloudai_dot_api_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63loudai/api/v1/master.proto\x12\x0e\x63loudai.api.v1\x1a\x1a\x63loudai/api/v1/types.proto\"\x93\x01\n\x15RegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12+\n\x08\x63\x61pacity\x18\x03 \x01(\x0b\x32\x19.cloudai.api.v1.Resources\x12\x0f\n\x07runtime\x18\x04 \x01(\t\x12\x18\n\x10running_task_ids\x18\x05 \x03(\t\"\x8f\x01\n\x16RegisterWorkerResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x03 \x01(\x01\x12\x36\n\x0bstop_orders\x18\x04 \x03(\x0b\x32!.cloudai.api.v1.CancelTaskRequest\"A\n\x1bManualRegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xc4\x01\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x18\n\x10running_task_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x01\x12\x13\n\x0bmem_used_gb\x18\x04 \x01(\x01\x12\x14\n\x0c\x64isk_free_gb\x18\x05 \x01(\x01\x12\x19\n\x11stopping_task_ids\x18\x06 \x03(\t\x12(\n\x05usage\x18\x07 \x03(\x0b\x32\x19.cloudai.api.v1.TaskUsage\"F\n\tTaskUsage\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x02 \x01(\x01\x12\x13\n\x0bmem_used_gb\x18\x03 \x01(\x01\"0\n\x0c\x44rainRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05\x64rain\x18\x02 \x01(\x08\"q\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x15\n\rstop_task_ids\x18\x02 \x03(\t\x12\x36\n\x0bstop_orders\x18\x03 \x03(\x0b\x32!.cloudai.api.v1.CancelTaskRequest\"n\n\rCancelRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x1a\n\rgrace_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x10\n\x0e_grace_seconds\"7\n\x0e\x43\x61ncelResponse\x12%\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.cloudai.api.v1.TaskAck\"]\n\x0cStopProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\n\n\x02\x61t\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\";\n\x11SubmitTaskRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.cloudai.api.v1.TaskSpec\"i\n\x10ListTasksRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x05 \x01(\t\"8\n\x11ListTasksResponse\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.cloudai.api.v1.Task\"\x14\n\x12ListWorkersRequest\">\n\x0f\x43lusterSnapshot\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.cloudai.api.v1.WorkerInfo2\x81\x08\n\x06Master\x12_\n\x0eRegisterWorker\x12%.cloudai.api.v1.RegisterWorkerRequest\x1a&.cloudai.api.v1.RegisterWorkerResponse\x12_\n\x14ManualRegisterWorker\x12+.cloudai.api.v1.ManualRegisterWorkerRequest\x1a\x1a.cloudai.api.v1.WorkerInfo\x12T\n\rSendHeartbeat\x12 .cloudai.api.v1.HeartbeatRequest\x1a!.cloudai.api.v1.HeartbeatResponse\x12K\n\x14ReportTaskCompletion\x12\x1a.cloudai.api.v1.TaskResult\x1a\x17.cloudai.api.v1.TaskAck\x12\x45\n\nSubmitTask\x12!.cloudai.api.v1.SubmitTaskRequest\x1a\x14.cloudai.api.v1.Task\x12\x37\n\x07GetTask\x12\x16.cloudai.api.v1.TaskID\x1a\x14.cloudai.api.v1.Task\x12P\n\tListTasks\x12 .cloudai.api.v1.ListTasksRequest\x1a!.cloudai.api.v1.ListTasksResponse\x12R\n\x0bListWorkers\x12\".cloudai.api.v1.ListWorkersRequest\x1a\x1f.cloudai.api.v1.ClusterSnapshot\x12=\n\nCancelTask\x12\x16.cloudai.api.v1.TaskID\x1a\x17.cloudai.api.v1.TaskAck\x12L\n\x0b\x43\x61ncelTasks\x12\x1d.cloudai.api.v1.CancelRequest\x1a\x1e.cloudai.api.v1.CancelResponse\x12K\n\x12ReportStopProgress\x12\x1c.cloudai.api.v1.StopProgress\x1a\x17.cloudai.api.v1.TaskAck\x12G\n\x0b\x44rainWorker\x12\x1c.cloudai.api.v1.DrainRequest\x1a\x1a.cloudai.api.v1.WorkerInfo\x12I\n\x0eStreamTaskLogs\x12\x1b.cloudai.api.v1.LogsRequest\x1a\x18.cloudai.api.v1.LogChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63loudai/api/v1/master.proto\x12\x0e\x63loudai.api.v1\x1a\x1a\x63loudai/api/v1/types.proto\"\x14\n\x12\x43lusterInfoRequest\"G\n\x0b\x43lusterInfo\x12\x0b\n\x03tls\x18\x01 \x01(\x08\x12\x13\n\x0bworker_port\x18\x02 \x01(\r\x12\x16\n\x0e\x63\x61_fingerprint\x18\x03 \x01(\t\"@\n\x0bJoinRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x03 \x01(\x0c\"0\n\x0cJoinResponse\x12\x10\n\x08\x63\x65rt_pem\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x02 \x01(\x0c\"\'\n\x10JoinTokenRequest\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x01\"6\n\x11JoinTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x01\"-\n\x0e\x41\x64\x64UserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\"7\n\tUserToken\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05\x61\x64min\x18\x03 \x01(\x08\"\x12\n\x10ListUsersRequest\"O\n\x08UserInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x12\n\ncreated_at\x18\x03 \x01(\x01\x12\x12\n\ncreated_by\x18\x04 \x01(\t\"3\n\x08UserList\x12\'\n\x05users\x18\x01 \x03(\x0b\x32\x18.cloudai.api.v1.UserInfo\"!\n\x11RemoveUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x0f\n\rWhoAmIRequest\"\x93\x01\n\x15RegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12+\n\x08\x63\x61pacity\x18\x03 \x01(\x0b\x32\x19.cloudai.api.v1.Resources\x12\x0f\n\x07runtime\x18\x04 \x01(\t\x12\x18\n\x10running_task_ids\x18\x05 \x03(\t\"\x8f\x01\n\x16RegisterWorkerResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x03 \x01(\x01\x12\x36\n\x0bstop_orders\x18\x04 \x03(\x0b\x32!.cloudai.api.v1.CancelTaskRequest\"A\n\x1bManualRegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xc4\x01\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x18\n\x10running_task_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x01\x12\x13\n\x0bmem_used_gb\x18\x04 \x01(\x01\x12\x14\n\x0c\x64isk_free_gb\x18\x05 \x01(\x01\x12\x19\n\x11stopping_task_ids\x18\x06 \x03(\t\x12(\n\x05usage\x18\x07 \x03(\x0b\x32\x19.cloudai.api.v1.TaskUsage\"F\n\tTaskUsage\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x02 \x01(\x01\x12\x13\n\x0bmem_used_gb\x18\x03 \x01(\x01\"0\n\x0c\x44rainRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05\x64rain\x18\x02 \x01(\x08\"q\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x15\n\rstop_task_ids\x18\x02 \x03(\t\x12\x36\n\x0bstop_orders\x18\x03 \x03(\x0b\x32!.cloudai.api.v1.CancelTaskRequest\"n\n\rCancelRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x1a\n\rgrace_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x10\n\x0e_grace_seconds\"7\n\x0e\x43\x61ncelResponse\x12%\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.cloudai.api.v1.TaskAck\"]\n\x0cStopProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\n\n\x02\x61t\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\";\n\x11SubmitTaskRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.cloudai.api.v1.TaskSpec\"i\n\x10ListTasksRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x05 \x01(\t\"H\n\x11ListTasksResponse\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.cloudai.api.v1.Task\x12\x0e\n\x06hidden\x18\x02 \x01(\x05\"\x14\n\x12ListWorkersRequest\">\n\x0f\x43lusterSnapshot\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.cloudai.api.v1.WorkerInfo2\x93\x0c\n\x06Master\x12_\n\x0eRegisterWorker\x12%.cloudai.api.v1.RegisterWorkerRequest\x1a&.cloudai.api.v1.RegisterWorkerResponse\x12_\n\x14ManualRegisterWorker\x12+.cloudai.api.v1.ManualRegisterWorkerRequest\x1a\x1a.cloudai.api.v1.WorkerInfo\x12T\n\rSendHeartbeat\x12 .cloudai.api.v1.HeartbeatRequest\x1a!.cloudai.api.v1.HeartbeatResponse\x12K\n\x14ReportTaskCompletion\x12\x1a.cloudai.api.v1.TaskResult\x1a\x17.cloudai.api.v1.TaskAck\x12\x45\n\nSubmitTask\x12!.cloudai.api.v1.SubmitTaskRequest\x1a\x14.cloudai.api.v1.Task\x12\x37\n\x07GetTask\x12\x16.cloudai.api.v1.TaskID\x1a\x14.cloudai.api.v1.Task\x12P\n\tListTasks\x12 .cloudai.api.v1.ListTasksRequest\x1a!.cloudai.api.v1.ListTasksResponse\x12R\n\x0bListWorkers\x12\".cloudai.api.v1.ListWorkersRequest\x1a\x1f.cloudai.api.v1.ClusterSnapshot\x12=\n\nCancelTask\x12\x16.cloudai.api.v1.TaskID\x1a\x17.cloudai.api.v1.TaskAck\x12L\n\x0b\x43\x61ncelTasks\x12\x1d.cloudai.api.v1.CancelRequest\x1a\x1e.cloudai.api.v1.CancelResponse\x12K\n\x12ReportStopProgress\x12\x1c.cloudai.api.v1.StopProgress\x1a\x17.cloudai.api.v1.TaskAck\x12G\n\x0b\x44rainWorker\x12\x1c.cloudai.api.v1.DrainRequest\x1a\x1a.cloudai.api.v1.WorkerInfo\x12I\n\x0eStreamTaskLogs\x12\x1b.cloudai.api.v1.LogsRequest\x1a\x18.cloudai.api.v1.LogChunk0\x01\x12Q\n\x0eGetClusterInfo\x12\".cloudai.api.v1.ClusterInfoRequest\x1a\x1b.cloudai.api.v1.ClusterInfo\x12H\n\x0bJoinCluster\x12\x1b.cloudai.api.v1.JoinRequest\x1a\x1c.cloudai.api.v1.JoinResponse\x12V\n\x0f\x43reateJoinToken\x12 .cloudai.api.v1.JoinTokenRequest\x1a!.cloudai.api.v1.JoinTokenResponse\x12\x44\n\x07\x41\x64\x64User\x12\x1e.cloudai.api.v1.AddUserRequest\x1a\x19.cloudai.api.v1.UserToken\x12G\n\tListUsers\x12 .cloudai.api.v1.ListUsersRequest\x1a\x18.cloudai.api.v1.UserList\x12I\n\nRemoveUser\x12!.cloudai.api.v1.RemoveUserRequest\x1a\x18.cloudai.api.v1.UserInfo\x12\x41\n\x06WhoAmI\x12\x1d.cloudai.api.v1.WhoAmIRequest\x1a\x18.cloudai.api.v1.UserInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudai.api.v1.master_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTERWORKERREQUEST']._serialized_start=76
-  _globals['_REGISTERWORKERREQUEST']._serialized_end=223
-  _globals['_REGISTERWORKERRESPONSE']._serialized_start=226
-  _globals['_REGISTERWORKERRESPONSE']._serialized_end=369
-  _globals['_MANUALREGISTERWORKERREQUEST']._serialized_start=371
-  _globals['_MANUALREGISTERWORKERREQUEST']._serialized_end=436
-  _globals['_HEARTBEATREQUEST']._serialized_start=439
-  _globals['_HEARTBEATREQUEST']._serialized_end=635
-  _globals['_TASKUSAGE']._serialized_start=637
-  _globals['_TASKUSAGE']._serialized_end=707
-  _globals['_DRAINREQUEST']._serialized_start=709
-  _globals['_DRAINREQUEST']._serialized_end=757
-  _globals['_HEARTBEATRESPONSE']._serialized_start=759
-  _globals['_HEARTBEATRESPONSE']._serialized_end=872
-  _globals['_CANCELREQUEST']._serialized_start=874
-  _globals['_CANCELREQUEST']._serialized_end=984
-  _globals['_CANCELRESPONSE']._serialized_start=986
-  _globals['_CANCELRESPONSE']._serialized_end=1041
-  _globals['_STOPPROGRESS']._serialized_start=1043
-  _globals['_STOPPROGRESS']._serialized_end=1136
-  _globals['_SUBMITTASKREQUEST']._serialized_start=1138
-  _globals['_SUBMITTASKREQUEST']._serialized_end=1197
-  _globals['_LISTTASKSREQUEST']._serialized_start=1199
-  _globals['_LISTTASKSREQUEST']._serialized_end=1304
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1306
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1362
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1364
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1384
-  _globals['_CLUSTERSNAPSHOT']._serialized_start=1386
-  _globals['_CLUSTERSNAPSHOT']._serialized_end=1448
-  _globals['_MASTER']._serialized_start=1451
-  _globals['_MASTER']._serialized_end=2476
+  _globals['_CLUSTERINFOREQUEST']._serialized_start=75
+  _globals['_CLUSTERINFOREQUEST']._serialized_end=95
+  _globals['_CLUSTERINFO']._serialized_start=97
+  _globals['_CLUSTERINFO']._serialized_end=168
+  _globals['_JOINREQUEST']._serialized_start=170
+  _globals['_JOINREQUEST']._serialized_end=234
+  _globals['_JOINRESPONSE']._serialized_start=236
+  _globals['_JOINRESPONSE']._serialized_end=284
+  _globals['_JOINTOKENREQUEST']._serialized_start=286
+  _globals['_JOINTOKENREQUEST']._serialized_end=325
+  _globals['_JOINTOKENRESPONSE']._serialized_start=327
+  _globals['_JOINTOKENRESPONSE']._serialized_end=381
+  _globals['_ADDUSERREQUEST']._serialized_start=383
+  _globals['_ADDUSERREQUEST']._serialized_end=428
+  _globals['_USERTOKEN']._serialized_start=430
+  _globals['_USERTOKEN']._serialized_end=485
+  _globals['_LISTUSERSREQUEST']._serialized_start=487
+  _globals['_LISTUSERSREQUEST']._serialized_end=505
+  _globals['_USERINFO']._serialized_start=507
+  _globals['_USERINFO']._serialized_end=586
+  _globals['_USERLIST']._serialized_start=588
+  _globals['_USERLIST']._serialized_end=639
+  _globals['_REMOVEUSERREQUEST']._serialized_start=641
+  _globals['_REMOVEUSERREQUEST']._serialized_end=674
+  _globals['_WHOAMIREQUEST']._serialized_start=676
+  _globals['_WHOAMIREQUEST']._serialized_end=691
+  _globals['_REGISTERWORKERREQUEST']._serialized_start=694
+  _globals['_REGISTERWORKERREQUEST']._serialized_end=841
+  _globals['_REGISTERWORKERRESPONSE']._serialized_start=844
+  _globals['_REGISTERWORKERRESPONSE']._serialized_end=987
+  _globals['_MANUALREGISTERWORKERREQUEST']._serialized_start=989
+  _globals['_MANUALREGISTERWORKERREQUEST']._serialized_end=1054
+  _globals['_HEARTBEATREQUEST']._serialized_start=1057
+  _globals['_HEARTBEATREQUEST']._serialized_end=1253
+  _globals['_TASKUSAGE']._serialized_start=1255
+  _globals['_TASKUSAGE']._serialized_end=1325
+  _globals['_DRAINREQUEST']._serialized_start=1327
+  _globals['_DRAINREQUEST']._serialized_end=1375
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1377
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1490
+  _globals['_CANCELREQUEST']._serialized_start=1492
+  _globals['_CANCELREQUEST']._serialized_end=1602
+  _globals['_CANCELRESPONSE']._serialized_start=1604
+  _globals['_CANCELRESPONSE']._serialized_end=1659
+  _globals['_STOPPROGRESS']._serialized_start=1661
+  _globals['_STOPPROGRESS']._serialized_end=1754
+  _globals['_SUBMITTASKREQUEST']._serialized_start=1756
+  _globals['_SUBMITTASKREQUEST']._serialized_end=1815
+  _globals['_LISTTASKSREQUEST']._serialized_start=1817
+  _globals['_LISTTASKSREQUEST']._serialized_end=1922
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1924
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1996
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1998
+  _globals['_LISTWORKERSREQUEST']._serialized_end=2018
+  _globals['_CLUSTERSNAPSHOT']._serialized_start=2020
+  _globals['_CLUSTERSNAPSHOT']._serialized_end=2082
+  _globals['_MASTER']._serialized_start=2085
+  _globals['_MASTER']._serialized_end=3640
 # @@protoc_insertion_point(module_scope)

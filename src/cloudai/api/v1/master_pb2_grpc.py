@@ -100,6 +100,41 @@ class MasterStub:
                 request_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.LogsRequest.SerializeToString,
                 response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.GetClusterInfo = channel.unary_unary(
+                '/cloudai.api.v1.Master/GetClusterInfo',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.ClusterInfoRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.ClusterInfo.FromString,
+                _registered_method=True)
+        self.JoinCluster = channel.unary_unary(
+                '/cloudai.api.v1.Master/JoinCluster',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.JoinRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.JoinResponse.FromString,
+                _registered_method=True)
+        self.CreateJoinToken = channel.unary_unary(
+                '/cloudai.api.v1.Master/CreateJoinToken',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.JoinTokenRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.JoinTokenResponse.FromString,
+                _registered_method=True)
+        self.AddUser = channel.unary_unary(
+                '/cloudai.api.v1.Master/AddUser',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.AddUserRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.UserToken.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/cloudai.api.v1.Master/ListUsers',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.UserList.FromString,
+                _registered_method=True)
+        self.RemoveUser = channel.unary_unary(
+                '/cloudai.api.v1.Master/RemoveUser',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.RemoveUserRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.UserInfo.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/cloudai.api.v1.Master/WhoAmI',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.UserInfo.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -188,6 +223,53 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClusterInfo(self, request, context):
+        """Security. GetClusterInfo and JoinCluster need no token (a join token is the credential).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JoinCluster(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateJoinToken(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddUser(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveUser(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +337,41 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.StreamTaskLogs,
                     request_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.LogsRequest.FromString,
                     response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.LogChunk.SerializeToString,
+            ),
+            'GetClusterInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterInfo,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.ClusterInfoRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.ClusterInfo.SerializeToString,
+            ),
+            'JoinCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinCluster,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.JoinRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.JoinResponse.SerializeToString,
+            ),
+            'CreateJoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateJoinToken,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.JoinTokenRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.JoinTokenResponse.SerializeToString,
+            ),
+            'AddUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddUser,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.AddUserRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.UserToken.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.ListUsersRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.UserList.SerializeToString,
+            ),
+            'RemoveUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveUser,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.RemoveUserRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.UserInfo.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.WhoAmIRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.UserInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -608,6 +725,195 @@ class Master:
             '/cloudai.api.v1.Master/StreamTaskLogs',
             cloudai_dot_api_dot_v1_dot_types__pb2.LogsRequest.SerializeToString,
             cloudai_dot_api_dot_v1_dot_types__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/GetClusterInfo',
+            cloudai_dot_api_dot_v1_dot_master__pb2.ClusterInfoRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_master__pb2.ClusterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/JoinCluster',
+            cloudai_dot_api_dot_v1_dot_master__pb2.JoinRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_master__pb2.JoinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateJoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/CreateJoinToken',
+            cloudai_dot_api_dot_v1_dot_master__pb2.JoinTokenRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_master__pb2.JoinTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/AddUser',
+            cloudai_dot_api_dot_v1_dot_master__pb2.AddUserRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_master__pb2.UserToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/ListUsers',
+            cloudai_dot_api_dot_v1_dot_master__pb2.ListUsersRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_master__pb2.UserList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/RemoveUser',
+            cloudai_dot_api_dot_v1_dot_master__pb2.RemoveUserRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_master__pb2.UserInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/WhoAmI',
+            cloudai_dot_api_dot_v1_dot_master__pb2.WhoAmIRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_master__pb2.UserInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""The cluster's security: its PKI, TLS credentials, user and join tokens."""
