@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from cloudai.api.v1 import types_pb2, worker_pb2, worker_pb2_grpc
+from cloudai.core.hardening import ContainerPolicy
 from cloudai.core.models import Worker
 from cloudai.errors import InvalidArgument
 from cloudai.rpc.convert import spec_from_pb, worker_to_pb
@@ -24,10 +25,17 @@ Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 class WorkerService(worker_pb2_grpc.WorkerServicer):
-    def __init__(self, supervisor: Supervisor, link: MasterLink, metrics: Any = None) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        link: MasterLink,
+        metrics: Any = None,
+        policy: ContainerPolicy | None = None,
+    ) -> None:
         self.supervisor = supervisor
         self.link = link
         self.metrics = metrics  # RPC errors are counted by the translate decorator
+        self.policy = policy or ContainerPolicy()
 
     @translate
     async def AssignTask(
@@ -39,6 +47,9 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         problems = spec.problems()
         if problems:
             raise InvalidArgument("; ".join(problems))
+        # This worker's admin rules; the master ends a refused task failed with this reason.
+        if (refusal := self.policy.refusal(spec.image, spec.pids_limit)) is not None:
+            raise InvalidArgument(refusal)
         message = self.supervisor.assign(request.task_id, spec)
         return types_pb2.TaskAck(success=True, message=message)
 
