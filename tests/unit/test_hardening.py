@@ -4,6 +4,7 @@ the Docker runtime builds from them. Pure: no engine."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -289,3 +290,28 @@ def test_flag_errors_exit_2(
         _parse(argv)
     assert exc.value.code == 2
     assert fragment in capsys.readouterr().err
+
+
+# --- what the worker says at start ------------------------------------------------------------
+
+
+def _config(runtime: str, policy: ContainerPolicy) -> Any:
+    from cloudai.worker.app import WorkerConfig
+
+    return WorkerConfig("w", "m:1", "127.0.0.1:0", runtime, Resources(1, 1), "/tmp", policy=policy)
+
+
+def test_worker_start_warns_that_the_process_runtime_has_no_isolation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from cloudai.worker.app import _log_isolation
+
+    caplog.set_level(logging.INFO, "cloudai.worker")
+    _log_isolation(_config("process", ContainerPolicy()))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and "NO isolation" in record.getMessage()
+    caplog.clear()
+    _log_isolation(_config("docker", ContainerPolicy(extra_caps=("NET_RAW",))))
+    (record,) = caplog.records
+    assert record.levelname == "INFO" and "NET_RAW" in record.getMessage()
+    assert "registries any" in record.getMessage()

@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         choices=["docker", "process"],
         default="docker",
-        help="container runtime (default: docker)",
+        help="container runtime (default: docker; process: no isolation, docs/containers.md)",
     )
     w.add_argument("--cpu", type=_number(float, "--cpu", 0.01), help="CPU cores (default: all)")
     w.add_argument("--mem", type=_number(float, "--mem"), help="memory GB (default: all)")
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_checked(normalize_cap, "--allow-cap"),
         metavar="CAP",
         help=f"add a Linux capability to every container of this worker (repeatable); "
-        f"they always keep {','.join(DEFAULT_CAPS)} (docs/containers.md)",
+        f"they always keep {', '.join(DEFAULT_CAPS)} (docs/containers.md)",
     )
     w.add_argument(
         "--allowed-registries",
