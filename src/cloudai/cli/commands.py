@@ -58,6 +58,7 @@ def task_run(
     name: str = "",
     grace: float = 0.0,
     stop_signal: str = "",
+    pids_limit: int = 0,
 ) -> int:
     spec = TaskSpec(
         image=image,
@@ -68,6 +69,7 @@ def task_run(
         worker_id=worker,
         grace_seconds=grace,
         stop_signal=stop_signal,
+        pids_limit=pids_limit,
     )
     problems = spec.problems()
     if problems:

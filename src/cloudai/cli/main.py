@@ -23,6 +23,13 @@ from cloudai.config import (
     home,
     metrics_address,
 )
+from cloudai.core.hardening import (
+    DEFAULT_CAPS,
+    DEFAULT_MAX_PIDS_LIMIT,
+    DEFAULT_PIDS_LIMIT,
+    normalize_cap,
+    parse_registries,
+)
 from cloudai.errors import CloudAIError, InvalidArgument
 
 __all__ = ["build_parser", "main"]
@@ -37,6 +44,7 @@ _RUN_VALUE_FLAGS = {
     "--name",
     "--grace",
     "--stop-signal",
+    "--pids-limit",
     "--master",
     "-o",
     "--output",
@@ -80,6 +88,18 @@ def _number(kind: type, name: str, minimum: float = 0.0):  # type: ignore[no-unt
         if value != value or value < minimum:  # NaN or below the minimum
             raise argparse.ArgumentTypeError(f"{name} must be at least {minimum:g}, got {text!r}")
         return value
+
+    return parse
+
+
+def _checked(fn, name: str):  # type: ignore[no-untyped-def]
+    """An argparse type from a core parser that raises ValueError with the reason."""
+
+    def parse(text: str) -> Any:
+        try:
+            return fn(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{name}: {exc}") from None
 
     return parse
 
@@ -268,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         choices=["docker", "process"],
         default="docker",
-        help="container runtime (default: docker)",
+        help="container runtime (default: docker; process: no isolation, docs/containers.md)",
     )
     w.add_argument("--cpu", type=_number(float, "--cpu", 0.01), help="CPU cores (default: all)")
     w.add_argument("--mem", type=_number(float, "--mem"), help="memory GB (default: all)")
@@ -281,6 +301,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(float, "--heartbeat-interval", 0.05),
         default=5.0,
         help="seconds between heartbeats (default: 5)",
+    )
+    w.add_argument(
+        "--max-pids-limit",
+        type=_number(int, "--max-pids-limit", 1),
+        default=DEFAULT_MAX_PIDS_LIMIT,
+        metavar="N",
+        help=f"the highest --pids-limit a task may ask for; more is refused "
+        f"(default: {DEFAULT_MAX_PIDS_LIMIT})",
+    )
+    w.add_argument(
+        "--allow-cap",
+        action="append",
+        default=[],
+        type=_checked(normalize_cap, "--allow-cap"),
+        metavar="CAP",
+        help=f"add a Linux capability to every container of this worker (repeatable); "
+        f"they always keep {', '.join(DEFAULT_CAPS)} (docs/containers.md)",
+    )
+    w.add_argument(
+        "--allowed-registries",
+        type=_checked(parse_registries, "--allowed-registries"),
+        default=(),
+        metavar="LIST",
+        help="run only images from these registries, comma-separated (docker.io,"
+        "registry.local:5000); a name without a registry host is docker.io (default: any)",
     )
     _metrics_option(w, DEFAULT_WORKER_METRICS)
     _log_options(w)
@@ -388,6 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop grace period in seconds (default 10)",
     )
     run.add_argument("--stop-signal", default="", help="stop signal (default SIGTERM)")
+    run.add_argument(
+        "--pids-limit",
+        type=_number(int, "--pids-limit", 1),
+        default=0,
+        metavar="N",
+        help=f"most processes and threads in the task (default {DEFAULT_PIDS_LIMIT}; "
+        "the worker refuses more than its --max-pids-limit)",
+    )
     _client_options(run, top=False)
     ls = tsub.add_parser("ls", help="list tasks")
     ls.add_argument(
@@ -514,6 +567,7 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
                 name=args.name,
                 grace=args.grace,
                 stop_signal=args.stop_signal,
+                pids_limit=args.pids_limit,
             )
         if args.task_command == "ls":
             return commands.task_ls(
@@ -592,6 +646,7 @@ def _run_server(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "worker":
+        from cloudai.core.hardening import ContainerPolicy
         from cloudai.core.models import validate_worker_id
         from cloudai.core.resources import Resources
         from cloudai.worker.app import WorkerConfig, run_worker
@@ -614,6 +669,13 @@ def _run_server(args: argparse.Namespace) -> int:
             gpu=args.gpu if args.gpu is not None else machine.gpu,
         )
         mlisten, mrequired = metrics_address(args.metrics_listen, DEFAULT_WORKER_METRICS)
+        policy = ContainerPolicy(
+            extra_caps=tuple(args.allow_cap),
+            allowed_registries=tuple(args.allowed_registries),
+            max_pids_limit=args.max_pids_limit,
+        )
+        if problems := policy.problems():
+            raise InvalidArgument("; ".join(problems))
         cfg = WorkerConfig(
             worker_id=args.worker_id,
             master=master,
@@ -626,6 +688,7 @@ def _run_server(args: argparse.Namespace) -> int:
             metrics_listen=mlisten,
             metrics_required=mrequired,
             tls=tls,
+            policy=policy,
         )
         asyncio.run(run_worker(cfg))
         return 0

@@ -47,6 +47,7 @@ def task_json(t: Task) -> dict[str, Any]:
         "command": list(t.spec.command),
         "env": dict(t.spec.env),
         "resources": _res(t.spec.resources),
+        "pids_limit": t.spec.pids_limit or None,  # None: the worker's default
         "requested_worker": t.spec.worker_id or None,
         "owner": t.spec.owner,
         "status": t.status.value,
@@ -223,6 +224,8 @@ class Renderer:
         ]
         if task.status.value == "running":
             rows.append(("CPU / memory", _usage(task)))
+        if task.spec.pids_limit:
+            rows.insert(6, ("PIDs limit", str(task.spec.pids_limit)))
         if task.spec.name:
             rows.insert(1, ("Name", task.spec.name))
         if task.reason:

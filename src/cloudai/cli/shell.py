@@ -18,8 +18,9 @@ __all__ = ["HELP", "run_shell"]
 HELP = """\
 Commands:
   task <worker_id> <image> [cmd ...] [-cpu_cores N] [-mem GB] [-storage GB] [-gpu N]
-                                 - Run a task on a worker ("auto" lets the master place it)
+       [-pids_limit N]           - Run a task on a worker ("auto" lets the master place it)
   task run IMAGE [CMD ...] [--worker ID] [--cpu N] [--mem GB] [--env K=V] [--name NAME]
+       [--pids-limit N]
   task ls [--status S] [--worker ID] - List tasks
   task show <task_id>            - Show a task: status, exit code, times, events
   workers                        - Show workers: state, capacity, allocated, available
@@ -47,6 +48,7 @@ _SPEC_FLAGS = {
     "-mem": "mem",
     "-storage": "storage",
     "-gpu": "gpu",
+    "-pids_limit": "pids_limit",
 }
 _COMMANDS = [
     "task",
@@ -84,9 +86,12 @@ def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
             continue
         command.append(flag)
         i += 1
-    gpu = values.get("gpu", 0.0)
-    if not math.isfinite(gpu) or gpu != int(gpu):
-        raise InvalidArgument(f"-gpu must be a whole number, got {gpu:g}")
+    whole = {}
+    for key in ("gpu", "pids_limit"):
+        value = values.get(key, 0.0)
+        if not math.isfinite(value) or value != int(value):
+            raise InvalidArgument(f"-{key} must be a whole number, got {value:g}")
+        whole[key] = int(value)
     return commands.task_run(
         client,
         out,
@@ -96,7 +101,8 @@ def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
         cpu=values.get("cpu", 1.0),
         mem=values.get("mem", 0.5),
         storage=values.get("storage", 0.0),
-        gpu=int(gpu),
+        gpu=whole["gpu"],
+        pids_limit=whole["pids_limit"],
     )
 
 

@@ -7,6 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from cloudai.core.hardening import PIDS_LIMIT_CEILING
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.resources import Resources
 
@@ -93,6 +94,7 @@ class TaskSpec:
     owner: str = ""
     grace_seconds: float = 0.0
     stop_signal: str = ""
+    pids_limit: int = 0  # 0: the worker's default (core/hardening.py)
 
     def problems(self) -> list[str]:
         """Every reason this spec cannot be accepted (empty when valid)."""
@@ -109,6 +111,10 @@ class TaskSpec:
             out.append(f"grace must be between 0 and 3600 seconds, got {self.grace_seconds:g}")
         if self.stop_signal and self.stop_signal not in STOP_SIGNALS:
             out.append(f"unknown stop signal {self.stop_signal!r}")
+        if not 0 <= self.pids_limit <= PIDS_LIMIT_CEILING:
+            out.append(
+                f"pids limit must be between 1 and {PIDS_LIMIT_CEILING}, got {self.pids_limit}"
+            )
         if len(self.name) > 128:
             out.append("name is longer than 128 characters")
         return out

@@ -53,6 +53,7 @@ def spec_to_pb(s: TaskSpec) -> pb.TaskSpec:
         owner=s.owner,
         grace_seconds=s.grace_seconds,
         stop_signal=s.stop_signal,
+        pids_limit=s.pids_limit,
     )
 
 
@@ -67,6 +68,7 @@ def spec_from_pb(m: pb.TaskSpec) -> TaskSpec:
         owner=m.owner,
         grace_seconds=m.grace_seconds,
         stop_signal=m.stop_signal,
+        pids_limit=m.pids_limit,
     )
 
 

@@ -1,5 +1,10 @@
 """The Docker runtime, through the Docker SDK. Blocking SDK calls run on a private thread pool
-(waits and log streams block for a task's whole life, so the pool is sized for that)."""
+(waits and log streams block for a task's whole life, so the pool is sized for that).
+
+Every container is hardened (`hardened_host_config`): never privileged, all capabilities
+dropped but the worker's set, no-new-privileges, a PIDs limit, CPU and memory limits, and its
+own network, PID and IPC namespaces, with no host mounts and no devices but its GPUs. The rules
+live in core/hardening.py; docs/containers.md explains them."""
 
 from __future__ import annotations
 
@@ -16,11 +21,12 @@ import requests.exceptions
 from docker.types import DeviceRequest
 from docker.utils import parse_repository_tag
 
+from cloudai.core.hardening import ContainerPolicy, container_limits
 from cloudai.core.models import TaskSpec
 from cloudai.errors import RuntimeFailure, Unavailable
 from cloudai.runtime.base import LOG_LIMIT, Exit, Handle, Runtime
 
-__all__ = ["LABEL_TASK", "LABEL_WORKER", "DockerRuntime"]
+__all__ = ["LABEL_TASK", "LABEL_WORKER", "DockerRuntime", "hardened_host_config"]
 
 log = logging.getLogger("cloudai.runtime.docker")
 T = TypeVar("T")
@@ -36,11 +42,31 @@ def _explain(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+def hardened_host_config(spec: TaskSpec, policy: ContainerPolicy) -> dict[str, Any]:
+    """The HostConfig arguments of a task's container. Nothing else reaches the engine: no
+    binds or volumes, no network, PID or IPC mode but the container's own, no devices."""
+    cpu, mem_bytes = container_limits(spec.resources)
+    gpu = spec.resources.gpu
+    return {
+        "privileged": False,
+        "cap_drop": ["ALL"],
+        "cap_add": list(policy.caps),
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": policy.pids_limit(spec.pids_limit),
+        "nano_cpus": int(cpu * 1e9),
+        "mem_limit": mem_bytes,
+        "memswap_limit": mem_bytes,  # no swap beyond the memory limit
+        "ipc_mode": "private",  # not shareable, whatever the engine's default-ipc-mode
+        "device_requests": [DeviceRequest(count=gpu, capabilities=[["gpu"]])] if gpu else None,
+    }
+
+
 class DockerRuntime(Runtime):
     name = "docker"
 
-    def __init__(self, worker_id: str) -> None:
+    def __init__(self, worker_id: str, policy: ContainerPolicy | None = None) -> None:
         self.worker_id = worker_id
+        self.policy = policy or ContainerPolicy()
         self._pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="docker")
         try:
             self.client = docker.from_env(timeout=_API_TIMEOUT)
@@ -77,13 +103,7 @@ class DockerRuntime(Runtime):
         return await self._call(self._start_sync, task_id, spec)
 
     def _start_sync(self, task_id: str, spec: TaskSpec) -> Handle:
-        r = spec.resources
-        host_config = self.api.create_host_config(
-            nano_cpus=int(r.cpu * 1e9) if r.cpu > 0 else None,
-            mem_limit=int(r.mem_gb * 1024**3) if r.mem_gb > 0 else None,
-            memswap_limit=int(r.mem_gb * 1024**3) if r.mem_gb > 0 else None,
-            device_requests=[DeviceRequest(count=r.gpu, capabilities=[["gpu"]])] if r.gpu else None,
-        )
+        host_config = self.api.create_host_config(**hardened_host_config(spec, self.policy))
         name = f"cloudai-{task_id}"
         try:
             created = self.api.create_container(

@@ -55,6 +55,7 @@ tasks = Table(
     Column("owner", String(64), nullable=False, default=""),
     Column("grace_seconds", Float, nullable=False, default=0.0),
     Column("stop_signal", String(16), nullable=False, default=""),
+    Column("pids_limit", Integer, nullable=False, default=0, server_default="0"),  # 0: default
     Column("status", String(16), nullable=False),
     Column("exit_code", Integer, nullable=True),
     Column("reason", Text, nullable=False, default=""),

@@ -56,6 +56,7 @@ def insert(conn: Connection, task_id: str, spec: TaskSpec, now: float) -> None:
             owner=spec.owner,
             grace_seconds=spec.grace_seconds,
             stop_signal=spec.stop_signal,
+            pids_limit=spec.pids_limit,
             status=TaskStatus.PENDING.value,
             reason="",
             oom_killed=False,
@@ -88,6 +89,7 @@ def _row_to_task(row: RowMapping, events: tuple[TaskEvent, ...] = ()) -> Task:
         owner=row["owner"],
         grace_seconds=row["grace_seconds"],
         stop_signal=row["stop_signal"],
+        pids_limit=row["pids_limit"],
     )
     return Task(
         task_id=row["task_id"],

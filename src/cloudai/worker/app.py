@@ -6,10 +6,11 @@ import asyncio
 import logging
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cloudai.api.v1 import worker_pb2_grpc
+from cloudai.core.hardening import ContainerPolicy
 from cloudai.core.resources import Resources
 from cloudai.metrics import WorkerMetrics, start_metrics
 from cloudai.rpc.server import Served, new_server
@@ -39,6 +40,7 @@ class WorkerConfig:
     metrics_listen: str = ""  # HOST:PORT for /metrics; empty: none
     metrics_required: bool = False  # False: a busy (default) address is only a warning
     tls: Tls | None = None  # None: --insecure
+    policy: ContainerPolicy = field(default_factory=ContainerPolicy)  # the admin's choices
 
 
 @dataclass
@@ -75,9 +77,27 @@ def _advertised(listen: str, port: int, advertise: str) -> str:
     return f"{host}:{port}"
 
 
+def _log_isolation(cfg: WorkerConfig) -> None:
+    """Say at start what isolation this worker's tasks get (docs/containers.md)."""
+    p = cfg.policy
+    if cfg.runtime == "process":
+        log.warning(
+            "⚠ runtime process: tasks run as this worker's user with NO isolation: no container, "
+            "no capability, PIDs, CPU or memory limits, the host's network, files and processes"
+        )
+        return
+    log.info(
+        "containers: capabilities %s, pids limit at most %d, registries %s",
+        ",".join(p.caps),
+        p.max_pids_limit,
+        ",".join(p.allowed_registries) or "any",
+    )
+
+
 async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
-    runtime = open_runtime(cfg.runtime, cfg.worker_id, cfg.state_dir)
+    runtime = open_runtime(cfg.runtime, cfg.worker_id, cfg.state_dir, cfg.policy)
     await runtime.ping()
+    _log_isolation(cfg)
     served = new_server(cfg.listen, cfg.tls, clients_need_cert=True)
     address = _advertised(cfg.listen, served.port, cfg.advertise)
     link = MasterLink(
@@ -102,7 +122,8 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         else None
     )
     worker_pb2_grpc.add_WorkerServicer_to_server(
-        WorkerService(supervisor, link, metrics, secure=cfg.tls is not None), served.server
+        WorkerService(supervisor, link, metrics, cfg.policy, secure=cfg.tls is not None),
+        served.server,
     )
     await served.server.start()
     await served.set_serving([SERVICE])

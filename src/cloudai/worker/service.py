@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from cloudai.api.v1 import types_pb2, worker_pb2, worker_pb2_grpc
+from cloudai.core.hardening import ContainerPolicy
 from cloudai.core.models import Worker
 from cloudai.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from cloudai.rpc.convert import spec_from_pb, worker_to_pb
@@ -29,11 +30,17 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     certificate of the cluster CA, and `_from_master` demands the master's."""
 
     def __init__(
-        self, supervisor: Supervisor, link: MasterLink, metrics: Any = None, secure: bool = True
+        self,
+        supervisor: Supervisor,
+        link: MasterLink,
+        metrics: Any = None,
+        policy: ContainerPolicy | None = None,
+        secure: bool = True,
     ) -> None:
         self.supervisor = supervisor
         self.link = link
         self.metrics = metrics  # RPC errors are counted by the translate decorator
+        self.policy = policy or ContainerPolicy()
         self.secure = secure
 
     def _from_master(self, context: Ctx) -> None:
@@ -56,6 +63,9 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         problems = spec.problems()
         if problems:
             raise InvalidArgument("; ".join(problems))
+        # This worker's admin rules; the master ends a refused task failed with this reason.
+        if (refusal := self.policy.refusal(spec.image, spec.pids_limit)) is not None:
+            raise InvalidArgument(refusal)
         message = self.supervisor.assign(request.task_id, spec)
         return types_pb2.TaskAck(success=True, message=message)
 

@@ -19,7 +19,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., mem_gb: _Optional[float] = ..., storage_gb: _Optional[float] = ..., gpu: _Optional[int] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("image", "command", "env", "resources", "name", "worker_id", "owner", "grace_seconds", "stop_signal")
+    __slots__ = ("image", "command", "env", "resources", "name", "worker_id", "owner", "grace_seconds", "stop_signal", "pids_limit")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class TaskSpec(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    PIDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.ScalarMap[str, str]
@@ -45,7 +46,8 @@ class TaskSpec(_message.Message):
     owner: str
     grace_seconds: float
     stop_signal: str
-    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., name: _Optional[str] = ..., worker_id: _Optional[str] = ..., owner: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., stop_signal: _Optional[str] = ...) -> None: ...
+    pids_limit: int
+    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., name: _Optional[str] = ..., worker_id: _Optional[str] = ..., owner: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., stop_signal: _Optional[str] = ..., pids_limit: _Optional[int] = ...) -> None: ...
 
 class TaskID(_message.Message):
     __slots__ = ("task_id",)
