@@ -33,12 +33,14 @@ __all__ = [
 ]
 
 
-def parse_env(pairs: Sequence[str]) -> dict[str, str]:
+def parse_env(pairs: Sequence[str], flag: str = "--env") -> dict[str, str]:
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InvalidArgument(f"invalid --env {pair!r}: expected KEY=VALUE")
+            if flag != "--env":  # a secret is never repeated, whatever part of it went wrong
+                raise InvalidArgument(f"invalid {flag} (value not shown): expected KEY=VALUE")
+            raise InvalidArgument(f"invalid {flag} {pair[:64]!r}: expected KEY=VALUE")
         env[key] = value
     return env
 
@@ -55,6 +57,7 @@ def task_run(
     storage: float = 0.0,
     gpu: int = 0,
     env: Sequence[str] = (),
+    secret_env: Sequence[str] = (),
     name: str = "",
     grace: float = 0.0,
     stop_signal: str = "",
@@ -64,6 +67,7 @@ def task_run(
         image=image,
         command=tuple(command),
         env=parse_env(env),
+        secret_env=parse_env(secret_env, "--secret-env"),
         resources=Resources(cpu=cpu, mem_gb=mem, storage_gb=storage, gpu=gpu),
         name=name,
         worker_id=worker,

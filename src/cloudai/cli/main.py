@@ -41,6 +41,7 @@ _RUN_VALUE_FLAGS = {
     "--storage",
     "--gpu",
     "--env",
+    "--secret-env",
     "--name",
     "--grace",
     "--stop-signal",
@@ -425,6 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K=V",
         help="environment variable (repeatable)",
     )
+    run.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a secret environment variable (repeatable): given to the task, shown nowhere",
+    )
     run.add_argument("--name", default="", help="a name for the task")
     run.add_argument(
         "--grace",
@@ -564,6 +572,7 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
                 storage=args.storage,
                 gpu=args.gpu,
                 env=args.env,
+                secret_env=args.secret_env,
                 name=args.name,
                 grace=args.grace,
                 stop_signal=args.stop_signal,

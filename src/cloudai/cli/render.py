@@ -46,6 +46,7 @@ def task_json(t: Task) -> dict[str, Any]:
         "image": t.spec.image,
         "command": list(t.spec.command),
         "env": dict(t.spec.env),
+        "secret_env": dict(t.spec.masked().secret_env),  # values always "***"
         "resources": _res(t.spec.resources),
         "pids_limit": t.spec.pids_limit or None,  # None: the worker's default
         "requested_worker": t.spec.worker_id or None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cloudai.core.hardening import PIDS_LIMIT_CEILING
 from cloudai.core.lifecycle import TaskStatus
@@ -77,6 +77,9 @@ def validate_address(address: str) -> str | None:
     return None
 
 
+SECRET_MASK = "***"
+
+
 def new_task_id(now: float | None = None) -> str:
     """`task-<unix seconds>-<random>`: readable like the spec's, unique under concurrency."""
     seconds = int(time.time() if now is None else now)
@@ -95,6 +98,7 @@ class TaskSpec:
     grace_seconds: float = 0.0
     stop_signal: str = ""
     pids_limit: int = 0  # 0: the worker's default (core/hardening.py)
+    secret_env: dict[str, str] = field(default_factory=dict)  # shown only as "***"
 
     def problems(self) -> list[str]:
         """Every reason this spec cannot be accepted (empty when valid)."""
@@ -102,9 +106,9 @@ class TaskSpec:
         if (err := validate_image(self.image)) is not None:
             out.append(err)
         out.extend(self.resources.validate_request())
-        for key in self.env:
+        for key in (*self.env, *self.secret_env):
             if not _ENV_KEY_RE.fullmatch(key):
-                out.append(f"invalid environment variable name {key!r}")
+                out.append(f"invalid environment variable name {key[:64]!r}")
         if self.worker_id and (err := validate_worker_id(self.worker_id)) is not None:
             out.append(err)
         if not 0 <= self.grace_seconds <= 3600:  # also false for NaN
@@ -122,6 +126,17 @@ class TaskSpec:
     @property
     def grace(self) -> float:
         return self.grace_seconds or DEFAULT_GRACE_SECONDS
+
+    @property
+    def container_env(self) -> dict[str, str]:
+        """What the task's process sees: its environment with its secrets."""
+        return {**self.env, **self.secret_env}
+
+    def masked(self) -> TaskSpec:
+        """This spec as anyone may see it: each secret's value replaced by "***"."""
+        if not self.secret_env:
+            return self
+        return replace(self, secret_env=dict.fromkeys(self.secret_env, SECRET_MASK))
 
     @property
     def signal(self) -> str:

@@ -54,6 +54,7 @@ def spec_to_pb(s: TaskSpec) -> pb.TaskSpec:
         grace_seconds=s.grace_seconds,
         stop_signal=s.stop_signal,
         pids_limit=s.pids_limit,
+        secret_env=dict(s.secret_env),
     )
 
 
@@ -69,6 +70,7 @@ def spec_from_pb(m: pb.TaskSpec) -> TaskSpec:
         grace_seconds=m.grace_seconds,
         stop_signal=m.stop_signal,
         pids_limit=m.pids_limit,
+        secret_env=dict(m.secret_env),
     )
 
 
@@ -82,7 +84,7 @@ def _status(value: str) -> TaskStatus:
 def task_to_pb(t: Task) -> pb.Task:
     m = pb.Task(
         task_id=t.task_id,
-        spec=spec_to_pb(t.spec),
+        spec=spec_to_pb(t.spec.masked()),  # a task goes to clients: secrets never do
         status=t.status.value,
         worker_id=t.worker_id or "",
         reason=t.reason,

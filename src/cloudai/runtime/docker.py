@@ -109,7 +109,7 @@ class DockerRuntime(Runtime):
             created = self.api.create_container(
                 spec.image,
                 command=list(spec.command) or None,
-                environment=dict(spec.env),
+                environment=spec.container_env,
                 labels={LABEL_TASK: task_id, LABEL_WORKER: self.worker_id},
                 name=name,
                 host_config=host_config,

@@ -65,7 +65,7 @@ class ProcessRuntime(Runtime):
             meta = json.loads(meta_path.read_text())
             return Handle(task_id, str(meta["pid"]), meta["started_at"])
         d.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.env, "CLOUDAI_EXIT_FILE": str(d / "exit")}
+        env = {**os.environ, **spec.container_env, "CLOUDAI_EXIT_FILE": str(d / "exit")}
         with open(d / "out.log", "ab") as out:
             try:
                 proc = await asyncio.create_subprocess_exec(

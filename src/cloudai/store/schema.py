@@ -47,6 +47,7 @@ tasks = Table(
     Column("image", String(255), nullable=False),
     Column("command", JSON, nullable=False),
     Column("env", JSON, nullable=False),
+    Column("secret_env", JSON, nullable=True),  # --secret-env: never shown
     Column("req_cpu", Float, nullable=False),
     Column("req_mem_gb", Float, nullable=False),
     Column("req_storage_gb", Float, nullable=False),

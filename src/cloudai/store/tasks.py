@@ -48,6 +48,7 @@ def insert(conn: Connection, task_id: str, spec: TaskSpec, now: float) -> None:
             image=spec.image,
             command=list(spec.command),
             env=dict(spec.env),
+            secret_env=dict(spec.secret_env),
             req_cpu=r.cpu,
             req_mem_gb=r.mem_gb,
             req_storage_gb=r.storage_gb,
@@ -81,6 +82,7 @@ def _row_to_task(row: RowMapping, events: tuple[TaskEvent, ...] = ()) -> Task:
         image=row["image"],
         command=tuple(row["command"] or ()),
         env=dict(row["env"] or {}),
+        secret_env=dict(row["secret_env"] or {}),
         resources=Resources(
             row["req_cpu"], row["req_mem_gb"], row["req_storage_gb"], row["req_gpu"]
         ),

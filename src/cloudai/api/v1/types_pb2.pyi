@@ -19,8 +19,15 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., mem_gb: _Optional[float] = ..., storage_gb: _Optional[float] = ..., gpu: _Optional[int] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("image", "command", "env", "resources", "name", "worker_id", "owner", "grace_seconds", "stop_signal", "pids_limit")
+    __slots__ = ("image", "command", "env", "resources", "name", "worker_id", "owner", "grace_seconds", "stop_signal", "pids_limit", "secret_env")
     class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class SecretEnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +44,7 @@ class TaskSpec(_message.Message):
     GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     PIDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ENV_FIELD_NUMBER: _ClassVar[int]
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.ScalarMap[str, str]
@@ -47,7 +55,8 @@ class TaskSpec(_message.Message):
     grace_seconds: float
     stop_signal: str
     pids_limit: int
-    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., name: _Optional[str] = ..., worker_id: _Optional[str] = ..., owner: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., stop_signal: _Optional[str] = ..., pids_limit: _Optional[int] = ...) -> None: ...
+    secret_env: _containers.ScalarMap[str, str]
+    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., name: _Optional[str] = ..., worker_id: _Optional[str] = ..., owner: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., stop_signal: _Optional[str] = ..., pids_limit: _Optional[int] = ..., secret_env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class TaskID(_message.Message):
     __slots__ = ("task_id",)
