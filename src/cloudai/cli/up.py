@@ -72,6 +72,7 @@ def run_up(args: argparse.Namespace) -> int:
     from cloudai.master.cluster import MasterConfig
     from cloudai.security.tls import Tls
     from cloudai.store import default_sqlite_url
+    from cloudai.store.engine import masked_url
     from cloudai.worker.app import WorkerConfig, serve_worker
     from cloudai.worker.telemetry import machine_capacity
 
@@ -149,7 +150,7 @@ def run_up(args: argparse.Namespace) -> int:
         else "TLS; the CLI uses the admin token in $CLOUDAI_HOME/token"
     )
     console.print(
-        f"[green]✓ cloudai is up[/]: master on {args.listen} (store: {db}; {how}), "
+        f"[green]✓ cloudai is up[/]: master on {args.listen} (store: {masked_url(db)}; {how}), "
         f"worker [bold]{args.worker_id}[/] on {args.worker_listen} (runtime: {runtime}).\n"
         f"  Logs: {log_path}.  From another terminal: "
         f"[bold]CLOUDAI_HOME={data} CLOUDAI_MASTER={master_addr} cloudai workers[/]"

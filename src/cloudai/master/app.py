@@ -17,6 +17,7 @@ from cloudai.rpc.server import Served, new_server
 from cloudai.security.pki import Pki
 from cloudai.security.tls import Tls
 from cloudai.store import Store
+from cloudai.store.engine import masked_url
 
 __all__ = ["MasterSecurity", "run_master", "serve_master"]
 
@@ -77,7 +78,9 @@ async def serve_master(
             "port %d can run containers on every worker. For development only.",
             served.port,
         )
-        log.info("master serving on %s (port %d), store %s", listen, served.port, store.dialect)
+        log.info(
+            "master serving on %s (port %d), store %s", listen, served.port, masked_url(db_url)
+        )
     else:
         log.info(
             "master serving on %s (port %d, TLS and tokens); workers on port %d (mutual TLS); "
@@ -85,7 +88,7 @@ async def serve_master(
             listen,
             served.port,
             served.peer_port,
-            store.dialect,
+            masked_url(db_url),
         )
     return cluster, served, served.port
 

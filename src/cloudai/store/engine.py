@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import pathlib
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from cloudai.errors import InvalidArgument, Unavailable
 
-__all__ = ["Store", "default_sqlite_url", "normalize_url"]
+__all__ = ["Store", "default_sqlite_url", "masked_url", "normalize_url"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,6 +30,11 @@ def default_sqlite_url(home: pathlib.Path) -> str:
     return f"sqlite:///{home / 'cloudai.db'}"
 
 
+def masked_url(url: str) -> str:
+    """A database URL fit to print: its password replaced by ***."""
+    return re.sub(r"^([a-z0-9+]+://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.I)
+
+
 def normalize_url(url: str) -> str:
     """Accept `postgresql://`, `postgres://` and `sqlite:///path`; pick the psycopg 3 driver."""
     for prefix in ("postgresql://", "postgres://"):
@@ -37,7 +43,8 @@ def normalize_url(url: str) -> str:
     if url.startswith(("postgresql+psycopg://", "sqlite://")):
         return url
     raise InvalidArgument(
-        f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://..."
+        f"unsupported database URL {masked_url(url)[:120]!r}: use sqlite:///PATH or "
+        "postgresql://..."
     )
 
 
