@@ -26,6 +26,18 @@ log = logging.getLogger("cloudai.worker.link")
 RPC_DEADLINE = 10.0
 
 
+def _channel_options(interval: float) -> list[tuple[str, int]]:
+    """CHANNEL_OPTIONS, reconnecting at least once per heartbeat interval. gRPC's own backoff
+    grows to two minutes while the master is down, so after a long outage a worker could miss
+    the deadline a restarted master gives it (`--worker-lost-after`, counted from its start)."""
+    backoff_ms = max(int(interval * 1000), 100)
+    return [
+        *CHANNEL_OPTIONS,
+        ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 1000)),
+        ("grpc.max_reconnect_backoff_ms", backoff_ms),
+    ]
+
+
 class MasterLink:
     def __init__(
         self,
@@ -42,7 +54,7 @@ class MasterLink:
         self.capacity = capacity
         self.runtime = runtime
         self.interval = heartbeat_interval
-        self._channel = grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(master, options=_channel_options(self.interval))
         self._stub = master_pb2_grpc.MasterStub(self._channel)
         self.registered = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
