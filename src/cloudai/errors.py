@@ -14,6 +14,7 @@ __all__ = [
     "CloudAIError",
     "Conflict",
     "InvalidArgument",
+    "LoopFailed",
     "NotFound",
     "NoCapacity",
     "RuntimeFailure",
@@ -73,6 +74,13 @@ class RuntimeFailure(CloudAIError):
 
     code = grpc.StatusCode.INTERNAL
     exit_code = 8
+
+
+class LoopFailed(CloudAIError):
+    """A background loop failed beyond restarting (cloudai/loops.py): its process stops."""
+
+    code = grpc.StatusCode.INTERNAL
+    exit_code = 1
 
 
 def exit_code_for(status_name: str) -> int:

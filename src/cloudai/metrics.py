@@ -85,6 +85,12 @@ class MasterMetrics:
             "When this master started (Unix time); workers' leases count from it at the earliest.",
             registry=r,
         )
+        self.loop_failures = Counter(
+            "cloudai_loop_failures",
+            "Background loop failures, by loop (each restarted, or the process stopped).",
+            ["loop"],
+            registry=r,
+        )
 
     def watch(self, snapshot: Callable[[], tuple[dict[str, int], list[Any]]]) -> None:
         """Scrape-time gauges: tasks by status and workers by state, from the store."""
@@ -145,6 +151,12 @@ class WorkerMetrics:
             "cloudai_rpc_errors",
             "RPCs answered with an error, by code.",
             ["method", "code"],
+            registry=r,
+        )
+        self.loop_failures = Counter(
+            "cloudai_loop_failures",
+            "Background loop failures, by loop (each restarted, or the process stopped).",
+            ["loop"],
             registry=r,
         )
 

@@ -4,9 +4,12 @@ lists each fault, what cloudai promises, and the test here that holds it to it).
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import secrets
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -177,3 +180,51 @@ def test_worker_lost_only_after_full_deadline_from_master_start(
         assert failed.actor == "master"
         # Judged by the master's own clock: a full deadline after its start, not before.
         assert failed.at - started >= lost_after, (failed.at, started)
+
+
+# A worker process whose registration always breaks its heartbeat-loop (not with an
+# unreachable master, which the loop rides out, but with an error it does not expect), and a
+# short restart policy so the test need not wait minutes for the default one to give up.
+BROKEN_WORKER = """
+import sys
+
+from cloudai import loops
+from cloudai.cli.main import main
+from cloudai.worker.link import MasterLink
+
+loops.DEFAULT_POLICY = loops.RestartPolicy(first_backoff=0.01, max_backoff=0.05, give_up_after=3)
+
+
+async def register(self, running):
+    raise RuntimeError("injected: registration is broken")
+
+
+MasterLink.register = register
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_loop_that_keeps_failing_takes_its_process_down(tmp_path: pathlib.Path) -> None:
+    """Never a process that looks alive and does nothing: a worker whose heartbeat-loop keeps
+    failing stops, non-zero, saying why."""
+    worker_id = f"wf-{secrets.token_hex(3)}"
+    args = ["worker", "--id", worker_id, "--master", f"127.0.0.1:{free_port()}"]
+    args += ["--listen", "127.0.0.1:0", "--runtime", "process", "--metrics-listen", "off"]
+    args += ["--cpu", "1", "--mem", "1", "--storage", "1"]
+    env = {**os.environ, "CLOUDAI_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-c", BROKEN_WORKER, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    why = (
+        "heartbeat-loop failed 3 time(s) in a row (last: RuntimeError: injected: registration "
+        f"is broken); failed too often: the worker {worker_id} stops"
+    )
+    assert done.returncode == 1, done.stderr
+    logged = [line for line in done.stderr.splitlines() if "CRITICAL" in line]
+    assert len(logged) == 1 and why in logged[0], done.stderr
+    assert done.stderr.rstrip().endswith(why), done.stderr  # the CLI's one-line error, last
+    assert done.stderr.count("heartbeat-loop started") == 3

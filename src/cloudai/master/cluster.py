@@ -25,6 +25,7 @@ from cloudai.core.models import (
 )
 from cloudai.core.resources import Resources
 from cloudai.errors import AlreadyExists, CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.loops import Loops
 from cloudai.master import planner
 from cloudai.master.canceller import Canceller, CancelOutcome, stop_orders_tx
 from cloudai.master.dispatcher import Dispatcher
@@ -61,6 +62,7 @@ class Cluster:
         self.dispatcher = Dispatcher(store, self.peers, self.config)
         self.metrics = MasterMetrics()
         self.metrics.watch(self._metrics_snapshot)
+        self.loops = Loops("master", self.metrics.loop_failures)
         self.metrics_server: Any = None
         self.canceller = Canceller(store, self.peers, self.config, self.metrics)
         self.dispatcher.also.append(self.canceller.retry_undelivered)
@@ -87,7 +89,7 @@ class Cluster:
             "workers' leases count from now: a worker is lost after %gs without a heartbeat",
             self.lease.lost_after,
         )
-        self.dispatcher.start()
+        self.loops.start("dispatch-loop", self.dispatcher.run)
 
     def _metrics_snapshot(self) -> tuple[dict[str, int], list[Worker]]:
         """For a scrape (on the HTTP server's thread): tasks by status, workers."""
@@ -98,6 +100,7 @@ class Cluster:
         return by_status, snapshot
 
     async def stop(self) -> None:
+        await self.loops.stop()
         await self.dispatcher.stop()
         await self.canceller.close()
         await self.peers.close()

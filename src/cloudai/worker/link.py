@@ -119,34 +119,32 @@ class MasterLink:
             [],
         ),
     ) -> None:
-        """heartbeat-loop: (re-)register when needed, beat every interval, carry out orders."""
-        log.info("heartbeat-loop started (every %gs to %s)", self.interval, self.master)
+        """heartbeat-loop: (re-)register when needed, beat every interval, carry out orders.
+        A master that cannot be reached is its normal weather: it keeps trying. Anything else
+        fails the loop, which the worker's Loops logs and restarts."""
         failures = 0
-        try:
-            while True:
-                try:
-                    if not self.registered.is_set():
-                        on_stop_orders(await self.register(running()))
-                    node, usage = telemetry()
-                    known, orders = await self.heartbeat(running(), stopping(), node, usage)
-                    if not known:
-                        log.warning("⚠ master does not know this worker: registering again")
-                        self.registered.clear()
-                        continue
-                    self.metrics.heartbeats.labels("ok").inc()
-                    if failures:
-                        log.info("✓ master %s reachable again", self.master)
-                    failures = 0
-                    if orders:
-                        on_stop_orders(orders)
-                except CloudAIError as exc:
-                    self.metrics.heartbeats.labels("failed").inc()
-                    failures += 1
-                    if failures in (1, 10) or failures % 100 == 0:
-                        log.warning("⚠ heartbeat to %s failed (%d): %s", self.master, failures, exc)
-                await asyncio.sleep(self.interval)
-        finally:
-            log.info("heartbeat-loop stopped")
+        while True:
+            try:
+                if not self.registered.is_set():
+                    on_stop_orders(await self.register(running()))
+                node, usage = telemetry()
+                known, orders = await self.heartbeat(running(), stopping(), node, usage)
+                if not known:
+                    log.warning("⚠ master does not know this worker: registering again")
+                    self.registered.clear()
+                    continue
+                self.metrics.heartbeats.labels("ok").inc()
+                if failures:
+                    log.info("✓ master %s reachable again", self.master)
+                failures = 0
+                if orders:
+                    on_stop_orders(orders)
+            except CloudAIError as exc:
+                self.metrics.heartbeats.labels("failed").inc()
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning("⚠ heartbeat to %s failed (%d): %s", self.master, failures, exc)
+            await asyncio.sleep(self.interval)
 
     async def report(self, result: TaskResult) -> None:
         """Send a result until the master acknowledges it (it stores each task's result once)."""
