@@ -219,9 +219,14 @@ class ProcCluster:
             done = self.cli("certs", "init")
             assert done.returncode == 0, done.stderr
         self.token = (self.home / "token").read_text().strip() if secure else ""
-        ca = (self.home / "pki" / "ca.crt").read_bytes() if secure else None
-        self.client = Client(f"127.0.0.1:{self.port}", credentials=Credentials(self.token, ca))
+        self.client = self.new_client()
         self.start_master()
+
+    def new_client(self, token: str | None = None) -> Client:
+        """A client of this cluster, as the admin (or with `token`)."""
+        ca = (self.home / "pki" / "ca.crt").read_bytes() if self.secure else None
+        creds = Credentials(self.token if token is None else token, ca)
+        return Client(f"127.0.0.1:{self.port}", credentials=creds)
 
     @property
     def security_args(self) -> list[str]:

@@ -14,6 +14,7 @@ __all__ = [
     "CloudAIError",
     "Conflict",
     "InvalidArgument",
+    "LoopFailed",
     "NotFound",
     "NoCapacity",
     "PermissionDenied",
@@ -101,6 +102,13 @@ class RateLimited(CloudAIError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class LoopFailed(CloudAIError):
+    """A background loop failed beyond restarting (cloudai/loops.py): its process stops."""
+
+    code = grpc.StatusCode.INTERNAL
+    exit_code = 1
 
 
 def exit_code_for(status_name: str) -> int:

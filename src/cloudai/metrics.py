@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -80,6 +80,17 @@ class MasterMetrics:
         self.lost = Counter(
             "cloudai_tasks_lost", "Tasks ended failed by reconciliation.", ["why"], registry=r
         )
+        self.started = Gauge(
+            "cloudai_master_start_time_seconds",
+            "When this master started (Unix time); workers' leases count from it at the earliest.",
+            registry=r,
+        )
+        self.loop_failures = Counter(
+            "cloudai_loop_failures",
+            "Background loop failures, by loop (each restarted, or the process stopped).",
+            ["loop"],
+            registry=r,
+        )
 
     def watch(self, snapshot: Callable[[], tuple[dict[str, int], list[Any]]]) -> None:
         """Scrape-time gauges: tasks by status and workers by state, from the store."""
@@ -140,6 +151,12 @@ class WorkerMetrics:
             "cloudai_rpc_errors",
             "RPCs answered with an error, by code.",
             ["method", "code"],
+            registry=r,
+        )
+        self.loop_failures = Counter(
+            "cloudai_loop_failures",
+            "Background loop failures, by loop (each restarted, or the process stopped).",
+            ["loop"],
             registry=r,
         )
 

@@ -253,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(float, "--worker-lost-after", 1.0),
         default=300.0,
         metavar="SECONDS",
-        help="a worker silent this long is lost: its running tasks end failed (default: 300)",
+        help="a worker silent this long is lost: its running tasks end failed; counted from "
+        "its last heartbeat or this master's start, whichever is later, so a restarted master "
+        "gives every worker this long to reach it (default: 300)",
     )
     _metrics_option(m, DEFAULT_MASTER_METRICS)
     _log_options(m)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
@@ -134,6 +135,10 @@ def run_up(args: argparse.Namespace) -> int:
         servers.stop()
         raise Unavailable(f"cannot start the local cluster: {exc}") from exc
 
+    for loops in (cluster.loops, worker.loops):
+        # A loop given up: end the shell (or the wait) as Ctrl-C would; the failure is raised
+        # once both servers have stopped.
+        loops.when_failed(lambda _: os.kill(os.getpid(), signal.SIGINT))
     ca = pki.ca_cert.read_bytes() if security else None
     client = Client(master_addr, credentials=Credentials(token, ca))
     deadline = time.monotonic() + 15
@@ -175,6 +180,9 @@ def run_up(args: argparse.Namespace) -> int:
         finally:
             servers.stop()
             log_file.close()
+    for failure in (cluster.loops.failure, worker.loops.failure):
+        if failure is not None:
+            raise failure
     return 0
 
 

@@ -116,6 +116,9 @@ async def run_master(
     for sig in (signal.SIGINT, signal.SIGTERM):  # before serving: a stop while starting is clean
         loop.add_signal_handler(sig, stop.set)
     cluster, served, _ = await serve_master(listen, db_url, config, security)
+    cluster.loops.when_failed(lambda _: stop.set())
     await stop.wait()
     log.info("master shutting down")
     await shutdown_master(cluster, served)
+    if cluster.loops.failure is not None:
+        raise cluster.loops.failure  # the CLI says it in one line and exits non-zero

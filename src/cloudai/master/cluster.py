@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection
 
 from cloudai.api.v1 import types_pb2
+from cloudai.core.lease import Lease
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import (
     Task,
@@ -33,6 +34,7 @@ from cloudai.errors import (
     PermissionDenied,
     RateLimited,
 )
+from cloudai.loops import Loops
 from cloudai.master import planner
 from cloudai.master.auth import Caller
 from cloudai.master.canceller import Canceller, CancelOutcome, stop_orders_tx
@@ -56,7 +58,9 @@ class MasterConfig:
     cancel_ack_wait: float = 0.05  # how long a cancel waits for the worker's ack before "queued"
     cancel_retry_interval: float = 2.0  # between deliveries of an unacknowledged stop order
     cancel_webhook: str = ""  # POST cancellation events here (JSON), when set
-    worker_lost_after: float = 300.0  # a silent worker's running tasks end failed after this
+    # A worker silent this long (counted from the later of its last heartbeat and this
+    # master's start: core/lease.py) is lost, and its running tasks end failed.
+    worker_lost_after: float = 300.0
     metrics_listen: str = ""  # HOST:PORT for /metrics; empty: none
     metrics_required: bool = False  # False: a busy (default) address is only a warning
     max_pending_per_user: int = 10_000  # a user's pending tasks beyond this are refused
@@ -74,14 +78,21 @@ class Cluster:
         self.dispatcher = Dispatcher(store, self.peers, self.config)
         self.metrics = MasterMetrics()
         self.metrics.watch(self._metrics_snapshot)
+        self.loops = Loops("master", self.metrics.loop_failures)
         self.metrics_server: Any = None
         self.canceller = Canceller(store, self.peers, self.config, self.metrics)
         self.dispatcher.also.append(self.canceller.retry_undelivered)
         self.dispatcher.also.append(self._reap_lost_workers)
         self.dispatcher.on_placed = lambda w: self.metrics.placements.labels(w).inc()
+        # Re-taken by start(), once workers can reach this master.
+        self.lease = Lease(self.config.worker_lost_after, master_started=time.time())
 
     async def start(self) -> None:
-        """Load what the store holds (the spec's LoadWorkersFromDB) and start the loops."""
+        """Load what the store holds (the spec's LoadWorkersFromDB) and start the loops.
+        Workers' leases count from now at the earliest: each has a full deadline to reach
+        this master before it can be judged lost, however long the master was away."""
+        self.lease = Lease(self.config.worker_lost_after, master_started=time.time())
+        self.metrics.started.set(self.lease.master_started)
         snapshot = await self.list_workers()
         counts = await self.store.tx(tasks.count_by_status)
         log.info(
@@ -90,7 +101,11 @@ class Cluster:
             counts.get(TaskStatus.RUNNING.value, 0),
             counts.get(TaskStatus.PENDING.value, 0),
         )
-        self.dispatcher.start()
+        log.info(
+            "workers' leases count from now: a worker is lost after %gs without a heartbeat",
+            self.lease.lost_after,
+        )
+        self.loops.start("dispatch-loop", self.dispatcher.run)
 
     def _metrics_snapshot(self) -> tuple[dict[str, int], list[Worker]]:
         """For a scrape (on the HTTP server's thread): tasks by status, workers."""
@@ -101,6 +116,7 @@ class Cluster:
         return by_status, snapshot
 
     async def stop(self) -> None:
+        await self.loops.stop()
         await self.dispatcher.stop()
         await self.canceller.close()
         await self.peers.close()
@@ -144,9 +160,7 @@ class Cluster:
             log.warning("✗ task %s lost on worker %s: failed", task_id, worker_id)
 
     async def _reap_lost_workers(self) -> None:
-        ended = await self.store.tx(
-            reap_lost_workers_tx, time.time(), self.config.worker_lost_after
-        )
+        ended = await self.store.tx(reap_lost_workers_tx, time.time(), self.lease)
         for task_id in ended:
             self.metrics.lost.labels("worker_lost").inc()
             log.warning("✗ task %s failed: its worker was lost", task_id)

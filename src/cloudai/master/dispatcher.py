@@ -1,4 +1,5 @@
-"""dispatch-loop: places pending tasks and delivers assignments to their workers.
+"""dispatch-loop: places pending tasks and delivers assignments to their workers (run and
+restarted by the master's Loops).
 
 Placement is proposed by the scheduler from a snapshot and committed by the planner against the
 store; delivery is retried until the worker acknowledges it. Everything the loop needs is read
@@ -36,7 +37,6 @@ class Dispatcher:
         self.peers = peers
         self.config = config
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._delivering: set[str] = set()
         self._placing = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -46,28 +46,17 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="dispatch-loop")
-        log.info("dispatch-loop started")
-
     async def stop(self) -> None:
+        """Cancel the deliveries in flight (the loop itself is stopped by its Loops)."""
         for t in list(self._background):
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            log.info("dispatch-loop stopped")
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """The loop: a round at each wake-up, at least every dispatch interval. A round that
+        fails fails the loop, which its Loops logs and restarts."""
         while True:
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a loop must outlive one bad round; the error is logged
-                log.exception("dispatch-loop round failed")
+            await self.round()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.dispatch_interval)
             self._wake.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
+from cloudai.core.lease import Lease
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import TaskResult
 from cloudai.store import events, results, tasks
@@ -69,19 +70,24 @@ def reconcile_tx(
     return lost
 
 
-def reap_lost_workers_tx(conn: Connection, now: float, lost_after: float) -> list[str]:
-    """Running tasks of workers silent for longer than `lost_after` end `failed` "worker
-    lost". If such a worker comes back, its heartbeat gets stop orders for them."""
+def reap_lost_workers_tx(conn: Connection, now: float, lease: Lease) -> list[str]:
+    """Running tasks of workers whose lease has lapsed end `failed` "worker lost". The lease
+    counts from the later of the last heartbeat and this master's start (core/lease.py), so a
+    restarted master gives each worker a full deadline first. If such a worker comes back, its
+    heartbeat gets stop orders for them."""
+    cutoff = lease.lapsed_before(now)
+    if cutoff is None:
+        return []
     silent = conn.execute(
         select(workers_table.c.worker_id).where(
             workers_table.c.last_heartbeat.is_not(None),
-            workers_table.c.last_heartbeat < now - lost_after,
+            workers_table.c.last_heartbeat < cutoff,
         )
     )
     ended = []
     for (worker_id,) in silent:
         for task_id, _ in _running_on(conn, worker_id):
-            why = f"worker lost: {worker_id} sent no heartbeat for over {lost_after:g}s"
+            why = f"worker lost: {worker_id} sent no heartbeat for over {lease.lost_after:g}s"
             if fail_task(conn, task_id, worker_id, why, now):
                 ended.append(task_id)
     return ended

@@ -12,6 +12,7 @@ from typing import Any
 from cloudai.api.v1 import worker_pb2_grpc
 from cloudai.core.hardening import ContainerPolicy
 from cloudai.core.resources import Resources
+from cloudai.loops import Loops
 from cloudai.metrics import WorkerMetrics, start_metrics
 from cloudai.rpc.server import Served, new_server
 from cloudai.runtime import Runtime, open_runtime
@@ -49,8 +50,7 @@ class RunningWorker:
     link: MasterLink
     supervisor: Supervisor
     runtime: Runtime
-    beat: asyncio.Task[None]
-    sampling: asyncio.Task[None]
+    loops: Loops  # heartbeat-loop, telemetry-loop
     sampler: Sampler
     metrics: WorkerMetrics
     metrics_server: Any = None
@@ -59,9 +59,7 @@ class RunningWorker:
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         await self.served.set_serving([SERVICE], serving=False)
-        for loop in (self.beat, self.sampling):
-            loop.cancel()
-        await asyncio.gather(self.beat, self.sampling, return_exceptions=True)
+        await self.loops.stop()
         await self.served.server.stop(grace=1.0)
         await self.supervisor.close()  # tasks keep running: a restart re-adopts them
         await self.link.close()
@@ -115,7 +113,8 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     metrics.watch(lambda: len(supervisor.running_ids()))
     adopted = await supervisor.adopt()
     sampler = Sampler(runtime, supervisor.handles, cfg.state_dir)
-    sampling = asyncio.create_task(sampler.loop(cfg.heartbeat_interval), name="telemetry-loop")
+    loops = Loops(f"worker {cfg.worker_id}", metrics.loop_failures)
+    loops.start("telemetry-loop", lambda: sampler.loop(cfg.heartbeat_interval))
     metrics_server = (
         start_metrics(metrics.registry, cfg.metrics_listen, cfg.metrics_required)
         if cfg.metrics_listen
@@ -127,14 +126,14 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     )
     await served.server.start()
     await served.set_serving([SERVICE])
-    beat = asyncio.create_task(
-        link.heartbeat_loop(
+    loops.start(
+        "heartbeat-loop",
+        lambda: link.heartbeat_loop(
             supervisor.running_ids,
             supervisor.stopping_ids,
             supervisor.stop_orders,
             sampler.snapshot,
         ),
-        name="heartbeat-loop",
     )
     if cfg.tls is None:
         log.warning(
@@ -151,9 +150,7 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         cfg.capacity,
         adopted,
     )
-    return RunningWorker(
-        served, link, supervisor, runtime, beat, sampling, sampler, metrics, metrics_server
-    )
+    return RunningWorker(served, link, supervisor, runtime, loops, sampler, metrics, metrics_server)
 
 
 async def run_worker(cfg: WorkerConfig) -> None:
@@ -162,6 +159,9 @@ async def run_worker(cfg: WorkerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):  # before serving: a stop while starting is clean
         loop.add_signal_handler(sig, stop.set)
     worker = await serve_worker(cfg)
+    worker.loops.when_failed(lambda _: stop.set())
     await stop.wait()
     log.info("worker %s shutting down (its tasks keep running)", cfg.worker_id)
     await worker.shutdown()
+    if worker.loops.failure is not None:
+        raise worker.loops.failure  # the CLI says it in one line and exits non-zero

@@ -27,6 +27,18 @@ log = logging.getLogger("cloudai.worker.link")
 RPC_DEADLINE = 10.0
 
 
+def _channel_options(interval: float) -> list[tuple[str, int]]:
+    """CHANNEL_OPTIONS, reconnecting at least once per heartbeat interval. gRPC's own backoff
+    grows to two minutes while the master is down, so after a long outage a worker could miss
+    the deadline a restarted master gives it (`--worker-lost-after`, counted from its start)."""
+    backoff_ms = max(int(interval * 1000), 100)
+    return [
+        *CHANNEL_OPTIONS,
+        ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 1000)),
+        ("grpc.max_reconnect_backoff_ms", backoff_ms),
+    ]
+
+
 class MasterLink:
     def __init__(
         self,
@@ -66,9 +78,10 @@ class MasterLink:
             return self._stub_cache
 
     async def _open(self) -> grpc.aio.Channel:
+        channel_options = _channel_options(self.interval)
         if self.tls is None:
-            return grpc.aio.insecure_channel(self.master, options=CHANNEL_OPTIONS)
-        options = [*CHANNEL_OPTIONS, *master_target_options()]
+            return grpc.aio.insecure_channel(self.master, options=channel_options)
+        options = [*channel_options, *master_target_options()]
         creds = self.tls.channel_credentials()
         async with grpc.aio.secure_channel(self.master, creds, options=options) as probe:
             try:
@@ -151,36 +164,34 @@ class MasterLink:
             [],
         ),
     ) -> None:
-        """heartbeat-loop: (re-)register when needed, beat every interval, carry out orders."""
-        log.info("heartbeat-loop started (every %gs to %s)", self.interval, self.master)
+        """heartbeat-loop: (re-)register when needed, beat every interval, carry out orders.
+        A master that cannot be reached is its normal weather: it keeps trying. Anything else
+        fails the loop, which the worker's Loops logs and restarts."""
         failures = 0
-        try:
-            while True:
-                try:
-                    if not self.registered.is_set():
-                        on_stop_orders(await self.register(running()))
-                    node, usage = telemetry()
-                    known, orders = await self.heartbeat(running(), stopping(), node, usage)
-                    if not known:
-                        log.warning("⚠ master does not know this worker: registering again")
-                        self.registered.clear()
-                        continue
-                    self.metrics.heartbeats.labels("ok").inc()
-                    if failures:
-                        log.info("✓ master %s reachable again", self.master)
-                    failures = 0
-                    if orders:
-                        on_stop_orders(orders)
-                except CloudAIError as exc:
-                    self.metrics.heartbeats.labels("failed").inc()
-                    failures += 1
-                    if failures in (1, 10) or failures % 100 == 0:
-                        log.warning("⚠ heartbeat to %s failed (%d): %s", self.master, failures, exc)
-                    if failures % 3 == 0:
-                        await self._reconnect()  # a restarted master may take workers elsewhere
-                await asyncio.sleep(self.interval)
-        finally:
-            log.info("heartbeat-loop stopped")
+        while True:
+            try:
+                if not self.registered.is_set():
+                    on_stop_orders(await self.register(running()))
+                node, usage = telemetry()
+                known, orders = await self.heartbeat(running(), stopping(), node, usage)
+                if not known:
+                    log.warning("⚠ master does not know this worker: registering again")
+                    self.registered.clear()
+                    continue
+                self.metrics.heartbeats.labels("ok").inc()
+                if failures:
+                    log.info("✓ master %s reachable again", self.master)
+                failures = 0
+                if orders:
+                    on_stop_orders(orders)
+            except CloudAIError as exc:
+                self.metrics.heartbeats.labels("failed").inc()
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning("⚠ heartbeat to %s failed (%d): %s", self.master, failures, exc)
+                if failures % 3 == 0:
+                    await self._reconnect()  # a restarted master may take workers elsewhere
+            await asyncio.sleep(self.interval)
 
     async def report(self, result: TaskResult) -> None:
         """Send a result until the master acknowledges it (it stores each task's result once)."""

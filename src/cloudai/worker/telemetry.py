@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import pathlib
 from collections.abc import Callable
@@ -14,8 +13,6 @@ from cloudai.core.resources import Resources
 from cloudai.runtime.base import Handle, Runtime
 
 __all__ = ["Sampler", "machine_capacity"]
-
-log = logging.getLogger("cloudai.worker.telemetry")
 
 GB = 1024**3
 
@@ -59,11 +56,10 @@ class Sampler:
         self.tasks = {h.task_id: u for h, u in zip(handles, found, strict=True) if u is not None}
 
     async def loop(self, interval: float) -> None:
+        """A sample every interval. A sample that fails fails the loop, which the worker's
+        Loops logs and restarts."""
         while True:
-            try:
-                await self.sample()
-            except Exception:  # a sampler must outlive one bad sample; it is logged
-                log.exception("telemetry sample failed")
+            await self.sample()
             await asyncio.sleep(interval)
 
     def snapshot(self) -> tuple[dict[str, float], list[tuple[str, float, float]]]:
