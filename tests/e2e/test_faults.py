@@ -211,6 +211,10 @@ def test_a_loop_that_keeps_failing_takes_its_process_down(tmp_path: pathlib.Path
     args += ["--listen", "127.0.0.1:0", "--runtime", "process", "--metrics-listen", "off"]
     args += ["--cpu", "1", "--mem", "1", "--storage", "1"]
     env = {**os.environ, "CLOUDAI_HOME": str(tmp_path / "home")}
+    for setup in (["certs", "init"], ["certs", "worker", worker_id]):  # the documented way
+        subprocess.run(
+            [sys.executable, "-m", "cloudai.cli.main", *setup], env=env, check=True, timeout=60
+        )
     done = subprocess.run(
         [sys.executable, "-c", BROKEN_WORKER, *args],
         env=env,
