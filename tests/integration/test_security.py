@@ -648,7 +648,7 @@ def _joined(home: pathlib.Path, worker_id: str) -> Pki:
 
 def test_a_join_token_works_once(cluster: LocalCluster, tmp_path: pathlib.Path) -> None:
     token = cluster.client.join_token(600).token
-    join(tmp_path / "n1", cluster.address, "n1", token)
+    assert join(tmp_path / "n1", cluster.address, "n1", token) is True
     pki = _joined(tmp_path / "n1", "n1")
     assert pki.ca_cert.read_bytes() == cluster.pki.ca_cert.read_bytes()  # type: ignore[union-attr]
     # The certificate it got is one the master's worker port takes, for n1 alone.
@@ -669,6 +669,8 @@ def test_a_join_token_works_once(cluster: LocalCluster, tmp_path: pathlib.Path) 
             )
             is grpc.StatusCode.PERMISSION_DENIED
         )
+    # Started again with the same --join, n1 keeps its certificate and asks nothing.
+    assert join(tmp_path / "n1", cluster.address, "n1", token) is False
     with pytest.raises(PermissionDenied, match="used already"):
         join(tmp_path / "n2", cluster.address, "n2", token)
     assert not Pki(tmp_path / "n2" / "pki").has_worker("n2")

@@ -656,8 +656,10 @@ def _run_server(args: argparse.Namespace) -> int:
             raise InvalidArgument(problem)
         master = args.master or default_master()
         tls = None
-        if args.join:
-            secure.join(home(), master, args.worker_id, args.join)
+        if args.join and not secure.join(home(), master, args.worker_id, args.join):
+            logging.getLogger("cloudai.worker").info(
+                "worker %s joined this cluster before: using its certificate", args.worker_id
+            )
         if not args.insecure:
             tls = secure.worker_tls(home(), args.worker_id)
         state_dir = home() / f"worker-{args.worker_id}"

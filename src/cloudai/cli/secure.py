@@ -168,13 +168,18 @@ def _pem(cert: Any) -> bytes:
     return pem.encode() if isinstance(pem, str) else bytes(pem)
 
 
-def join(home: pathlib.Path, master: str, worker_id: str, text: str) -> None:
+def join(home: pathlib.Path, master: str, worker_id: str, text: str) -> bool:
     """Join as `worker_id` with a join token: check the master against the token's CA
-    fingerprint, send a CSR, and keep the certificate under $CLOUDAI_HOME/pki."""
+    fingerprint, send a CSR, and keep the certificate under $CLOUDAI_HOME/pki. False when
+    this worker joined this cluster before (a restart with the same `--join`): nothing to do."""
     token = parse_join_token(text)
     pki = pki_of(home)
     if pki.has_worker(worker_id):
-        raise AlreadyExists(f"worker {worker_id} has a certificate in {pki.dir} already")
+        if pki.ca_fingerprint() == token.ca_hash:
+            return False
+        raise AlreadyExists(
+            f"worker {worker_id} has a certificate of another cluster in {pki.dir} already"
+        )
     ca = next((p for p in _presented_chain(master) if fingerprint(p) == token.ca_hash), None)
     if ca is None:
         raise PermissionDenied(
@@ -194,6 +199,7 @@ def join(home: pathlib.Path, master: str, worker_id: str, text: str) -> None:
     if fingerprint(reply.ca_pem) != token.ca_hash:
         raise PermissionDenied("the master answered with another CA than the token pins")
     pki.store_worker(worker_id, reply.ca_pem, reply.cert_pem, key)
+    return True
 
 
 # ---- users and join tokens (ask the master) ----------------------------------------------
