@@ -104,6 +104,14 @@ def test_no_token_says_how_to_give_one(pc: ProcCluster, tmp_path: pathlib.Path) 
     assert done.returncode == 0 and "admin" in done.stdout, done.stderr
 
 
+def test_a_missing_or_broken_ca_file_is_one_line(pc: ProcCluster, tmp_path: pathlib.Path) -> None:
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("not a certificate\n")
+    for ca in (str(tmp_path / "nowhere.crt"), str(garbage)):
+        env = {**pc.env, "CLOUDAI_CA": ca}
+        refused(cli(env, "workers"), 2, "no CA certificate at", ca)
+
+
 def test_a_plaintext_client_is_told_the_master_uses_tls(
     pc: ProcCluster, tmp_path: pathlib.Path
 ) -> None:

@@ -367,7 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
         "join-token", help="a one-time token for a new worker machine to join (admin)"
     )
     jt.add_argument(
-        "--ttl", type=secure.parse_duration, default=3600.0, help="valid for (default: 1h)"
+        "--ttl",
+        type=_checked(secure.parse_duration, "--ttl"),
+        default=3600.0,
+        help="valid for, e.g. 90s, 15m, 1h, 2d (default: 1h)",
     )
     _client_options(jt, top=False)
 

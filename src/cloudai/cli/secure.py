@@ -20,7 +20,6 @@ from cloudai.cli.render import Renderer
 from cloudai.client import Client
 from cloudai.errors import (
     AlreadyExists,
-    InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -57,11 +56,15 @@ def pki_of(home: pathlib.Path) -> Pki:
 
 
 def parse_duration(text: str) -> float:
-    """`90s`, `15m`, `1h`, `2d`, or plain seconds."""
+    """`90s`, `15m`, `1h`, `2d`, or plain seconds; more than 0. A ValueError says why (an
+    argparse type: see main's `_checked`)."""
     m = _DURATION.fullmatch(text.strip())
     if m is None:
-        raise InvalidArgument(f"invalid duration {text[:32]!r}: use e.g. 90s, 15m, 1h, 2d")
-    return float(m[1]) * _UNIT[m[2]]
+        raise ValueError(f"invalid duration {text[:32]!r}: use e.g. 90s, 15m, 1h, 2d")
+    seconds = float(m[1]) * _UNIT[m[2]]
+    if seconds <= 0:  # 0 would mean "the default" on the wire
+        raise ValueError(f"a duration must be more than 0, got {text[:32]!r}")
+    return seconds
 
 
 def _write_secret(path: pathlib.Path, text: str) -> None:
