@@ -321,19 +321,15 @@ def test_a_certificate_of_another_ca_fails_the_handshake(
     stranger = other_ca(tmp_path)
     task = sq.client.submit(spec(*gate(sq.tmp)[1], worker="w1"))
     sq.wait_status(task.task_id, "running")
-    # A worker certificate for w1 from another CA, on the master's worker port.
+    # A worker certificate for w1 from another CA, on the master's worker port (mutual TLS)
+    # and on its client port (no certificate needed there, but one offered must verify, or
+    # it could name any worker it liked): the handshake fails on both.
     creds = Tls.for_worker(stranger, "w1").channel_credentials()
-    with grpc.secure_channel(
-        f"127.0.0.1:{sq.peer_port}", creds, options=master_target_options()
-    ) as ch:
-        assert (
-            code_of(
-                lambda: master_stub(ch).SendHeartbeat(
-                    master_pb2.HeartbeatRequest(worker_id="w1"), timeout=5
-                )
-            )
-            is grpc.StatusCode.UNAVAILABLE
-        )
+    for port in (sq.peer_port, sq.port):
+        with grpc.secure_channel(f"127.0.0.1:{port}", creds, options=master_target_options()) as ch:
+            for name, call in worker_rpcs(task.task_id, "w1").items():
+                code = code_of(call, master_stub(ch))
+                assert code is grpc.StatusCode.UNAVAILABLE, (port, name, code)
     # A "master" certificate from another CA, on worker w1's port.
     creds = Tls.for_master(stranger).channel_credentials()
     address = sq.workers["w1"].link.address
@@ -701,9 +697,10 @@ def test_joining_as_a_known_worker_or_with_a_forged_secret_is_refused(
     sq: LocalCluster, tmp_path: pathlib.Path
 ) -> None:
     token = sq.client.join_token(600).token
-    with pytest.raises(AlreadyExists, match="known already"):
-        join(tmp_path / "w1", sq.address, "w1", token)
-    assert not Pki(tmp_path / "w1" / "pki").has_worker("w1")
+    for known in ("w1", "W1"):  # W1 would get w1's TLS name (DNS names have no case)
+        with pytest.raises(AlreadyExists, match="'w1' is known already"):
+            join(tmp_path / known, sq.address, known, token)
+        assert not Pki(tmp_path / known / "pki").has_worker(known)
     token_id, secret, ca_hash = token.removeprefix("cloudai-join.").split(".")
     guessed = f"cloudai-join.{token_id}.{secrets.token_urlsafe(32)}.{ca_hash}"
     assert guessed != token and secret not in guessed
