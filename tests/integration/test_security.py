@@ -500,23 +500,26 @@ def test_users_act_only_on_their_own_tasks_and_each_refusal_is_audited(
 
 def test_a_user_lists_only_its_own_tasks_and_how_many_are_hidden(sq: LocalCluster) -> None:
     """The probe: ListTasks handed every caller every task's environment."""
-    alice, bob = sq.user("alice"), sq.user("bob")
-    mine = [
+    alice, bob, carol = sq.user("alice"), sq.user("bob"), sq.user("carol")
+    alices = [
         alice.submit(spec("echo", "a", env={"API_KEY": "alice-secret"})).task_id for _ in range(2)
     ]
-    theirs = bob.submit(spec("echo", "b")).task_id
-    for t in [*mine, theirs]:
+    bobs = bob.submit(spec("echo", "b")).task_id
+    carols = carol.submit(spec("echo", "c")).task_id
+    for t in [*alices, bobs, carols]:
         sq.wait_status(t, "completed")
     seen, hidden = bob.list_tasks_counted()
-    assert [t.task_id for t in seen] == [theirs] and hidden == 2
+    assert [t.task_id for t in seen] == [bobs] and hidden == 3
     assert all("alice-secret" not in str(t.spec.env) for t in seen)
-    seen, hidden = bob.list_tasks_counted(owner="alice")
-    assert seen == [] and hidden == 2
-    seen, hidden = bob.list_tasks_counted(status="completed", worker_id="w1")
-    assert all(t.spec.owner == "bob" for t in seen)
+    # Filters narrow what is counted as hidden too.
+    assert bob.list_tasks_counted(owner="alice") == ([], 2)
+    seen, hidden = bob.list_tasks_counted(owner="bob")
+    assert [t.task_id for t in seen] == [bobs] and hidden == 0
+    seen, hidden = bob.list_tasks_counted(status="failed")
+    assert seen == [] and hidden == 0
     everything, hidden = sq.client.list_tasks_counted()
-    assert sorted(t.task_id for t in everything) == sorted([*mine, theirs]) and hidden == 0
-    assert {t.spec.owner for t in everything} == {"alice", "bob"}
+    assert sorted(t.task_id for t in everything) == sorted([*alices, bobs, carols])
+    assert hidden == 0 and {t.spec.owner for t in everything} == {"alice", "bob", "carol"}
 
 
 def test_admin_actions_are_refused_to_users(sq: LocalCluster) -> None:
