@@ -87,7 +87,13 @@ class Credentials:
         if not insecure:
             ca_path = os.environ.get("CLOUDAI_CA") or str(home() / "pki" / "ca.crt")
             if os.environ.get("CLOUDAI_CA") or os.path.exists(ca_path):
-                ca = _read(pathlib.Path(ca_path), "CA certificate").encode()
+                text = _read(pathlib.Path(ca_path), "CA certificate")
+                if "-----BEGIN CERTIFICATE-----" not in text:  # else gRPC fails obscurely
+                    raise InvalidArgument(
+                        f"no CA certificate at {ca_path} (from $CLOUDAI_CA, else "
+                        "$CLOUDAI_HOME/pki/ca.crt): copy the cluster's ca.crt there"
+                    )
+                ca = text.encode()
         return cls(token.strip(), ca)
 
 

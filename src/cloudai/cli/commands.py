@@ -90,9 +90,14 @@ def task_ls(
     owner: str = "",
     cancelled_by: str = "",
 ) -> int:
-    out.tasks_table(
-        client.list_tasks(status=status, worker_id=worker, owner=owner, cancelled_by=cancelled_by)
+    found, hidden = client.list_tasks_counted(
+        status=status, worker_id=worker, owner=owner, cancelled_by=cancelled_by
     )
+    out.tasks_table(found)
+    if hidden and not out.json_mode:
+        out.console.print(
+            f"{hidden} matching task(s) of other users not shown (only admins see every task)"
+        )
     return 0
 
 
@@ -197,23 +202,31 @@ def cancel(
     if force and grace is not None:
         raise InvalidArgument("--force and --grace do not go together (--force means no grace)")
     ids = list(dict.fromkeys(task_ids))
-    if selection.given:
-        chosen = [
-            t
-            for status in ([selection.status] if selection.status else ["pending", "running"])
-            for t in client.list_tasks(
+    if selection.given:  # a user's bulk cancel leaves other users' tasks alone, and says so
+        chosen: list[Task] = []
+        hidden = 0
+        for status in [selection.status] if selection.status else ["pending", "running"]:
+            found, n = client.list_tasks_counted(
                 status=status, worker_id=selection.worker, owner=selection.owner
             )
-        ]
+            chosen += found
+            hidden += n
+        skipped = (
+            f"{hidden} task(s) of other users skipped: only their owners or an admin may "
+            "cancel them"
+        )
         if not chosen:
             out.ok(
-                f"no active tasks match ({selection.describe()}): nothing to cancel",
-                {"cancelled": []},
+                f"no active tasks {'of yours ' if hidden else ''}match ({selection.describe()}): "
+                f"nothing to cancel{f' ({skipped})' if hidden else ''}",
+                {"cancelled": [], "skipped": hidden},
             )
             return 0
         if not out.json_mode:
             out.console.print(f"About to cancel {len(chosen)} task(s) ({selection.describe()}):")
             out.tasks_table(chosen)
+            if hidden:
+                out.console.print(skipped)
         if not yes and not (confirm or _ask)(f"Cancel these {len(chosen)} task(s)? [y/N] "):
             raise InvalidArgument(
                 f"not confirmed: {len(chosen)} task(s) left running (use --yes in scripts)"

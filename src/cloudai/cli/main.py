@@ -370,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
         "join-token", help="a one-time token for a new worker machine to join (admin)"
     )
     jt.add_argument(
-        "--ttl", type=secure.parse_duration, default=3600.0, help="valid for (default: 1h)"
+        "--ttl",
+        type=_checked(secure.parse_duration, "--ttl"),
+        default=3600.0,
+        help="valid for, e.g. 90s, 15m, 1h, 2d (default: 1h)",
     )
     _client_options(jt, top=False)
 
@@ -667,8 +670,10 @@ def _run_server(args: argparse.Namespace) -> int:
             raise InvalidArgument(problem)
         master = args.master or default_master()
         tls = None
-        if args.join:
-            secure.join(home(), master, args.worker_id, args.join)
+        if args.join and not secure.join(home(), master, args.worker_id, args.join):
+            logging.getLogger("cloudai.worker").info(
+                "worker %s joined this cluster before: using its certificate", args.worker_id
+            )
         if not args.insecure:
             tls = secure.worker_tls(home(), args.worker_id)
         state_dir = home() / f"worker-{args.worker_id}"

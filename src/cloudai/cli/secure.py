@@ -20,7 +20,6 @@ from cloudai.cli.render import Renderer
 from cloudai.client import Client
 from cloudai.errors import (
     AlreadyExists,
-    InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -57,11 +56,15 @@ def pki_of(home: pathlib.Path) -> Pki:
 
 
 def parse_duration(text: str) -> float:
-    """`90s`, `15m`, `1h`, `2d`, or plain seconds."""
+    """`90s`, `15m`, `1h`, `2d`, or plain seconds; more than 0. A ValueError says why (an
+    argparse type: see main's `_checked`)."""
     m = _DURATION.fullmatch(text.strip())
     if m is None:
-        raise InvalidArgument(f"invalid duration {text[:32]!r}: use e.g. 90s, 15m, 1h, 2d")
-    return float(m[1]) * _UNIT[m[2]]
+        raise ValueError(f"invalid duration {text[:32]!r}: use e.g. 90s, 15m, 1h, 2d")
+    seconds = float(m[1]) * _UNIT[m[2]]
+    if seconds <= 0:  # 0 would mean "the default" on the wire
+        raise ValueError(f"a duration must be more than 0, got {text[:32]!r}")
+    return seconds
 
 
 def _write_secret(path: pathlib.Path, text: str) -> None:
@@ -168,13 +171,18 @@ def _pem(cert: Any) -> bytes:
     return pem.encode() if isinstance(pem, str) else bytes(pem)
 
 
-def join(home: pathlib.Path, master: str, worker_id: str, text: str) -> None:
+def join(home: pathlib.Path, master: str, worker_id: str, text: str) -> bool:
     """Join as `worker_id` with a join token: check the master against the token's CA
-    fingerprint, send a CSR, and keep the certificate under $CLOUDAI_HOME/pki."""
+    fingerprint, send a CSR, and keep the certificate under $CLOUDAI_HOME/pki. False when
+    this worker joined this cluster before (a restart with the same `--join`): nothing to do."""
     token = parse_join_token(text)
     pki = pki_of(home)
     if pki.has_worker(worker_id):
-        raise AlreadyExists(f"worker {worker_id} has a certificate in {pki.dir} already")
+        if pki.ca_fingerprint() == token.ca_hash:
+            return False
+        raise AlreadyExists(
+            f"worker {worker_id} has a certificate of another cluster in {pki.dir} already"
+        )
     ca = next((p for p in _presented_chain(master) if fingerprint(p) == token.ca_hash), None)
     if ca is None:
         raise PermissionDenied(
@@ -194,6 +202,7 @@ def join(home: pathlib.Path, master: str, worker_id: str, text: str) -> None:
     if fingerprint(reply.ca_pem) != token.ca_hash:
         raise PermissionDenied("the master answered with another CA than the token pins")
     pki.store_worker(worker_id, reply.ca_pem, reply.cert_pem, key)
+    return True
 
 
 # ---- users and join tokens (ask the master) ----------------------------------------------

@@ -126,9 +126,16 @@ class Accounts:
             raise PermissionDenied("this join token was used already: ask for a new one")
         if stored[1] <= now:
             raise PermissionDenied("this join token has expired: ask for a new one")
-        if workers.get(conn, worker_id) is not None:
+        wanted = worker_id.lower()
+        # Case-blind: the TLS name the master checks when it dials a worker is a DNS name
+        # (`w1.worker.cloudai`), so a joiner named `W1` would get a certificate for w1's name.
+        known = next(
+            (r["worker_id"] for r in workers.all_rows(conn) if r["worker_id"].lower() == wanted),
+            None,
+        )
+        if known is not None:
             raise AlreadyExists(
-                f"worker {worker_id!r} is known already: pick another ID "
+                f"worker {known!r} is known already: pick another ID "
                 "(or issue its certificate with `cloudai certs worker`)"
             )
         if not users.consume_join_token(conn, token.token_id, worker_id, now):

@@ -312,14 +312,17 @@ class Cluster:
             )
             return found, 0
         if owner and owner != caller.name:
-            hidden = await self.store.tx(tasks.count_matching, status, worker_id, caller.name)
+            hidden = await self.store.tx(
+                tasks.count_matching, status, worker_id, caller.name, owner
+            )
             return [], hidden
         found = await self.store.tx(
             tasks.list_tasks, status, worker_id, limit, caller.name, cancelled_by
         )
+        # Asked for its own tasks (or by canceller): nothing of others matched to hide.
         hidden = (
             0
-            if cancelled_by
+            if cancelled_by or owner
             else await self.store.tx(tasks.count_matching, status, worker_id, caller.name)
         )
         return found, hidden

@@ -266,14 +266,17 @@ def owners(conn: Connection, task_ids: list[str]) -> dict[str, str]:
 
 
 def count_matching(
-    conn: Connection, status: str = "", worker_id: str = "", owner_not: str = ""
+    conn: Connection, status: str = "", worker_id: str = "", owner_not: str = "", owner: str = ""
 ) -> int:
-    """How many tasks match a filter and are not `owner_not`'s (what a user may not see)."""
+    """How many tasks match a filter (`owner` too, when given) and are not `owner_not`'s
+    (what a user may not see)."""
     stmt = select(func.count()).select_from(_joined()).where(tasks.c.owner != owner_not)
     if status:
         stmt = stmt.where(tasks.c.status == status)
     if worker_id:
         stmt = stmt.where(assignments.c.worker_id == worker_id)
+    if owner:
+        stmt = stmt.where(tasks.c.owner == owner)
     return int(conn.execute(stmt).scalar_one())
 
 
