@@ -88,8 +88,8 @@ def test_user_names_are_short_safe_ascii(name: str) -> None:
 def test_durations() -> None:
     assert parse_duration("90s") == 90 and parse_duration("2h") == 7200
     assert parse_duration("1.5m") == 90 and parse_duration("30") == 30
-    for bad in ("", "1y", "-1s", "h"):
-        with pytest.raises(InvalidArgument):
+    for bad in ("", "1y", "-1s", "h", "0s"):
+        with pytest.raises(ValueError):  # an argparse type: main turns it into a usage line
             parse_duration(bad)
 
 
