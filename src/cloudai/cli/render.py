@@ -120,6 +120,8 @@ def worker_json(w: Worker, now: float | None = None) -> dict[str, Any]:
         "allocated": _res(w.allocated),
         "available": _res(w.available),
         "running_tasks": list(w.running_tasks),
+        "releasing_tasks": list(w.releasing_tasks),
+        "releasing": _res(w.releasing),
         "last_heartbeat": iso(w.last_heartbeat),
         "last_heartbeat_age_s": round(now - w.last_heartbeat, 1) if w.last_heartbeat else None,
         "drained": w.drained,
@@ -340,7 +342,8 @@ class Renderer:
             return
         self.console.print(
             "[dim]CPU, MEM, DISK and GPU: allocated/capacity (available); "
-            "IN USE: node CPU % and memory GB from the last heartbeat.[/]"
+            "IN USE: node CPU % and memory GB from the last heartbeat; a cancelled task holds "
+            "its share until its container is gone (stopping).[/]"
         )
         table = Table(header_style="bold")
         for col in ("WORKER", "ADDRESS", "STATE", "CPU", "MEM GB", "DISK GB", "GPU", "TASKS"):
@@ -365,7 +368,8 @@ class Renderer:
                 f"{a.mem_gb:g}/{c.mem_gb:g} ({v.mem_gb:g})",
                 f"{a.storage_gb:g}/{c.storage_gb:g} ({v.storage_gb:g})",
                 f"{a.gpu}/{c.gpu}",
-                str(len(w.running_tasks)),
+                str(len(w.running_tasks))
+                + (f" (+{len(w.releasing_tasks)} stopping)" if w.releasing_tasks else ""),
                 in_use,
                 _age(w.last_heartbeat, now),
             )

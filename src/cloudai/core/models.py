@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from cloudai.core.hardening import PIDS_LIMIT_CEILING
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.resources import Resources
+from cloudai.core.stop import StopStage, holds_resources, stage_of
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
@@ -222,19 +223,26 @@ class Cancellation:
     stop_error: str = ""
 
     @property
+    def stage(self) -> StopStage:
+        """How far the stop has got, by the table in core/stop.py."""
+        return stage_of(
+            delivered_at=self.delivered_at,
+            signal_at=self.signal_at,
+            killed_at=self.killed_at,
+            exited_at=self.exited_at,
+            removed_at=self.removed_at,
+            stop_error=self.stop_error,
+        )
+
+    @property
     def state(self) -> str:
-        """How far the stop has got; `removed` (or `not_started`) ends it."""
-        if self.worker_id is None:
-            return "not_started"
-        for name, at in (
-            ("removed", self.removed_at),
-            ("exited", self.exited_at),
-            ("signalled", self.signal_at or self.killed_at),
-            ("delivered", self.delivered_at),
-        ):
-            if at is not None:
-                return name
-        return "requested"
+        """The stage's name; `not_started` for a task cancelled before it was placed."""
+        return "not_started" if self.worker_id is None else self.stage.value
+
+    @property
+    def holds_resources(self) -> bool:
+        """Whether the task still holds its worker's resources: until its container exited."""
+        return self.worker_id is not None and holds_resources(self.stage)
 
     @property
     def confirmed(self) -> bool:
@@ -264,6 +272,8 @@ class Worker:
     registered_at: float = 0.0
     runtime: str = ""
     running_tasks: tuple[str, ...] = ()
+    releasing_tasks: tuple[str, ...] = ()  # cancelled, still holding: their stop is not done
+    releasing: Resources = field(default_factory=Resources)
     drained: bool = False  # takes no new tasks
     cpu_percent: float | None = None  # node telemetry from its last heartbeat
     mem_used_gb: float | None = None

@@ -250,7 +250,7 @@ class Canceller:
         worker = await self.store.tx(workers.get, c.worker_id)
         assert worker is not None
         lines.append(f"Target Worker: {c.worker_id} ({worker['address']})")
-        lines.append("✓ status set to 'cancelled' in the store; resources released")
+        lines.append("✓ status set to 'cancelled'; resources held until its container is gone")
         state = worker_state(worker["last_heartbeat"], time.time(), self.config.heartbeat_interval)
         if state == "offline":
             lines.append(f"⚠ worker is offline: stop order queued for {c.worker_id}")

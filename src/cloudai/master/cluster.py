@@ -412,6 +412,7 @@ class Cluster:
         if placed_on is not None and placed_on != worker_id:
             raise PermissionDenied(f"task {task_id} is not assigned to worker {worker_id[:64]!r}")
         await self.canceller.progress(task_id, worker_id, stage, at, detail)
+        self.dispatcher.wake()  # an exit or a removal frees the task's resources
 
     async def stream_logs(
         self, task_id: str, follow: bool, caller: Caller | None = None

@@ -35,6 +35,7 @@ def load_workers(
     resources on it. A fixed number of queries, whatever the number of workers."""
     allocated = tasks.allocated_by_worker(conn, worker_id)
     active = tasks.active_ids_by_worker(conn, worker_id)
+    releasing = tasks.releasing_by_worker(conn, worker_id)
     rows = workers.all_rows(conn) if worker_id is None else [workers.get(conn, worker_id)]
     out = []
     for row in rows:
@@ -52,6 +53,8 @@ def load_workers(
                 registered_at=row["registered_at"],
                 runtime=row["runtime"],
                 running_tasks=tuple(sorted(active.get(wid, ()))),
+                releasing_tasks=tuple(releasing.get(wid, ((), Resources()))[0]),
+                releasing=releasing.get(wid, ((), Resources()))[1],
                 drained=bool(row["drained"]),
                 cpu_percent=row["cpu_percent"],
                 mem_used_gb=row["mem_used_gb"],

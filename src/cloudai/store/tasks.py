@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, select
+from sqlalchemy import Connection, RowMapping, and_, func, or_, select
 
 from cloudai.core.lifecycle import ACTIVE, HOLDS_RESOURCES, TaskStatus, allowed_sources
 from cloudai.core.models import Task, TaskEvent, TaskSpec
 from cloudai.core.resources import Resources
+from cloudai.core.stop import RELEASED, STAGE_COLUMNS
 from cloudai.store import events as events_table
 from cloudai.store.schema import assignments, cancellations, tasks
 
@@ -29,6 +30,7 @@ __all__ = [
     "pending",
     "pending_of",
     "record_usage",
+    "releasing_by_worker",
     "transition",
 ]
 
@@ -159,8 +161,48 @@ def pending(conn: Connection, limit: int = 500) -> list[Task]:
     return [_row_to_task(r) for r in conn.execute(stmt).mappings()]
 
 
+def _stop_not_done() -> Any:
+    """A cancelled task whose container has not exited yet (core/stop.py: RELEASED)."""
+    return and_(
+        tasks.c.status == TaskStatus.CANCELLED.value,
+        cancellations.c.worker_id.is_not(None),
+        *(cancellations.c[STAGE_COLUMNS[s]].is_(None) for s in RELEASED),
+    )
+
+
+def _holding() -> Any:
+    """Running tasks, and cancelled ones whose stop is not done: they hold their resources."""
+    return or_(tasks.c.status.in_([s.value for s in HOLDS_RESOURCES]), _stop_not_done())
+
+
+def _placed() -> Any:
+    return tasks.join(assignments, assignments.c.task_id == tasks.c.task_id).outerjoin(
+        cancellations, cancellations.c.task_id == tasks.c.task_id
+    )
+
+
 def allocated_by_worker(conn: Connection, worker_id: str | None = None) -> dict[str, Resources]:
     """Sum of the requests of the tasks that hold each worker's resources."""
+    return _sum_requests(conn, _holding(), worker_id)
+
+
+def releasing_by_worker(
+    conn: Connection, worker_id: str | None = None
+) -> dict[str, tuple[list[str], Resources]]:
+    """The cancelled tasks still holding each worker's resources (their container is not gone
+    yet), and what they hold: kubectl's "Terminating"."""
+    stmt = select(assignments.c.worker_id, tasks.c.task_id).select_from(_placed())
+    stmt = stmt.where(_stop_not_done())
+    if worker_id is not None:
+        stmt = stmt.where(assignments.c.worker_id == worker_id)
+    ids: dict[str, list[str]] = {}
+    for wid, tid in conn.execute(stmt):
+        ids.setdefault(wid, []).append(tid)
+    held = _sum_requests(conn, _stop_not_done(), worker_id) if ids else {}
+    return {w: (sorted(t), held.get(w, Resources())) for w, t in ids.items()}
+
+
+def _sum_requests(conn: Connection, which: Any, worker_id: str | None) -> dict[str, Resources]:
     stmt = (
         select(
             assignments.c.worker_id,
@@ -169,8 +211,8 @@ def allocated_by_worker(conn: Connection, worker_id: str | None = None) -> dict[
             func.coalesce(func.sum(tasks.c.req_storage_gb), 0.0),
             func.coalesce(func.sum(tasks.c.req_gpu), 0),
         )
-        .select_from(tasks.join(assignments, assignments.c.task_id == tasks.c.task_id))
-        .where(tasks.c.status.in_([s.value for s in HOLDS_RESOURCES]))
+        .select_from(_placed())
+        .where(which)
         .group_by(assignments.c.worker_id)
     )
     if worker_id is not None:

@@ -241,7 +241,7 @@ class LogChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "address", "capacity", "allocated", "available", "state", "last_heartbeat", "running_tasks", "registered_at", "runtime", "drained", "cpu_percent", "mem_used_gb", "disk_free_gb")
+    __slots__ = ("worker_id", "address", "capacity", "allocated", "available", "state", "last_heartbeat", "running_tasks", "registered_at", "runtime", "drained", "cpu_percent", "mem_used_gb", "disk_free_gb", "releasing_tasks", "releasing")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +256,8 @@ class WorkerInfo(_message.Message):
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MEM_USED_GB_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_GB_FIELD_NUMBER: _ClassVar[int]
+    RELEASING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    RELEASING_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     capacity: Resources
@@ -270,4 +272,6 @@ class WorkerInfo(_message.Message):
     cpu_percent: float
     mem_used_gb: float
     disk_free_gb: float
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., available: _Optional[_Union[Resources, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., running_tasks: _Optional[_Iterable[str]] = ..., registered_at: _Optional[float] = ..., runtime: _Optional[str] = ..., drained: _Optional[bool] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ...) -> None: ...
+    releasing_tasks: _containers.RepeatedScalarFieldContainer[str]
+    releasing: Resources
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., available: _Optional[_Union[Resources, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., running_tasks: _Optional[_Iterable[str]] = ..., registered_at: _Optional[float] = ..., runtime: _Optional[str] = ..., drained: _Optional[bool] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., releasing_tasks: _Optional[_Iterable[str]] = ..., releasing: _Optional[_Union[Resources, _Mapping]] = ...) -> None: ...
