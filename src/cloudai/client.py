@@ -162,6 +162,11 @@ class Client:
             return self._unimplemented()
         err = from_rpc_error(exc, f"master at {self.master}")
         if isinstance(err, Unavailable) and "refused" not in err.message:
+            if self.tls and "hostname verification" in (exc.details() or "").lower():
+                return Unavailable(
+                    f"the server at {self.master} is not the cloudai master: its certificate "
+                    "is another's (a worker's port?)"
+                )
             if self.tls and "handshake" in (exc.details() or "").lower():
                 return Unavailable(
                     f"cannot reach master at {self.master}: TLS handshake failed (another "
