@@ -40,7 +40,7 @@ WORKER_CPU = 2.0  # the worker's capacity: 2 cores, 4 GB
 WORKER_MEM = 4.0
 
 
-def _spec(command: tuple[str, ...], shape: Shape, grace: float = 0.0) -> TaskSpec:
+def _spec(command: tuple[str, ...], shape: Shape, grace: float | None = None) -> TaskSpec:
     return TaskSpec(
         image=IMAGE,
         command=command,

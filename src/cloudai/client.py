@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
 from cloudai.config import home
 from cloudai.core.models import Task, TaskSpec, Worker
-from cloudai.errors import InvalidArgument, Unavailable, exit_code_for
+from cloudai.errors import CloudAIError, InvalidArgument, Unavailable, exit_code_for
 from cloudai.rpc.convert import spec_to_pb, task_from_pb, worker_from_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
@@ -26,6 +26,7 @@ __all__ = [
     "CancelAck",
     "Client",
     "Credentials",
+    "TaskPage",
     "current_user",
     "default_master",
 ]
@@ -46,6 +47,20 @@ class CancelAck:
     @property
     def exit_code(self) -> int:
         return 0 if self.success else exit_code_for(self.error_code)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPage:
+    """A page of `task ls`: the tasks shown, how many the caller may see in all, and how many
+    match but are other users' (hidden from a non-admin)."""
+
+    tasks: list[Task]
+    total: int
+    hidden: int = 0
+
+    @property
+    def more(self) -> int:
+        return max(self.total - len(self.tasks), 0)
 
 
 DEADLINE = 10.0
@@ -149,8 +164,15 @@ class Client:
             raise self._error(exc) from exc
 
     def _error(self, exc: Any) -> Exception:
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # gRPC's "Method not found!"
+            return self._unimplemented()
         err = from_rpc_error(exc, f"master at {self.master}")
         if isinstance(err, Unavailable) and "refused" not in err.message:
+            if self.tls and "hostname verification" in (exc.details() or "").lower():
+                return Unavailable(
+                    f"the server at {self.master} is not the cloudai master: its certificate "
+                    "is another's (a worker's port?)"
+                )
             if self.tls and "handshake" in (exc.details() or "").lower():
                 return Unavailable(
                     f"cannot reach master at {self.master}: TLS handshake failed (another "
@@ -162,6 +184,21 @@ class Client:
                     "(point CLOUDAI_HOME or CLOUDAI_CA at the cluster's ca.crt)"
                 )
         return err
+
+    def _unimplemented(self) -> CloudAIError:
+        """The server does not know a call: not a master at all (GetClusterInfo, which every
+        master answers, is unknown there too), or an older master."""
+        try:
+            self._stub.GetClusterInfo(master_pb2.ClusterInfoRequest(), timeout=3.0)
+        except grpc.RpcError as probe:
+            if probe.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return Unavailable(
+                    f"the server at {self.master} is not a cloudai master (a worker's port?): "
+                    f"point --master or CLOUDAI_MASTER at the master (default {DEFAULT_MASTER})"
+                )
+        return CloudAIError(
+            f"the master at {self.master} does not know this call: it runs an older cloudai"
+        )
 
     def health(self, timeout: float = 3.0) -> bool:
         stub = health_pb2_grpc.HealthStub(self._channel)
@@ -212,6 +249,30 @@ class Client:
         )
         return [task_from_pb(t) for t in reply.tasks], int(reply.hidden)
 
+    def list_tasks_page(
+        self,
+        status: str = "",
+        worker_id: str = "",
+        owner: str = "",
+        cancelled_by: str = "",
+        *,
+        limit: int = 0,
+    ) -> TaskPage:
+        """The newest `limit` matching tasks (0: all), oldest first, with how many match."""
+        reply = self._call(
+            self._stub.ListTasks,
+            master_pb2.ListTasksRequest(
+                status=status,
+                worker_id=worker_id,
+                limit=limit,
+                owner=owner,
+                cancelled_by=cancelled_by,
+                newest=True,
+            ),
+        )
+        found = [task_from_pb(t) for t in reply.tasks]
+        return TaskPage(found, total=max(int(reply.total), len(found)), hidden=int(reply.hidden))
+
     def list_workers(self) -> list[Worker]:
         reply = self._call(self._stub.ListWorkers, master_pb2.ListWorkersRequest())
         return [worker_from_pb(w) for w in reply.workers]
@@ -229,6 +290,13 @@ class Client:
         )
         return worker_from_pb(reply)
 
+    def remove_worker(self, worker_id: str) -> Worker:
+        """Forget a worker that runs no active task (admins)."""
+        reply = self._call(
+            self._stub.RemoveWorker, master_pb2.RemoveWorkerRequest(worker_id=worker_id)
+        )
+        return worker_from_pb(reply)
+
     def cancel(self, task_id: str) -> str:
         """The spec's CancelTask(TaskID): default stop; raises on a task it cannot cancel."""
         ack = self._call(
@@ -243,9 +311,13 @@ class Client:
         force: bool = False,
         grace: float | None = None,
         reason: str = "",
+        stop_signal: str = "",
     ) -> list[CancelAck]:
-        """Cancel tasks (in parallel, on the master); one ack per task, in order."""
-        request = master_pb2.CancelRequest(task_ids=task_ids, force=force, reason=reason)
+        """Cancel tasks (in parallel, on the master); one ack per task, in order. `grace` and
+        `stop_signal` (None, "": each task's own) override the task's."""
+        request = master_pb2.CancelRequest(
+            task_ids=task_ids, force=force, reason=reason, stop_signal=stop_signal
+        )
         if grace is not None:
             request.grace_seconds = grace
         reply = self._call(self._stub.CancelTasks, request, timeout=CANCEL_DEADLINE)

@@ -40,7 +40,7 @@ LONG = (
 DECIDED = "cancel_requested"
 
 
-def spec(*command: str, cpu: float = 0.5, worker: str = "", grace: float = 0.0) -> TaskSpec:
+def spec(*command: str, cpu: float = 0.5, worker: str = "", grace: float | None = None) -> TaskSpec:
     return TaskSpec(
         image="busybox",
         command=command or LONG,

@@ -169,7 +169,7 @@ def test_run_defaults_and_repeatable_env() -> None:
     assert args.cmd == []
     assert args.env == ["A=1", "B=2"]
     assert (args.cpu, args.mem, args.storage, args.gpu) == (1.0, 0.5, 0.0, 0)
-    assert (args.worker, args.name, args.grace, args.stop_signal) == ("", "", 0.0, "")
+    assert (args.worker, args.name, args.grace, args.stop_signal) == ("", "", None, "")
     assert args.output == "text"
 
 
@@ -202,6 +202,14 @@ def test_subcommand_client_options_override_the_top_level() -> None:
         (["-o", "xml", "workers"], "invalid choice: 'xml'"),
         (["register", "w1"], "required: HOST:PORT"),
         (["workers", "extra"], "unrecognized arguments: extra"),
+        (["task", "run", "img", "--stop-signal", "SIGFOO"], "unknown stop signal 'SIGFOO': use"),
+        (["cancel", "t-1", "--stop-signal", "0"], "TERM (15), INT (2), QUIT (3), HUP (1)"),
+        (["task", "ls", "--limit", "0"], "--limit must be at least 1"),
+        (["task", "ls", "--limit", "5", "--all"], "not allowed with argument --limit"),
+        (["worker", "--listen", "x:1"], "required: --id"),
+        (["worker", "rm"], "worker rm needs the worker's ID"),
+        (["worker", "w9"], "invalid choice: 'w9'"),
+        (["worker", "--id", "w1", "rm", "w9"], "worker rm takes the worker's ID, not --id"),
     ],
 )
 def test_parser_errors_are_one_line_and_exit_2(
@@ -270,7 +278,6 @@ def test_main_submits_a_task_run(
     [
         (["task", "run", "bad::tag"], "invalid image reference 'bad::tag'"),
         (["task", "run", "busybox", "--env", "NOEQUALS"], "expected KEY=VALUE"),
-        (["task", "run", "busybox", "--stop-signal", "SIGFOO"], "unknown stop signal"),
         (["task", "run", "busybox", "--cpu", "0"], "cpu must be greater than 0"),
         (["register", "w1", "nohostport"], "expected HOST:PORT"),
     ],

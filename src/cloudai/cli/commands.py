@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cloudai.cli.render import Renderer, worker_json
+from cloudai.cli.render import Renderer, log_tail, worker_json
 from cloudai.client import Client
 from cloudai.core.lifecycle import TERMINAL
 from cloudai.core.models import Task, TaskSpec, validate_address, validate_worker_id
@@ -29,6 +29,7 @@ __all__ = [
     "task_ls",
     "task_run",
     "task_show",
+    "worker_rm",
     "workers",
 ]
 
@@ -59,7 +60,7 @@ def task_run(
     env: Sequence[str] = (),
     secret_env: Sequence[str] = (),
     name: str = "",
-    grace: float = 0.0,
+    grace: float | None = None,
     stop_signal: str = "",
     pids_limit: int = 0,
 ) -> int:
@@ -89,14 +90,20 @@ def task_ls(
     worker: str = "",
     owner: str = "",
     cancelled_by: str = "",
+    *,
+    limit: int = 0,
 ) -> int:
-    found, hidden = client.list_tasks_counted(
-        status=status, worker_id=worker, owner=owner, cancelled_by=cancelled_by
-    )
-    out.tasks_table(found)
-    if hidden and not out.json_mode:
+    """The newest `limit` matching tasks (0: all), how many older ones were left out, and how
+    many of other users' the caller may not see."""
+    page = client.list_tasks_page(status, worker, owner, cancelled_by, limit=limit)
+    out.tasks_table(page.tasks)
+    if page.hidden and not out.json_mode:
         out.console.print(
-            f"{hidden} matching task(s) of other users not shown (only admins see every task)"
+            f"{page.hidden} matching task(s) of other users not shown (only admins see every task)"
+        )
+    if page.more and not out.json_mode:
+        out.console.print(
+            f"… {page.more:,} more (older) task(s) match: --limit N or --all to see them"
         )
     return 0
 
@@ -116,6 +123,18 @@ def register(client: Client, out: Renderer, worker_id: str, address: str) -> int
         if problem:
             raise InvalidArgument(problem)
     out.worker_registered(client.register(worker_id, address))
+    return 0
+
+
+def worker_rm(client: Client, out: Renderer, worker_id: str) -> int:
+    """Forget a worker that runs no active task (admins)."""
+    if problem := validate_worker_id(worker_id):
+        raise InvalidArgument(problem)
+    worker = client.remove_worker(worker_id)
+    if out.json_mode:
+        out.emit_json(worker_json(worker))
+    else:
+        out.ok(f"worker {worker_id} removed: no longer listed or given tasks")
     return 0
 
 
@@ -185,6 +204,7 @@ def cancel(
     reason: str = "",
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
+    stop_signal: str = "",
 ) -> int:
     """Cancel tasks by ID, or every active task a selection matches (after confirmation).
     Exit 0 only when each one is cancelled (or already was)."""
@@ -201,6 +221,10 @@ def cancel(
         raise InvalidArgument(f"--status must be pending or running, got {selection.status!r}")
     if force and grace is not None:
         raise InvalidArgument("--force and --grace do not go together (--force means no grace)")
+    if force and stop_signal:
+        raise InvalidArgument(
+            "--force and --stop-signal do not go together (--force means SIGKILL at once)"
+        )
     ids = list(dict.fromkeys(task_ids))
     if selection.given:  # a user's bulk cancel leaves other users' tasks alone, and says so
         chosen: list[Task] = []
@@ -232,7 +256,7 @@ def cancel(
                 f"not confirmed: {len(chosen)} task(s) left running (use --yes in scripts)"
             )
         ids = [t.task_id for t in chosen]
-    acks = client.cancel_many(ids, force=force, grace=grace, reason=reason)
+    acks = client.cancel_many(ids, force=force, grace=grace, reason=reason, stop_signal=stop_signal)
     code = next((a.exit_code for a in acks if not a.success), 0)
     if out.json_mode:
         rows = [dataclasses.asdict(a) for a in acks]
@@ -306,4 +330,4 @@ def _tail(client: Client, task_id: str, lines: int = 10) -> str:
         data = b"".join(client.logs(task_id, follow=False))
     except Exception:  # logs are a nicety in the monitor view; the status is what matters
         return ""
-    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-lines:])
+    return log_tail(data.decode("utf-8", errors="replace"), lines).text

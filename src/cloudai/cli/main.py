@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from cloudai import __version__
@@ -30,30 +31,15 @@ from cloudai.core.hardening import (
     normalize_cap,
     parse_registries,
 )
+from cloudai.core.models import DEFAULT_GRACE_SECONDS, STOP_SIGNALS, normalize_signal
 from cloudai.errors import CloudAIError, InvalidArgument
 
 __all__ = ["build_parser", "main"]
 
-_RUN_VALUE_FLAGS = {
-    "--worker",
-    "--cpu",
-    "--mem",
-    "--storage",
-    "--gpu",
-    "--env",
-    "--secret-env",
-    "--name",
-    "--grace",
-    "--stop-signal",
-    "--pids-limit",
-    "--master",
-    "-o",
-    "--output",
-    "--token",
-}
 _SERVER_COMMANDS = {"up", "master", "worker"}
 _LOCAL_COMMANDS = {"certs"}  # files under $CLOUDAI_HOME only: no master needed
 DEFAULT_PEER_PORT = 50053
+DEFAULT_LS_LIMIT = 100  # `task ls` shows the newest this many unless told otherwise
 
 
 def _client_options(parser: argparse.ArgumentParser, top: bool) -> None:
@@ -105,6 +91,29 @@ def _checked(fn, name: str):  # type: ignore[no-untyped-def]
     return parse
 
 
+_SIGNALS_HELP = "TERM, term, SIGTERM and 15 are the same; " + ", ".join(
+    sorted(n.removeprefix("SIG") for n in STOP_SIGNALS)
+)
+
+
+def _stop_signal(text: str) -> str:
+    try:
+        return normalize_signal(text)
+    except ValueError as exc:  # names the accepted signals
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _worker_check(args: argparse.Namespace) -> str | None:
+    """`worker --id ID ...` runs a worker; `worker rm ID` removes one."""
+    if args.action == "rm":
+        if args.worker_id:
+            return "worker rm takes the worker's ID, not --id: cloudai worker rm ID"
+        return None if args.rm_id else "worker rm needs the worker's ID: cloudai worker rm ID"
+    if args.rm_id is not None:
+        return f"unrecognized arguments: {args.rm_id}"
+    return None if args.worker_id else "the following arguments are required: --id"
+
+
 def _metrics_option(parser: argparse.ArgumentParser, default: str, whose: str = "") -> None:
     parser.add_argument(
         "--metrics-listen",
@@ -142,7 +151,15 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
+        # check(namespace) -> a usage error or None, once this (sub)command's arguments parsed
+        self._check: Callable[[argparse.Namespace], str | None] | None = kwargs.pop("check", None)
         super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        parsed, extras = super().parse_known_args(*args, **kwargs)
+        if self._check is not None and (problem := self._check(parsed)) is not None:
+            self.error(problem)
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -260,8 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_option(m, DEFAULT_MASTER_METRICS)
     _log_options(m)
 
-    w = sub.add_parser("worker", help="run a worker server")
-    w.add_argument("--id", required=True, dest="worker_id", help="worker ID")
+    w = sub.add_parser(
+        "worker",
+        help="run a worker server (worker --id ID), or remove one (worker rm ID)",
+        usage="%(prog)s --id ID [options]\n       %(prog)s rm ID [--master HOST:PORT] [-o json]",
+        description="`cloudai worker --id ID ...` runs the worker ID on this machine. "
+        "`cloudai worker rm ID` (admins) forgets worker ID: it is no longer listed or given "
+        "tasks; its finished tasks keep their history. It is refused (exit 5) while a task is "
+        "active on it. A worker still running registers itself again at its next heartbeat: "
+        "stop it first.",
+        check=_worker_check,
+    )
+    w.add_argument(
+        "action", nargs="?", choices=["rm"], metavar="rm", help="remove worker ID (admins)"
+    )
+    w.add_argument("rm_id", nargs="?", metavar="ID", help="with rm: the worker to remove")
+    w.add_argument(
+        "--id", dest="worker_id", metavar="ID", help="the ID of the worker to run (required)"
+    )
     w.add_argument(
         "--join",
         default="",
@@ -270,12 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         "against the CA it pins, get this worker's certificate, keep it in $CLOUDAI_HOME/pki",
     )
     _insecure_option(w)
-    w.add_argument(
-        "--master",
-        default=None,
-        metavar="HOST:PORT",
-        help="master address (default: $CLOUDAI_MASTER, else localhost:50051)",
-    )
+    _client_options(w, top=False)  # --master for both; -o and --token for rm
     w.add_argument(
         "--listen",
         default=f"0.0.0.0:{DEFAULT_WORKER_PORT}",
@@ -442,10 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--grace",
         type=_number(float, "--grace"),
-        default=0.0,
-        help="stop grace period in seconds (default 10)",
+        default=None,
+        metavar="SECONDS",
+        help=f"stop grace period: seconds between the stop signal and SIGKILL, 0-3600 "
+        f"(default {DEFAULT_GRACE_SECONDS:g}; 0: SIGKILL right after the signal)",
     )
-    run.add_argument("--stop-signal", default="", help="stop signal (default SIGTERM)")
+    run.add_argument(
+        "--stop-signal",
+        type=_stop_signal,
+        default="",
+        metavar="SIG",
+        help=f"the signal a stop sends first (default SIGTERM): {_SIGNALS_HELP}",
+    )
     run.add_argument(
         "--pids-limit",
         type=_number(int, "--pids-limit", 1),
@@ -455,7 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the worker refuses more than its --max-pids-limit)",
     )
     _client_options(run, top=False)
-    ls = tsub.add_parser("ls", help="list tasks")
+    ls = tsub.add_parser(
+        "ls",
+        help=f"list tasks (the newest {DEFAULT_LS_LIMIT}; --limit N, --all)",
+        description=f"List tasks, oldest first: the newest {DEFAULT_LS_LIMIT} that match, unless "
+        "--limit or --all says otherwise; a last line says how many older ones match too. "
+        "-o json prints the same page as a list.",
+    )
     ls.add_argument(
         "--status",
         default="",
@@ -464,6 +506,15 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--worker", default="", metavar="ID")
     ls.add_argument("--owner", default="", metavar="USER", help="tasks submitted by USER")
     ls.add_argument("--cancelled-by", default="", metavar="USER", help="tasks cancelled by USER")
+    size = ls.add_mutually_exclusive_group()
+    size.add_argument(
+        "--limit",
+        type=_number(int, "--limit", 1),
+        default=DEFAULT_LS_LIMIT,
+        metavar="N",
+        help=f"the newest N matching tasks (default {DEFAULT_LS_LIMIT})",
+    )
+    size.add_argument("--all", action="store_true", help="every matching task")
     _client_options(ls, top=False)
     show = tsub.add_parser("show", help="show a task: status, exit code, times, events")
     show.add_argument("task_id", metavar="TASK_ID")
@@ -495,6 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="grace period before SIGKILL (default: the task's own, 10 s unless set at submit)",
     )
+    c.add_argument(
+        "--stop-signal",
+        type=_stop_signal,
+        default="",
+        metavar="SIG",
+        help=f"the signal sent first (default: the task's own, SIGTERM unless set at submit): "
+        f"{_SIGNALS_HELP}",
+    )
     c.add_argument("--reason", default="", metavar="TEXT", help="why (kept in the audit trail)")
     c.add_argument("--worker", default="", metavar="ID", help="every active task on this worker")
     c.add_argument(
@@ -507,13 +566,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _split_run(argv: list[str]) -> list[str]:
-    """Let `task run` take its options before or after the command: options we know are
-    moved before a `--`, everything else (IMAGE, CMD, ARG...) after it, in order."""
+def _run_options(parser: argparse.ArgumentParser) -> tuple[frozenset[str], frozenset[str]]:
+    """The option strings of `task run`, as its parser knows them: those that take a value,
+    and those that do not (`-h`)."""
+    for name in ("task", "run"):
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    valued = [a for a in parser._actions if a.option_strings and a.nargs != 0]
+    bare = [a for a in parser._actions if a.option_strings and a.nargs == 0]
+    return (
+        frozenset(o for a in valued for o in a.option_strings),
+        frozenset(o for a in bare for o in a.option_strings),
+    )
+
+
+@functools.cache
+def _default_run_options() -> tuple[frozenset[str], frozenset[str]]:
+    return _run_options(build_parser())
+
+
+def _split_run(argv: list[str], parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """Let `task run` take its options before or after the command: options its parser knows
+    are moved before a `--`, everything else (IMAGE, CMD, ARG...) after it, in order."""
     try:
         start = next(i for i in range(len(argv) - 1) if argv[i : i + 2] == ["task", "run"]) + 2
     except StopIteration:
         return argv
+    valued, bare = _default_run_options() if parser is None else _run_options(parser)
     options: list[str] = []
     positional: list[str] = []
     rest = argv[start:]
@@ -524,9 +603,9 @@ def _split_run(argv: list[str]) -> list[str]:
         if tok == "--":
             positional.extend(rest[i + 1 :])
             break
-        if tok in ("-h", "--help"):
+        if tok in bare:
             options.append(tok)
-        elif name in _RUN_VALUE_FLAGS:
+        elif name in valued:
             if "=" in tok:
                 options.append(tok)
             else:
@@ -554,6 +633,8 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
         )
     if cmd == "register":
         return commands.register(client, out, args.worker_id, args.address)
+    if cmd == "worker" and args.action == "rm":
+        return commands.worker_rm(client, out, args.rm_id)
     if cmd == "user":
         if args.user_command == "add":
             return secure.user_add(client, out, args.name, args.admin)
@@ -585,7 +666,13 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
             )
         if args.task_command == "ls":
             return commands.task_ls(
-                client, out, args.status, args.worker, args.owner, args.cancelled_by
+                client,
+                out,
+                args.status,
+                args.worker,
+                args.owner,
+                args.cancelled_by,
+                limit=0 if args.all else args.limit,
             )
         return commands.task_show(client, out, args.task_id)
     if cmd == "logs":
@@ -602,16 +689,18 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
             grace=args.grace,
             reason=args.reason,
             yes=args.yes,
+            stop_signal=args.stop_signal,
         )
     raise InvalidArgument(f"{cmd} is not available here")
 
 
 def _shell_dispatcher(parser: argparse.ArgumentParser, client: Client, out: Renderer):  # type: ignore[no-untyped-def]
     def dispatch(tokens: list[str]) -> int:
-        if tokens and tokens[0] in _SERVER_COMMANDS | _LOCAL_COMMANDS | {"shell"}:
+        servers = _SERVER_COMMANDS | _LOCAL_COMMANDS | {"shell"}
+        if tokens and tokens[0] in servers and tokens[:2] != ["worker", "rm"]:
             raise InvalidArgument(f"{tokens[0]} is not a shell command (type help)")
         try:
-            args = parser.parse_args(_split_run(tokens))
+            args = parser.parse_args(_split_run(tokens, parser))
         except SystemExit as exc:  # argparse printed its usage line
             return int(exc.code or 0)
         output = getattr(args, "output", "json" if out.json_mode else "text")
@@ -729,10 +818,10 @@ def _local(args: argparse.Namespace, out: Renderer) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(_split_run(argv))
+    args = parser.parse_args(_split_run(argv, parser))
     out = Renderer(getattr(args, "output", "text") or "text")
     try:
-        if args.command in _SERVER_COMMANDS:
+        if args.command in _SERVER_COMMANDS and getattr(args, "action", None) != "rm":
             return _run_server(args)
         if args.command in _LOCAL_COMMANDS:
             return _local(args, out)

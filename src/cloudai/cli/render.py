@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console, Group
@@ -16,9 +18,10 @@ from rich.text import Text
 from cloudai.core.models import Cancellation, Task, TaskResult, Worker
 from cloudai.core.resources import Resources
 
-__all__ = ["Renderer", "iso", "task_json", "worker_json"]
+__all__ = ["LogTail", "Renderer", "iso", "log_tail", "task_json", "worker_json"]
 
 LOG_TAIL_LINES = 20
+LOG_TAIL_BYTES = 16 * 1024  # what `task show` and `monitor` render of a task's output, at most
 STATUS_STYLE = {
     "pending": "yellow",
     "running": "cyan",
@@ -27,6 +30,43 @@ STATUS_STYLE = {
     "cancelled": "magenta",
 }
 STATE_STYLE = {"healthy": "green", "unhealthy": "yellow", "offline": "red"}
+
+
+@dataclass(frozen=True, slots=True)
+class LogTail:
+    """The end of a task's output as shown, and what was left out before it."""
+
+    text: str
+    lines: int  # lines in `text`
+    total_lines: int  # lines in the whole output
+    partial: bool  # the first line shown is cut at its start (a line longer than the budget)
+    total_bytes: int  # of the whole output, UTF-8 (counted only when something was left out)
+
+    @property
+    def whole(self) -> bool:
+        return self.lines == self.total_lines and not self.partial
+
+
+def log_tail(
+    text: str, max_lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES
+) -> LogTail:
+    """The last `max_lines` lines of `text`, of at most `max_bytes` bytes (UTF-8) in all.
+
+    Linear in `text` (its line breaks counted once) and bounded in what it returns, whatever
+    the shape of the output: one 40 MiB line gives its last 16 KiB."""
+    total_lines = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+    window = text[-max_bytes:]  # every character is at least one byte
+    data = window.encode("utf-8", errors="replace")
+    if len(data) > max_bytes:  # multi-byte characters: the last bytes, from a whole character
+        window = data[-max_bytes:].decode("utf-8", errors="ignore")
+    body = window.removesuffix("\n")
+    kept = body.rsplit("\n", max_lines)[-max_lines:] if window else []
+    start = len(text) - (len(window) - len(body)) - len("\n".join(kept))
+    partial = start > 0 and text[start - 1] != "\n"
+    whole = len(kept) == total_lines and not partial
+    size = len(data) if whole else len(text.encode("utf-8", errors="replace"))
+    shown = "\n".join(line.removesuffix("\r") for line in kept)
+    return LogTail(shown, len(kept), total_lines, partial, size)
 
 
 def iso(ts: float | None) -> str | None:
@@ -49,6 +89,8 @@ def task_json(t: Task) -> dict[str, Any]:
         "secret_env": dict(t.spec.masked().secret_env),  # values always "***"
         "resources": _res(t.spec.resources),
         "pids_limit": t.spec.pids_limit or None,  # None: the worker's default
+        "stop_signal": t.spec.signal,  # what a stop sends first
+        "grace_seconds": t.spec.grace,  # then SIGKILL after this long
         "requested_worker": t.spec.worker_id or None,
         "owner": t.spec.owner,
         "status": t.status.value,
@@ -144,6 +186,11 @@ def _age(ts: float | None, now: float) -> str:
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
 
 
+def _stop_of(t: Task) -> str:
+    default = " (default)" if t.spec.grace_seconds is None else ""
+    return f"{t.spec.signal}, then SIGKILL after {t.spec.grace:g}s{default}"
+
+
 def _duration(t: Task, now: float) -> str:
     if not t.started_at:
         return "-"
@@ -216,8 +263,9 @@ class Renderer:
             ("Status", Text(task.status.value, style=style)),
             ("Worker", task.worker_id or "-"),
             ("Image", task.spec.image),
-            ("Command", " ".join(task.spec.command) or "(image default)"),
+            ("Command", shlex.join(task.spec.command) or "(image default)"),
             ("Request", str(task.spec.resources)),
+            ("Stop", _stop_of(task)),
             ("Owner", task.spec.owner or "-"),
             ("Exit code", "-" if task.exit_code is None else str(task.exit_code)),
             ("Created", iso(task.created_at) or "-"),
@@ -248,7 +296,7 @@ class Renderer:
         if task.cancellation is not None:
             parts.append(self._cancellation(task.cancellation))
         if task.result is not None:
-            parts.append(self._result_logs(task))
+            parts.append(self._result_logs(task, task.result))
         self.console.print(Panel(Group(*parts), title=f"Task {task.task_id}", expand=False))
 
     @staticmethod
@@ -296,16 +344,26 @@ class Renderer:
         return Group(Text("Cancellation", style="bold"), grid)
 
     @staticmethod
-    def _result_logs(task: Task, keep: int = LOG_TAIL_LINES) -> Group:
-        assert task.result is not None
-        lines = task.result.logs.splitlines()
-        head = f"Logs (last {keep} of {len(lines)} lines; all: cloudai logs {task.task_id})"
-        if len(lines) <= keep:
-            head = "Logs"
-        body = "\n".join(lines[-keep:]) if lines else "(no output)"
-        out: list[Any] = [Text(head, style="bold"), Text(body)]
-        if task.result.error:
-            out.insert(0, Text(f"Error: {task.result.error}", style="red"))
+    def _result_logs(task: Task, result: TaskResult) -> Group:
+        """The tail of the stored output: at most LOG_TAIL_LINES lines and LOG_TAIL_BYTES, so
+        rendering costs the same for any output (Rich wraps a long line in more than linear
+        time), and a heading that says what was left out."""
+        tail = log_tail(result.logs)
+        head = "Logs"
+        if not tail.whole:
+            cut = (
+                f", the last {len(tail.text.encode('utf-8', 'replace')):,} of "
+                f"{tail.total_bytes:,} bytes"
+                if tail.partial
+                else ""
+            )
+            head = (
+                f"Logs (last {tail.lines:,} of {tail.total_lines:,} line(s){cut}; "
+                f"all: cloudai logs {task.task_id})"
+            )
+        out: list[Any] = [Text(head, style="bold"), Text(tail.text or "(no output)")]
+        if result.error:
+            out.insert(0, Text(f"Error: {result.error}", style="red"))
         return Group(*out)
 
     def tasks_table(self, tasks: list[Task]) -> None:

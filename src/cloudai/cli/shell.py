@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import shlex
 import sys
@@ -18,23 +19,27 @@ __all__ = ["HELP", "run_shell"]
 HELP = """\
 Commands:
   task <worker_id> <image> [cmd ...] [-cpu_cores N] [-mem GB] [-storage GB] [-gpu N]
-       [-pids_limit N]           - Run a task on a worker ("auto" lets the master place it)
+       [-pids_limit N]           - Run a task on a worker ("auto" lets the master place it);
+                                   quote as in a shell: sh -c "echo hi; sleep 5"; put --
+                                   before a command whose own options look like these
   task run IMAGE [CMD ...] [--worker ID] [--cpu N] [--mem GB] [--env K=V] [--name NAME]
-       [--pids-limit N]
-  task ls [--status S] [--worker ID] - List tasks
+       [--grace S] [--stop-signal SIG] [--pids-limit N]
+  task ls [--status S] [--worker ID] [--limit N | --all]
+                                 - List tasks (the newest 100 unless told otherwise)
   task show <task_id>            - Show a task: status, exit code, times, events
   workers                        - Show workers: state, capacity, allocated, available
   monitor <task_id>              - Watch a task until it ends
   logs <task_id> [--follow]      - Print a task's output
   cancel <task_id>               - Cancel a running task
-  cancel <task_id>... [--force] [--grace S] [--reason TEXT]
+  cancel <task_id>... [--force] [--grace S] [--stop-signal SIG] [--reason TEXT]
   cancel --worker ID | --status S | --owner USER | --all [--yes]
                                  - Cancel every active task that matches
   register <worker_id> <host:port> - Register a worker by address
   drain <worker_id> [--cancel]   - Stop placing tasks on a worker (and cancel its tasks)
   undrain <worker_id>            - Let a drained worker take tasks again
+  worker rm <worker_id>          - Forget a worker that runs no active task (admins)
   help                           - Show this help
-  exit                           - Leave the shell
+  exit                           - Leave the shell (or Ctrl-D; Ctrl-C clears the line)
 
 Examples:
   task auto cloudai-test/busybox echo hello
@@ -59,14 +64,37 @@ _COMMANDS = [
     "register",
     "drain",
     "undrain",
+    "worker",
     "help",
     "exit",
     "quit",
 ]
 
 
+def _unknown_flag(token: str) -> str | None:
+    """The problem with a token that reads as a misspelt option of the spec form (`-gpu_cores`,
+    `-cpus`), or None. A command's own options (`-c`, `-la`) are none of ours and stay in the
+    command."""
+    name = token[1:].split("=", 1)[0]
+    if not token.startswith("-") or token.startswith("--") or not name or token in _SPEC_FLAGS:
+        return None
+    if name.replace(".", "", 1).isdigit():  # a negative number
+        return None
+    ours = [f[1:] for f in _SPEC_FLAGS]
+    near = difflib.get_close_matches(name, ours, n=2, cutoff=0.8)
+    if "_" not in name and not near:
+        return None
+    hint = f" (did you mean {' or '.join('-' + n for n in near)}?)" if near else ""
+    return (
+        f"unknown option {token[:40]}{hint}: the options are {', '.join(_SPEC_FLAGS)}; put -- "
+        "before a command whose own options look like these"
+    )
+
+
 def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
-    """The spec's form: task <worker_id> <image> [cmd...] [-cpu_cores N] [-mem N] ..."""
+    """The spec's form: task <worker_id> <image> [cmd...] [-cpu_cores N] [-mem N] ...
+
+    Options may sit anywhere after the image; everything after `--` is the command's."""
     if len(tokens) < 2:
         raise InvalidArgument("usage: task <worker_id> <image> [cmd ...] [-cpu_cores N] [-mem GB]")
     worker, image, rest = tokens[0], tokens[1], tokens[2:]
@@ -75,6 +103,11 @@ def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
     i = 0
     while i < len(rest):
         flag = rest[i]
+        if flag == "--":
+            command.extend(rest[i + 1 :])
+            break
+        if (problem := _unknown_flag(flag)) is not None:
+            raise InvalidArgument(problem)
         if flag in _SPEC_FLAGS:
             if i + 1 >= len(rest):
                 raise InvalidArgument(f"{flag} needs a value")
@@ -141,8 +174,10 @@ class _Completer:
             return _COMMANDS
         head = parts[0]
         try:
-            if head in ("drain", "undrain"):
+            if head in ("drain", "undrain") or parts[:2] == ["worker", "rm"]:
                 return [w.worker_id for w in self.client.list_workers()]
+            if head == "worker":
+                return ["rm"]
             if head in ("cancel", "monitor", "logs") or parts[:2] == ["task", "show"]:
                 return [t.task_id for t in self.client.list_tasks()]
             if head == "task" and len(parts) <= 2:
@@ -162,11 +197,30 @@ def run_shell(client: Client, out: Renderer, cli_dispatch: Callable[[list[str]],
     out.console.print(
         f"[bold]cloudai[/] shell: master [cyan]{client.master}[/]. Type [bold]help[/] for commands."
     )
-    read = _interactive_reader(client) if sys.stdin.isatty() else _plain_reader()
+    interactive = sys.stdin.isatty()
+    read = _interactive_reader(client) if interactive else _plain_reader()
+    return _loop(read, client, out, cli_dispatch, interactive)
+
+
+def _loop(
+    read: Callable[[], str],
+    client: Client,
+    out: Renderer,
+    cli_dispatch: Callable[[list[str]], int],
+    interactive: bool,
+) -> int:
+    """Read and run lines until `exit`, Ctrl-D (EOFError) or the end of the input. At a
+    terminal, Ctrl-C while typing drops the line, as in any shell; Ctrl-C while a command
+    runs stops the command."""
     while True:
         try:
             line = read()
-        except (EOFError, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            if interactive:
+                continue  # the line typed so far is dropped: prompt again
+            out.console.print()
+            return 0
+        except EOFError:
             out.console.print()
             return 0
         try:

@@ -24,15 +24,48 @@ __all__ = [
     "Worker",
     "WorkerState",
     "new_task_id",
+    "normalize_signal",
     "validate_address",
     "validate_image",
     "validate_worker_id",
 ]
 
 DEFAULT_GRACE_SECONDS = 10.0
-STOP_SIGNALS = frozenset(
-    {"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL"}
-)
+# The stop signals a task may name, with their numbers on Linux (where every task runs).
+_SIGNAL_NUMBERS = {
+    "SIGTERM": 15,
+    "SIGINT": 2,
+    "SIGQUIT": 3,
+    "SIGHUP": 1,
+    "SIGUSR1": 10,
+    "SIGUSR2": 12,
+    "SIGKILL": 9,
+}
+STOP_SIGNALS = frozenset(_SIGNAL_NUMBERS)
+
+
+def _signal_problem(text: str) -> str:
+    accepted = ", ".join(f"{name[3:]} ({number})" for name, number in _SIGNAL_NUMBERS.items())
+    return (
+        f"unknown stop signal {text[:32]!r}: use one of {accepted}, with or without SIG, "
+        "in any case, or its number"
+    )
+
+
+def normalize_signal(text: str) -> str:
+    """A stop signal as the user wrote it (`TERM`, `term`, `SIGTERM`, `15`) as its one name
+    (`SIGTERM`); "" stays "" (not given). ValueError names the accepted signals."""
+    name = text.strip().upper()
+    if not name:
+        return ""
+    if name.isdigit():
+        name = next((n for n, number in _SIGNAL_NUMBERS.items() if str(number) == name), name)
+    elif not name.startswith("SIG"):
+        name = "SIG" + name
+    if name not in STOP_SIGNALS:
+        raise ValueError(_signal_problem(text))
+    return name
+
 
 # Docker's reference grammar (distribution/reference), anchored.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -96,8 +129,8 @@ class TaskSpec:
     name: str = ""
     worker_id: str = ""
     owner: str = ""
-    grace_seconds: float = 0.0
-    stop_signal: str = ""
+    grace_seconds: float | None = None  # None: not given, DEFAULT_GRACE_SECONDS
+    stop_signal: str = ""  # a name of STOP_SIGNALS (normalize_signal); empty: SIGTERM
     pids_limit: int = 0  # 0: the worker's default (core/hardening.py)
     secret_env: dict[str, str] = field(default_factory=dict)  # shown only as "***"
 
@@ -112,10 +145,10 @@ class TaskSpec:
                 out.append(f"invalid environment variable name {key[:64]!r}")
         if self.worker_id and (err := validate_worker_id(self.worker_id)) is not None:
             out.append(err)
-        if not 0 <= self.grace_seconds <= 3600:  # also false for NaN
+        if self.grace_seconds is not None and not 0 <= self.grace_seconds <= 3600:  # NaN too
             out.append(f"grace must be between 0 and 3600 seconds, got {self.grace_seconds:g}")
         if self.stop_signal and self.stop_signal not in STOP_SIGNALS:
-            out.append(f"unknown stop signal {self.stop_signal!r}")
+            out.append(_signal_problem(self.stop_signal))
         if not 0 <= self.pids_limit <= PIDS_LIMIT_CEILING:
             out.append(
                 f"pids limit must be between 1 and {PIDS_LIMIT_CEILING}, got {self.pids_limit}"
@@ -126,7 +159,8 @@ class TaskSpec:
 
     @property
     def grace(self) -> float:
-        return self.grace_seconds or DEFAULT_GRACE_SECONDS
+        """The grace period: as given (0 included), else the default."""
+        return DEFAULT_GRACE_SECONDS if self.grace_seconds is None else self.grace_seconds
 
     @property
     def container_env(self) -> dict[str, str]:

@@ -72,6 +72,7 @@ def _decide_tx(
     force: bool,
     grace: float | None,
     now: float,
+    stop_signal: str = "",
 ) -> tuple[str, Cancellation | None]:
     """The decision: ("cancelled", row) when this call cancelled it, ("already", None) when
     it was cancelled before. Raises NotFound / Conflict otherwise; writes nothing then."""
@@ -93,7 +94,7 @@ def _decide_tx(
     worker_id = assignments.worker_of(conn, task_id)
     if worker_id is None:  # never placed: this is its end, and its one result
         _store_unrun_result(conn, task_id, "", "cancelled before it was placed", now)
-    signal = "SIGKILL" if force else task.spec.signal
+    signal = "SIGKILL" if force else (stop_signal or task.spec.signal)
     grace_s = 0.0 if force else (task.spec.grace if grace is None else grace)
     cancellations.create(conn, task_id, worker_id, actor, reason, force, grace_s, signal, now)
     how = "force (SIGKILL now)" if force else f"{signal}, grace {grace_s:g}s"
@@ -183,23 +184,34 @@ class Canceller:
         reason: str = "",
         force: bool = False,
         grace: float | None = None,
+        *,
+        stop_signal: str = "",
     ) -> list[CancelOutcome]:
-        """Cancel each task, in parallel; one outcome per task, in order."""
+        """Cancel each task, in parallel; one outcome per task, in order. `stop_signal` (a
+        name of STOP_SIGNALS; "": each task's own) is the signal sent first."""
         if grace is not None and not 0 <= grace <= 3600:
             raise InvalidArgument(f"grace must be between 0 and 3600 seconds, got {grace:g}")
         if len(reason) > 1000:
             raise InvalidArgument("reason is longer than 1000 characters")
         return list(
             await asyncio.gather(
-                *(self._cancel_one(t, actor, reason, force, grace) for t in task_ids)
+                *(self._cancel_one(t, actor, reason, force, grace, stop_signal) for t in task_ids)
             )
         )
 
     async def _cancel_one(
-        self, task_id: str, actor: str, reason: str, force: bool, grace: float | None
+        self,
+        task_id: str,
+        actor: str,
+        reason: str,
+        force: bool,
+        grace: float | None,
+        stop_signal: str = "",
     ) -> CancelOutcome:
         try:
-            return await self.cancel_one(task_id, actor, reason, force, grace)
+            return await self.cancel_one(
+                task_id, actor, reason, force, grace, stop_signal=stop_signal
+            )
         except CloudAIError as exc:
             return CancelOutcome(task_id, False, str(exc), error_code=exc.code.name)
 
@@ -210,10 +222,14 @@ class Canceller:
         reason: str = "",
         force: bool = False,
         grace: float | None = None,
+        *,
+        stop_signal: str = "",
     ) -> CancelOutcome:
         """`cancel`, counted by outcome."""
         try:
-            outcome = await self.cancel(task_id, actor, reason, force, grace)
+            outcome = await self.cancel(
+                task_id, actor, reason, force, grace, stop_signal=stop_signal
+            )
         except CloudAIError as exc:
             kind = {NotFound: "not_found", Conflict: "conflict"}.get(type(exc), "error")
             self.metrics.cancels.labels(kind).inc()
@@ -229,10 +245,12 @@ class Canceller:
         reason: str = "",
         force: bool = False,
         grace: float | None = None,
+        *,
+        stop_signal: str = "",
     ) -> CancelOutcome:
         """Cancel one task; raises NotFound / Conflict for a task that cannot be cancelled."""
         outcome, c = await self.store.tx(
-            _decide_tx, task_id, actor, reason, force, grace, time.time()
+            _decide_tx, task_id, actor, reason, force, grace, time.time(), stop_signal
         )
         if outcome == "already" or c is None:
             return CancelOutcome(

@@ -21,6 +21,7 @@ from cloudai.core.models import (
     TaskSpec,
     Worker,
     new_task_id,
+    normalize_signal,
     validate_address,
     validate_worker_id,
 )
@@ -44,6 +45,8 @@ from cloudai.master.peers import WorkerPeers
 from cloudai.metrics import MasterMetrics
 from cloudai.security.tls import Tls
 from cloudai.store import Store, assignments, events, results, tasks, workers
+from cloudai.store._dialect import lock_row
+from cloudai.store.schema import workers as workers_table
 
 __all__ = ["Cluster", "MasterConfig"]
 
@@ -227,6 +230,15 @@ class Cluster:
         self.dispatcher.wake()
         return await self.get_worker(worker_id)
 
+    async def remove_worker(self, worker_id: str) -> Worker:
+        """Forget a worker (`cloudai worker rm`) that runs no active task; its finished tasks
+        keep their history. A worker still running registers itself again at its next
+        heartbeat."""
+        worker = await self.get_worker(worker_id)
+        await self.store.tx(_remove_worker_tx, worker_id, time.time())
+        log.info("worker %s removed", worker_id)
+        return worker
+
     async def list_workers(self) -> list[Worker]:
         return await self.store.tx(
             planner.load_workers, time.time(), self.config.heartbeat_interval
@@ -242,7 +254,11 @@ class Cluster:
 
     async def submit(self, spec: TaskSpec, caller: Caller) -> Task:
         """Submit as `caller`, who owns the task (whatever the spec says)."""
-        spec = dataclasses.replace(spec, owner=caller.name)
+        try:
+            stop_signal = normalize_signal(spec.stop_signal)  # TERM, term, 15 -> SIGTERM
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        spec = dataclasses.replace(spec, owner=caller.name, stop_signal=stop_signal)
         problems = spec.problems()
         if problems:
             raise InvalidArgument("; ".join(problems))
@@ -299,25 +315,27 @@ class Cluster:
         owner: str = "",
         cancelled_by: str = "",
         caller: Caller | None = None,
-    ) -> tuple[list[Task], int]:
-        """The matching tasks the caller may see (admins: all), and how many it may not."""
+        newest: bool = False,
+    ) -> tuple[list[Task], int, int]:
+        """The matching tasks the caller may see (admins: all) — the first `limit`, or with
+        `newest` the newest `limit` — how many it may not see, and how many it may."""
         if status and status not in TaskStatus.__members__.values():
             raise InvalidArgument(
                 f"unknown status {status[:32]!r}: use one of "
                 f"{', '.join(s.value for s in TaskStatus)}"
             )
         if caller is None or caller.admin:
-            found = await self.store.tx(
-                tasks.list_tasks, status, worker_id, limit, owner, cancelled_by
+            found, total = await self.store.tx(
+                _page_tx, status, worker_id, limit, owner, cancelled_by, newest
             )
-            return found, 0
+            return found, 0, total
         if owner and owner != caller.name:
             hidden = await self.store.tx(
                 tasks.count_matching, status, worker_id, caller.name, owner
             )
-            return [], hidden
-        found = await self.store.tx(
-            tasks.list_tasks, status, worker_id, limit, caller.name, cancelled_by
+            return [], hidden, 0
+        found, total = await self.store.tx(
+            _page_tx, status, worker_id, limit, caller.name, cancelled_by, newest
         )
         # Asked for its own tasks (or by canceller): nothing of others matched to hide.
         hidden = (
@@ -325,7 +343,7 @@ class Cluster:
             if cancelled_by or owner
             else await self.store.tx(tasks.count_matching, status, worker_id, caller.name)
         )
-        return found, hidden
+        return found, hidden, total
 
     @staticmethod
     def _report_tx(
@@ -363,12 +381,17 @@ class Cluster:
         reason: str = "",
         force: bool = False,
         grace: float | None = None,
+        *,
+        stop_signal: str = "",
     ) -> list[CancelOutcome]:
-        """Cancel what the caller may; other users' tasks get a PERMISSION_DENIED ack each."""
+        """Cancel what the caller may; other users' tasks get a PERMISSION_DENIED ack each.
+        `stop_signal` (a name of STOP_SIGNALS; "": each task's own) overrides the task's."""
         with self.metrics.cancel_answer.time():
             denied = await self._not_permitted(task_ids, caller, "cancel")
             allowed = [t for t in task_ids if t not in denied]
-            done = await self.canceller.cancel_many(allowed, caller.name, reason, force, grace)
+            done = await self.canceller.cancel_many(
+                allowed, caller.name, reason, force, grace, stop_signal=stop_signal
+            )
         by_id = {o.task_id: o for o in done}
         refusal = PermissionDenied("").code.name
         outcomes = [
@@ -455,3 +478,36 @@ class Cluster:
 
     async def assignment_worker(self, task_id: str) -> str | None:
         return await self.store.tx(assignments.worker_of, task_id)
+
+
+def _page_tx(
+    conn: Connection,
+    status: str,
+    worker_id: str,
+    limit: int,
+    owner: str,
+    cancelled_by: str,
+    newest: bool,
+) -> tuple[list[Task], int]:
+    """A page of tasks, and how many match in all (counted only when the page is full)."""
+    found = tasks.list_tasks(conn, status, worker_id, limit, owner, cancelled_by, newest=newest)
+    if not limit or len(found) < limit:
+        return found, len(found)
+    return found, tasks.count_tasks(conn, status, worker_id, owner, cancelled_by)
+
+
+def _remove_worker_tx(conn: Connection, worker_id: str, now: float) -> None:
+    """Mark the worker removed unless a task is active on it. Its row is locked first, as a
+    placement locks it, so a task placed meanwhile is seen here (or the placement sees it
+    removed)."""
+    if lock_row(conn, workers_table, "worker_id", worker_id) is None:
+        raise NotFound(f"worker {worker_id!r} not found")
+    active = sorted(tasks.active_ids_on(conn, worker_id))
+    if active:
+        shown = ", ".join(active[:3]) + (", ..." if len(active) > 3 else "")
+        raise Conflict(
+            f"worker {worker_id} has {len(active)} active task(s) ({shown}): cancel them or "
+            f"let them end first (cloudai drain {worker_id} --cancel)"
+        )
+    if not workers.mark_removed(conn, worker_id, now):
+        raise NotFound(f"worker {worker_id!r} not found")

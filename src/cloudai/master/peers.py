@@ -10,7 +10,7 @@ import grpc
 
 from cloudai.api.v1 import types_pb2, worker_pb2, worker_pb2_grpc
 from cloudai.core.models import TaskSpec, Worker
-from cloudai.errors import Conflict
+from cloudai.errors import Conflict, Unavailable
 from cloudai.rpc.convert import spec_to_pb, worker_from_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
@@ -21,6 +21,7 @@ __all__ = ["WorkerPeers"]
 ASSIGN_DEADLINE = 10.0
 CANCEL_DEADLINE = 30.0
 DESCRIBE_DEADLINE = 3.0
+LOGS_CONNECT_DEADLINE = 5.0  # a worker that does not answer this soon is named in the error
 FOLLOW_DEADLINE = 24 * 3600.0
 
 
@@ -83,6 +84,21 @@ class WorkerPeers:
     async def logs(
         self, worker_id: str, address: str, task_id: str, follow: bool
     ) -> AsyncIterator[bytes]:
+        """The task's output from its worker. The worker is asked first, briefly, whether it
+        answers at all: a stopped or unreachable worker is named at once, not when the
+        stream's own deadline runs out."""
+        try:
+            await self._stub(worker_id, address).Describe(
+                worker_pb2.DescribeRequest(), timeout=LOGS_CONNECT_DEADLINE
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise from_rpc_error(exc, f"worker {worker_id} at {address}") from exc
+            raise Unavailable(
+                f"worker {worker_id} at {address} did not answer within "
+                f"{LOGS_CONNECT_DEADLINE:g}s (stopped, or unreachable from the master?): "
+                f"the logs of {task_id} are on it"
+            ) from exc
         call = self._stub(worker_id, address).StreamTaskLogs(
             types_pb2.LogsRequest(task_id=task_id, follow=follow),
             timeout=FOLLOW_DEADLINE if follow else 30.0,

@@ -39,7 +39,7 @@ def load_workers(
     rows = workers.all_rows(conn) if worker_id is None else [workers.get(conn, worker_id)]
     out = []
     for row in rows:
-        if row is None:
+        if row is None or row["removed_at"] is not None:
             continue
         wid = row["worker_id"]
         out.append(
@@ -72,7 +72,7 @@ def commit_placement(
     The worker row is locked first, so two placements on one worker are serialized and the
     room each one sees includes the other's."""
     row = lock_row(conn, workers_table, "worker_id", worker_id)
-    if row is None or row["drained"]:
+    if row is None or row["drained"] or row["removed_at"] is not None:
         return False
     held = tasks.allocated_by_worker(conn, worker_id).get(worker_id, Resources())
     if not request.fits_in(workers.capacity_of(row) - held):

@@ -9,7 +9,7 @@ from typing import TypeAlias
 import grpc
 
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
-from cloudai.core.models import validate_worker_id
+from cloudai.core.models import normalize_signal, validate_worker_id
 from cloudai.errors import InvalidArgument
 from cloudai.master.accounts import Accounts
 from cloudai.master.auth import Auth
@@ -136,15 +136,18 @@ class MasterService(master_pb2_grpc.MasterServicer):
         caller = await self.auth.user(context)
         if request.limit < 0:
             raise InvalidArgument("limit must not be negative")
-        found, hidden = await self.cluster.list_tasks(
+        found, hidden, total = await self.cluster.list_tasks(
             request.status,
             request.worker_id,
             request.limit,
             request.owner,
             request.cancelled_by,
             caller=caller,
+            newest=request.newest,
         )
-        return master_pb2.ListTasksResponse(tasks=[task_to_pb(t) for t in found], hidden=hidden)
+        return master_pb2.ListTasksResponse(
+            tasks=[task_to_pb(t) for t in found], hidden=hidden, total=total
+        )
 
     @translate
     async def ListWorkers(
@@ -174,8 +177,14 @@ class MasterService(master_pb2_grpc.MasterServicer):
         grace = request.grace_seconds if request.HasField("grace_seconds") else None
         if grace is not None and not math.isfinite(grace):
             raise InvalidArgument("grace must be a number of seconds")
+        try:
+            stop_signal = normalize_signal(request.stop_signal)  # TERM, term, 15 -> SIGTERM
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
         self.auth.limit_cancel(caller, len(ids))
-        outcomes = await self.cluster.cancel(ids, caller, request.reason, request.force, grace)
+        outcomes = await self.cluster.cancel(
+            ids, caller, request.reason, request.force, grace, stop_signal=stop_signal
+        )
         return master_pb2.CancelResponse(acks=[o.to_pb() for o in outcomes])
 
     @translate
@@ -186,6 +195,15 @@ class MasterService(master_pb2_grpc.MasterServicer):
         if problem := validate_worker_id(request.worker_id):
             raise InvalidArgument(problem)
         return worker_to_pb(await self.cluster.drain(request.worker_id, request.drain))
+
+    @translate
+    async def RemoveWorker(
+        self, request: master_pb2.RemoveWorkerRequest, context: Ctx
+    ) -> types_pb2.WorkerInfo:
+        await self.auth.admin(context, "worker rm")
+        if problem := validate_worker_id(request.worker_id):
+            raise InvalidArgument(problem)
+        return worker_to_pb(await self.cluster.remove_worker(request.worker_id))
 
     @translate
     async def ReportStopProgress(

@@ -43,7 +43,7 @@ def resources_from_pb(m: pb.Resources) -> Resources:
 
 
 def spec_to_pb(s: TaskSpec) -> pb.TaskSpec:
-    return pb.TaskSpec(
+    m = pb.TaskSpec(
         image=s.image,
         command=list(s.command),
         env=dict(s.env),
@@ -51,11 +51,13 @@ def spec_to_pb(s: TaskSpec) -> pb.TaskSpec:
         name=s.name,
         worker_id=s.worker_id,
         owner=s.owner,
-        grace_seconds=s.grace_seconds,
         stop_signal=s.stop_signal,
         pids_limit=s.pids_limit,
         secret_env=dict(s.secret_env),
     )
+    if s.grace_seconds is not None:  # unset: the default; 0 is a grace of 0
+        m.grace_seconds = s.grace_seconds
+    return m
 
 
 def spec_from_pb(m: pb.TaskSpec) -> TaskSpec:
@@ -67,7 +69,7 @@ def spec_from_pb(m: pb.TaskSpec) -> TaskSpec:
         name=m.name,
         worker_id=m.worker_id,
         owner=m.owner,
-        grace_seconds=m.grace_seconds,
+        grace_seconds=m.grace_seconds if m.HasField("grace_seconds") else None,
         stop_signal=m.stop_signal,
         pids_limit=m.pids_limit,
         secret_env=dict(m.secret_env),

@@ -28,6 +28,9 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.CloudAIError]] = {
     grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
 RETRY_AFTER = "cloudai-retry-after"  # trailing metadata of a rate-limited call: seconds
+# Trailing metadata naming the CloudAIError a server raised on purpose: a client tells "the
+# server answered UNAVAILABLE: a peer of its own did not" from "the server did not answer".
+_KIND_KEY = "cloudai-error"
 
 
 async def _abort(
@@ -42,7 +45,9 @@ async def _abort(
             exc.code, exc.message, trailing_metadata=((RETRY_AFTER, f"{exc.retry_after:.3f}"),)
         )
     if isinstance(exc, errors.CloudAIError):
-        await context.abort(exc.code, exc.message)
+        await context.abort(
+            exc.code, exc.message, trailing_metadata=((_KIND_KEY, type(exc).__name__),)
+        )
     log.exception("unexpected error in %s", name)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
@@ -85,6 +90,8 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> errors.CloudAIError:
     code = exc.code()
     cls = _BY_CODE.get(code, errors.CloudAIError)
     detail = exc.details() or code.name
+    if code == grpc.StatusCode.UNAVAILABLE and _kind_of(exc):
+        return errors.Unavailable(detail)  # the peer answered: something behind it did not
     if code == grpc.StatusCode.UNAVAILABLE:
         why = "connection refused" if "refused" in detail.lower() else detail.splitlines()[0]
         return errors.Unavailable(f"cannot reach {peer}: {why}")
@@ -97,3 +104,13 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> errors.CloudAIError:
         except ValueError:
             return errors.RateLimited(detail)
     return cls(detail)
+
+
+def _kind_of(exc: grpc.RpcError) -> str:
+    """The CloudAIError a cloudai server raised on purpose ("" for gRPC's own errors)."""
+    trailing = getattr(exc, "trailing_metadata", None)
+    pairs = trailing() if callable(trailing) else None
+    for key, value in pairs or ():
+        if key == _KIND_KEY:
+            return str(value)
+    return ""

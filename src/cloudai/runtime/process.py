@@ -66,23 +66,11 @@ class ProcessRuntime(Runtime):
             return Handle(task_id, str(meta["pid"]), meta["started_at"])
         d.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **spec.container_env, "CLOUDAI_EXIT_FILE": str(d / "exit")}
-        with open(d / "out.log", "ab") as out:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    "/bin/sh",
-                    "-c",
-                    _WRAPPER,
-                    "sh",
-                    *spec.command,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    cwd=d,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise RuntimeFailure(f"cannot start process: {exc}") from exc
+        try:
+            proc = await self._spawn(d, spec, env)
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)  # a start that failed leaves nothing behind
+            raise
         started = time.time()
         try:
             create_time: float | None = psutil.Process(proc.pid).create_time()
@@ -100,6 +88,28 @@ class ProcessRuntime(Runtime):
         )
         self._children[task_id] = proc
         return Handle(task_id, str(proc.pid), started)
+
+    @staticmethod
+    async def _spawn(
+        d: pathlib.Path, spec: TaskSpec, env: dict[str, str]
+    ) -> asyncio.subprocess.Process:
+        with open(d / "out.log", "ab") as out:
+            try:
+                return await asyncio.create_subprocess_exec(
+                    "/bin/sh",
+                    "-c",
+                    _WRAPPER,
+                    "sh",
+                    *spec.command,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    cwd=d,
+                    env=env,
+                    start_new_session=True,
+                )
+            except (OSError, ValueError) as exc:  # ValueError: e.g. a NUL in an argument
+                raise RuntimeFailure(f"cannot start process: {exc}") from exc
 
     def _alive(self, handle: Handle) -> bool:
         child = self._children.get(handle.task_id)

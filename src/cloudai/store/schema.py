@@ -37,6 +37,8 @@ workers = Table(
     Column("cpu_percent", Float, nullable=True),  # node telemetry, last heartbeat
     Column("mem_used_gb", Float, nullable=True),
     Column("disk_free_gb", Float, nullable=True),
+    # `cloudai worker rm`: forgotten, kept for the history of its tasks; registering clears it
+    Column("removed_at", Float, nullable=True),
 )
 
 tasks = Table(

@@ -25,6 +25,7 @@ __all__ = [
     "get",
     "insert",
     "count_matching",
+    "count_tasks",
     "list_tasks",
     "owners",
     "pending",
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 _COLUMNS = [*tasks.c, assignments.c.worker_id]
+# tasks.grace_seconds: a grace not given is stored as this (migration 0007 turned the older
+# rows' 0, which meant "not given", into it); only this module reads or writes the column.
+_GRACE_NOT_GIVEN = -1.0
 
 
 def _joined() -> Any:
@@ -57,7 +61,7 @@ def insert(conn: Connection, task_id: str, spec: TaskSpec, now: float) -> None:
             req_gpu=r.gpu,
             requested_worker=spec.worker_id or None,
             owner=spec.owner,
-            grace_seconds=spec.grace_seconds,
+            grace_seconds=_GRACE_NOT_GIVEN if spec.grace_seconds is None else spec.grace_seconds,
             stop_signal=spec.stop_signal,
             pids_limit=spec.pids_limit,
             status=TaskStatus.PENDING.value,
@@ -91,7 +95,7 @@ def _row_to_task(row: RowMapping, events: tuple[TaskEvent, ...] = ()) -> Task:
         name=row["name"],
         worker_id=row["requested_worker"] or "",
         owner=row["owner"],
-        grace_seconds=row["grace_seconds"],
+        grace_seconds=None if row["grace_seconds"] < 0 else row["grace_seconds"],
         stop_signal=row["stop_signal"],
         pids_limit=row["pids_limit"],
     )
@@ -131,8 +135,34 @@ def list_tasks(
     limit: int = 0,
     owner: str = "",
     cancelled_by: str = "",
+    *,
+    newest: bool = False,
 ) -> list[Task]:
-    stmt = select(*_COLUMNS).select_from(_joined()).order_by(tasks.c.created_at, tasks.c.task_id)
+    """The matching tasks, oldest first: the first `limit` (0: all), or with `newest` the
+    newest `limit`."""
+    order = (tasks.c.created_at, tasks.c.task_id)
+    stmt = select(*_COLUMNS).select_from(_joined())
+    stmt = _filtered(stmt, status, worker_id, owner, cancelled_by)
+    stmt = stmt.order_by(*(c.desc() for c in order) if newest and limit else order)
+    if limit:
+        stmt = stmt.limit(limit)
+    found = [_row_to_task(r) for r in conn.execute(stmt).mappings()]
+    return found[::-1] if newest and limit else found
+
+
+def count_tasks(
+    conn: Connection,
+    status: str = "",
+    worker_id: str = "",
+    owner: str = "",
+    cancelled_by: str = "",
+) -> int:
+    """How many tasks `list_tasks` would list without a limit."""
+    stmt = select(func.count()).select_from(_joined())
+    return int(conn.execute(_filtered(stmt, status, worker_id, owner, cancelled_by)).scalar_one())
+
+
+def _filtered(stmt: Any, status: str, worker_id: str, owner: str, cancelled_by: str) -> Any:
     if status:
         stmt = stmt.where(tasks.c.status == status)
     if worker_id:
@@ -145,9 +175,7 @@ def list_tasks(
                 select(cancellations.c.task_id).where(cancellations.c.requested_by == cancelled_by)
             )
         )
-    if limit:
-        stmt = stmt.limit(limit)
-    return [_row_to_task(r) for r in conn.execute(stmt).mappings()]
+    return stmt
 
 
 def pending(conn: Connection, limit: int = 500) -> list[Task]:

@@ -15,6 +15,7 @@ __all__ = [
     "WorkerRow",
     "all_rows",
     "get",
+    "mark_removed",
     "register_manual",
     "register_self",
     "set_drained",
@@ -37,6 +38,7 @@ def register_self(
         "runtime": runtime,
         "source": "self",
         "last_heartbeat": now,
+        "removed_at": None,  # a removed worker that registers again is back
     }
     upsert(
         conn, workers, "worker_id", {"worker_id": worker_id, "registered_at": now, **fields}, fields
@@ -55,7 +57,7 @@ def register_manual(
 
     `capacity` is what the worker said when the master reached it; None when unreachable (the
     worker fills it in when it registers itself)."""
-    fields: dict[str, Any] = {"address": address, "source": "manual"}
+    fields: dict[str, Any] = {"address": address, "source": "manual", "removed_at": None}
     if capacity is not None:
         fields |= {
             "cpu": capacity.cpu,
@@ -78,12 +80,17 @@ def register_manual(
 def touch(
     conn: Connection, worker_id: str, now: float, telemetry: Mapping[str, float] | None = None
 ) -> bool:
-    """Record a heartbeat (and the node telemetry it carried); False for an unknown worker."""
+    """Record a heartbeat (and the node telemetry it carried); False for an unknown (or
+    removed) worker: it registers again."""
     values: dict[str, Any] = {"last_heartbeat": now}
     for key in ("cpu_percent", "mem_used_gb", "disk_free_gb"):
         if telemetry and key in telemetry:
             values[key] = telemetry[key]
-    res = conn.execute(workers.update().where(workers.c.worker_id == worker_id).values(**values))
+    res = conn.execute(
+        workers.update()
+        .where(workers.c.worker_id == worker_id, workers.c.removed_at.is_(None))
+        .values(**values)
+    )
     return res.rowcount == 1
 
 
@@ -95,12 +102,29 @@ def set_drained(conn: Connection, worker_id: str, drained: bool) -> bool:
     return res.rowcount == 1
 
 
+def mark_removed(conn: Connection, worker_id: str, now: float) -> bool:
+    """Forget a worker (`cloudai worker rm`): it is no longer listed or placed on; the row
+    stays for its tasks' history. False for an unknown or already removed worker."""
+    res = conn.execute(
+        workers.update()
+        .where(workers.c.worker_id == worker_id, workers.c.removed_at.is_(None))
+        .values(removed_at=now)
+    )
+    return res.rowcount == 1
+
+
 def get(conn: Connection, worker_id: str) -> WorkerRow | None:
+    """A worker's row, also a removed one's (its tasks' history refers to it)."""
     return conn.execute(select(workers).where(workers.c.worker_id == worker_id)).mappings().first()
 
 
 def all_rows(conn: Connection) -> list[WorkerRow]:
-    return list(conn.execute(select(workers).order_by(workers.c.worker_id)).mappings())
+    """Every worker that is not removed."""
+    return list(
+        conn.execute(
+            select(workers).where(workers.c.removed_at.is_(None)).order_by(workers.c.worker_id)
+        ).mappings()
+    )
 
 
 def capacity_of(row: WorkerRow) -> Resources:

@@ -173,6 +173,12 @@ class DrainRequest(_message.Message):
     drain: bool
     def __init__(self, worker_id: _Optional[str] = ..., drain: _Optional[bool] = ...) -> None: ...
 
+class RemoveWorkerRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known", "stop_task_ids", "stop_orders")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
@@ -184,16 +190,18 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, known: _Optional[bool] = ..., stop_task_ids: _Optional[_Iterable[str]] = ..., stop_orders: _Optional[_Iterable[_Union[_types_pb2.CancelTaskRequest, _Mapping]]] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
-    __slots__ = ("task_ids", "force", "grace_seconds", "reason")
+    __slots__ = ("task_ids", "force", "grace_seconds", "reason", "stop_signal")
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     task_ids: _containers.RepeatedScalarFieldContainer[str]
     force: bool
     grace_seconds: float
     reason: str
-    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., force: _Optional[bool] = ..., grace_seconds: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    stop_signal: str
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., force: _Optional[bool] = ..., grace_seconds: _Optional[float] = ..., reason: _Optional[str] = ..., stop_signal: _Optional[str] = ...) -> None: ...
 
 class CancelResponse(_message.Message):
     __slots__ = ("acks",)
@@ -222,26 +230,30 @@ class SubmitTaskRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[_types_pb2.TaskSpec, _Mapping]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("status", "worker_id", "limit", "owner", "cancelled_by")
+    __slots__ = ("status", "worker_id", "limit", "owner", "cancelled_by", "newest")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_BY_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIELD_NUMBER: _ClassVar[int]
     status: str
     worker_id: str
     limit: int
     owner: str
     cancelled_by: str
-    def __init__(self, status: _Optional[str] = ..., worker_id: _Optional[str] = ..., limit: _Optional[int] = ..., owner: _Optional[str] = ..., cancelled_by: _Optional[str] = ...) -> None: ...
+    newest: bool
+    def __init__(self, status: _Optional[str] = ..., worker_id: _Optional[str] = ..., limit: _Optional[int] = ..., owner: _Optional[str] = ..., cancelled_by: _Optional[str] = ..., newest: _Optional[bool] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
-    __slots__ = ("tasks", "hidden")
+    __slots__ = ("tasks", "hidden", "total")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[_types_pb2.Task]
     hidden: int
-    def __init__(self, tasks: _Optional[_Iterable[_Union[_types_pb2.Task, _Mapping]]] = ..., hidden: _Optional[int] = ...) -> None: ...
+    total: int
+    def __init__(self, tasks: _Optional[_Iterable[_Union[_types_pb2.Task, _Mapping]]] = ..., hidden: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ()

@@ -95,6 +95,11 @@ class MasterStub:
                 request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.DrainRequest.SerializeToString,
                 response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.WorkerInfo.FromString,
                 _registered_method=True)
+        self.RemoveWorker = channel.unary_unary(
+                '/cloudai.api.v1.Master/RemoveWorker',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.RemoveWorkerRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.WorkerInfo.FromString,
+                _registered_method=True)
         self.StreamTaskLogs = channel.unary_stream(
                 '/cloudai.api.v1.Master/StreamTaskLogs',
                 request_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.LogsRequest.SerializeToString,
@@ -217,6 +222,13 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveWorker(self, request, context):
+        """Admins: forget a worker that runs no active task (its finished tasks keep their history)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamTaskLogs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -331,6 +343,11 @@ def add_MasterServicer_to_server(servicer, server):
             'DrainWorker': grpc.unary_unary_rpc_method_handler(
                     servicer.DrainWorker,
                     request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.DrainRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.WorkerInfo.SerializeToString,
+            ),
+            'RemoveWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveWorker,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.RemoveWorkerRequest.FromString,
                     response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.WorkerInfo.SerializeToString,
             ),
             'StreamTaskLogs': grpc.unary_stream_rpc_method_handler(
@@ -697,6 +714,33 @@ class Master:
             target,
             '/cloudai.api.v1.Master/DrainWorker',
             cloudai_dot_api_dot_v1_dot_master__pb2.DrainRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_types__pb2.WorkerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/RemoveWorker',
+            cloudai_dot_api_dot_v1_dot_master__pb2.RemoveWorkerRequest.SerializeToString,
             cloudai_dot_api_dot_v1_dot_types__pb2.WorkerInfo.FromString,
             options,
             channel_credentials,
