@@ -37,6 +37,9 @@ workers = Table(
     Column("cpu_percent", Float, nullable=True),  # node telemetry, last heartbeat
     Column("mem_used_gb", Float, nullable=True),
     Column("disk_free_gb", Float, nullable=True),
+    Column("gpu_ids", JSON, nullable=True),  # its devices (registration); None: 0..gpu-1
+    Column("gpu_stats", JSON, nullable=True),  # per-device telemetry, last heartbeat
+    Column("busy_gpu_ids", JSON, nullable=True),  # in use with no task on them: not handed out
 )
 
 tasks = Table(
@@ -80,6 +83,7 @@ assignments = Table(
     Column("delivered_at", Float, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=False, default=""),
+    Column("gpu_ids", JSON, nullable=True),  # the devices the placement picked
     Index("ix_assignments_worker", "worker_id"),
 )
 
