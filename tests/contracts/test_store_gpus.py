@@ -90,14 +90,14 @@ def test_a_cancelled_task_holds_its_devices_until_its_container_exited(store: St
 
 def test_busy_devices_are_not_handed_out(store: Store) -> None:
     add_gpu_worker(store, "w1", ("0", "1"))
-    store.tx_sync(workers.record_gpus, "w1", [GpuDevice("0", busy=True), GpuDevice("1")])
+    store.tx_sync(workers.touch, "w1", NOW, None, [GpuDevice("0", busy=True), GpuDevice("1")])
     submit(store, "a", 1)
     submit(store, "b", 1)
     assert place(store, "a", 1) and devices(store, "a") == ("1",)
     assert not place(store, "b", 1)
     (w,) = store.tx_sync(planner.load_workers, NOW, INTERVAL)
     assert w.gpus[0].busy and w.available.gpu == 0
-    store.tx_sync(workers.record_gpus, "w1", [GpuDevice("0"), GpuDevice("1")])
+    store.tx_sync(workers.touch, "w1", NOW, None, [GpuDevice("0"), GpuDevice("1")])
     assert place(store, "b", 1) and devices(store, "b") == ("0",)
 
 

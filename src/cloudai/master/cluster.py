@@ -240,10 +240,9 @@ class Cluster:
     def _heartbeat_tx(  # type: ignore[no-untyped-def]
         self, conn, worker_id, running, stopping, telemetry, usage, gpus, now
     ):
-        if not workers.touch(conn, worker_id, now, telemetry):
+        if not workers.touch(conn, worker_id, now, telemetry, gpus):
             return False, []
         self.metrics.heartbeats.labels(worker_id).inc()
-        workers.record_gpus(conn, worker_id, gpus)
         if usage:
             tasks.record_usage(conn, usage, worker_id, now)
         self._reconcile(conn, worker_id, set(running), set(stopping), now)

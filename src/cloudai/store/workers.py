@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 from sqlalchemy import Connection, RowMapping, select
 
-from cloudai.core.gpus import GpuDevice
+from cloudai.core.gpus import MAX_GPUS, GpuDevice
 from cloudai.core.resources import Resources
 from cloudai.store._dialect import upsert
 from cloudai.store.schema import workers
@@ -19,7 +19,6 @@ __all__ = [
     "get",
     "gpu_ids_of",
     "gpu_stats_of",
-    "record_gpus",
     "register_manual",
     "register_self",
     "set_drained",
@@ -91,42 +90,32 @@ def register_manual(
 
 
 def touch(
-    conn: Connection, worker_id: str, now: float, telemetry: Mapping[str, float] | None = None
+    conn: Connection,
+    worker_id: str,
+    now: float,
+    telemetry: Mapping[str, float] | None = None,
+    gpus: Sequence[GpuDevice] | None = None,
 ) -> bool:
-    """Record a heartbeat (and the node telemetry it carried); False for an unknown worker."""
+    """Record a heartbeat (and the node telemetry it carried: with `gpus`, each GPU's and its
+    busy flag; an empty list: NVML does not answer there); False for an unknown worker. Only
+    the worker's own devices count (`gpu_ids_of`, `busy_gpus_of`)."""
     values: dict[str, Any] = {"last_heartbeat": now}
     for key in ("cpu_percent", "mem_used_gb", "disk_free_gb"):
         if telemetry and key in telemetry:
             values[key] = telemetry[key]
+    if gpus is not None:
+        values["gpu_stats"] = {
+            d.gpu_id: {
+                "name": d.name,
+                "memory_total_mb": d.memory_total_mb,
+                "memory_used_mb": d.memory_used_mb,
+                "utilization_percent": d.utilization_percent,
+            }
+            for d in gpus[:MAX_GPUS]
+        } or None
+        values["busy_gpu_ids"] = sorted(d.gpu_id for d in gpus[:MAX_GPUS] if d.busy) or None
     res = conn.execute(workers.update().where(workers.c.worker_id == worker_id).values(**values))
     return res.rowcount == 1
-
-
-def record_gpus(conn: Connection, worker_id: str, devices: Sequence[GpuDevice]) -> None:
-    """The per-GPU telemetry and busy flags of a heartbeat (none: NVML does not answer there).
-    Only its own devices count."""
-    row = get(conn, worker_id)
-    if row is None:
-        return
-    own = set(gpu_ids_of(row))
-    mine = [d for d in devices if d.gpu_id in own]
-    stats = {
-        d.gpu_id: {
-            "name": d.name,
-            "memory_total_mb": d.memory_total_mb,
-            "memory_used_mb": d.memory_used_mb,
-            "utilization_percent": d.utilization_percent,
-        }
-        for d in mine
-    }
-    conn.execute(
-        workers.update()
-        .where(workers.c.worker_id == worker_id)
-        .values(
-            gpu_stats=stats or None,
-            busy_gpu_ids=sorted(d.gpu_id for d in mine if d.busy) or None,
-        )
-    )
 
 
 def set_drained(conn: Connection, worker_id: str, drained: bool) -> bool:
