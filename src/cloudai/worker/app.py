@@ -101,7 +101,7 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     runtime = open_runtime(cfg.runtime, cfg.worker_id, cfg.state_dir, cfg.policy)
     await runtime.ping()
     _log_isolation(cfg)
-    gpus = Gpus.open(cfg.gpu_ids)
+    gpus = await asyncio.to_thread(Gpus.open, cfg.gpu_ids)  # NVML calls block
     capacity = dataclasses.replace(cfg.capacity, gpu=len(gpus.ids))
     served = new_server(cfg.listen, cfg.tls, clients_need_cert=True)
     address = _advertised(cfg.listen, served.port, cfg.advertise)

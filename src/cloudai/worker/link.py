@@ -68,7 +68,7 @@ class MasterLink:
         self._background: set[asyncio.Task[None]] = set()
         self.metrics: WorkerMetrics = WorkerMetrics()  # replaced by the worker's own
         self.report_attempts: dict[str, int] = {}  # task_id -> failed attempts, while retrying
-        self._beat: Callable[[], Awaitable[None]] | None = None  # set by heartbeat_loop
+        self._beat: Callable[[], Awaitable[bool]] | None = None  # set by heartbeat_loop
 
     async def _stub(self) -> master_pb2_grpc.MasterStub:
         """The channel to the master's port for workers: with TLS, the master tells which
@@ -173,13 +173,16 @@ class MasterLink:
         A master that cannot be reached is its normal weather: it keeps trying. Anything else
         fails the loop, which the worker's Loops logs and restarts."""
 
-        async def beat() -> None:
+        async def beat() -> bool:
+            """One heartbeat; False when the master does not know this worker."""
             node, usage = telemetry()
             known, orders = await self.heartbeat(running(), stopping(), node, usage, gpus())
             if not known:
+                log.warning("⚠ master does not know this worker: registering again")
                 self.registered.clear()
             elif orders:
                 on_stop_orders(orders)
+            return known
 
         self._beat = beat
         failures = 0
@@ -187,18 +190,12 @@ class MasterLink:
             try:
                 if not self.registered.is_set():
                     on_stop_orders(await self.register(running()))
-                node, usage = telemetry()
-                known, orders = await self.heartbeat(running(), stopping(), node, usage, gpus())
-                if not known:
-                    log.warning("⚠ master does not know this worker: registering again")
-                    self.registered.clear()
+                if not await beat():
                     continue
                 self.metrics.heartbeats.labels("ok").inc()
                 if failures:
                     log.info("✓ master %s reachable again", self.master)
                 failures = 0
-                if orders:
-                    on_stop_orders(orders)
             except CloudAIError as exc:
                 self.metrics.heartbeats.labels("failed").inc()
                 failures += 1
