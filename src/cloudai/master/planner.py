@@ -102,8 +102,11 @@ def commit_placement(
     held = tasks.allocated_by_worker(conn, worker_id).get(worker_id, Resources())
     if not request.fits_in(workers.capacity_of(row) - held):
         return False
-    taken = set(tasks.held_gpus_by_worker(conn, worker_id).get(worker_id, {}))
-    gpu_ids = pick_gpus(workers.gpu_ids_of(row), taken | workers.busy_gpus_of(row), request.gpu)
+    gpu_ids: tuple[str, ...] | None = ()
+    if request.gpu:
+        taken = set(tasks.held_gpus_by_worker(conn, worker_id).get(worker_id, {}))
+        taken |= workers.busy_gpus_of(row)
+        gpu_ids = pick_gpus(workers.gpu_ids_of(row), taken, request.gpu)
     if gpu_ids is None:
         return False
     if not tasks.transition(conn, task_id, TaskStatus.RUNNING):
