@@ -126,8 +126,14 @@ class LocalCluster:
         self.master = None
 
     def add_worker(
-        self, worker_id: str, cpu: float = 2, mem: float = 4, runtime: str = "process"
+        self,
+        worker_id: str,
+        cpu: float = 2,
+        mem: float = 4,
+        runtime: str = "process",
+        gpu_ids: tuple[str, ...] | None = None,
     ) -> RunningWorker:
+        """`gpu_ids` stands in for real devices (`--gpu-ids`); None: what NVML finds."""
         tls = None
         if self.pki is not None:
             if not self.pki.has_worker(worker_id):
@@ -143,6 +149,7 @@ class LocalCluster:
             advertise="",
             heartbeat_interval=HEARTBEAT,
             tls=tls,
+            gpu_ids=gpu_ids,
         )
         worker = self.loop.run(serve_worker(cfg))
         self.workers[worker_id] = worker

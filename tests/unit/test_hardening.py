@@ -228,11 +228,11 @@ def test_host_config_is_hardened() -> None:
 
 def test_host_config_follows_the_policy_and_the_task() -> None:
     policy = ContainerPolicy(extra_caps=("NET_RAW",), max_pids_limit=100)
-    hc = _host_config(
-        TaskSpec(image="busybox", pids_limit=64, resources=Resources(cpu=1, gpu=2)), policy
-    )
+    spec = TaskSpec(image="busybox", pids_limit=64, resources=Resources(cpu=1, gpu=2))
+    hc = dict(HostConfig(version="1.41", **hardened_host_config(spec, policy, ("1", "3"))))
     assert "NET_RAW" in hc["CapAdd"] and hc["PidsLimit"] == 64
-    assert hc["DeviceRequests"][0]["Count"] == 2  # the task's GPUs, and no other device
+    # The task's GPUs by ID (tests/unit/test_gpus.py), and no other device.
+    assert [r["DeviceIDs"] for r in hc["DeviceRequests"]] == [["1", "3"]]
     assert _host_config(TaskSpec(image="busybox"), policy)["PidsLimit"] == 100
 
 

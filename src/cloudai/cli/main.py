@@ -24,6 +24,7 @@ from cloudai.config import (
     home,
     metrics_address,
 )
+from cloudai.core.gpus import parse_gpu_ids, validate_gpu_ids
 from cloudai.core.hardening import (
     DEFAULT_CAPS,
     DEFAULT_MAX_PIDS_LIMIT,
@@ -326,7 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--storage", type=_number(float, "--storage"), help="storage GB (default: free disk)"
     )
-    w.add_argument("--gpu", type=_number(int, "--gpu"), help="GPUs (default: 0)")
+    gpus = w.add_mutually_exclusive_group()
+    gpus.add_argument(
+        "--gpu-ids",
+        type=_checked(parse_gpu_ids, "--gpu-ids"),
+        metavar="ID,ID...",
+        help="its GPUs, by NVML index or UUID (0,1 or GPU-...): overrides detection "
+        "(default: the NVIDIA GPUs NVML finds, else none)",
+    )
+    gpus.add_argument(
+        "--gpu", type=_number(int, "--gpu"), metavar="N", help="short for --gpu-ids 0,...,N-1"
+    )
     w.add_argument(
         "--heartbeat-interval",
         type=_number(float, "--heartbeat-interval", 0.05),
@@ -771,8 +782,12 @@ def _run_server(args: argparse.Namespace) -> int:
             cpu=args.cpu if args.cpu is not None else machine.cpu,
             mem_gb=args.mem if args.mem is not None else machine.mem_gb,
             storage_gb=args.storage if args.storage is not None else machine.storage_gb,
-            gpu=args.gpu if args.gpu is not None else machine.gpu,
         )
+        gpu_ids = args.gpu_ids
+        if gpu_ids is None and args.gpu is not None:
+            gpu_ids = tuple(str(i) for i in range(args.gpu))
+            if problem := validate_gpu_ids(gpu_ids):
+                raise InvalidArgument(f"--gpu: {problem}")
         mlisten, mrequired = metrics_address(args.metrics_listen, DEFAULT_WORKER_METRICS)
         policy = ContainerPolicy(
             extra_caps=tuple(args.allow_cap),
@@ -794,6 +809,7 @@ def _run_server(args: argparse.Namespace) -> int:
             metrics_required=mrequired,
             tls=tls,
             policy=policy,
+            gpu_ids=gpu_ids,
         )
         asyncio.run(run_worker(cfg))
         return 0

@@ -15,10 +15,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cloudai.core.gpus import GpuDevice
 from cloudai.core.models import Cancellation, Task, TaskResult, Worker
 from cloudai.core.resources import Resources
 
-__all__ = ["LogTail", "Renderer", "iso", "log_tail", "task_json", "worker_json"]
+__all__ = ["LogTail", "Renderer", "gpu_json", "iso", "log_tail", "task_json", "worker_json"]
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 16 * 1024  # what `task show` and `monitor` render of a task's output, at most
@@ -88,6 +89,7 @@ def task_json(t: Task) -> dict[str, Any]:
         "env": dict(t.spec.env),
         "secret_env": dict(t.spec.masked().secret_env),  # values always "***"
         "resources": _res(t.spec.resources),
+        "gpus": list(t.gpu_ids),  # the devices its placement gave it
         "pids_limit": t.spec.pids_limit or None,  # None: the worker's default
         "stop_signal": t.spec.signal,  # what a stop sends first
         "grace_seconds": t.spec.grace,  # then SIGKILL after this long
@@ -170,7 +172,31 @@ def worker_json(w: Worker, now: float | None = None) -> dict[str, Any]:
         "cpu_percent": w.cpu_percent,
         "mem_used_gb": w.mem_used_gb,
         "disk_free_gb": w.disk_free_gb,
+        "gpus": [gpu_json(g) for g in w.gpus],
     }
+
+
+def gpu_json(g: GpuDevice) -> dict[str, Any]:
+    """One device of a worker; the telemetry is null where NVML does not answer."""
+    return {
+        "id": g.gpu_id,
+        "name": g.name or None,
+        "memory_total_mb": g.memory_total_mb,
+        "memory_used_mb": g.memory_used_mb,
+        "utilization_percent": g.utilization_percent,
+        "busy": g.busy,
+        "task_id": g.task_id or None,
+    }
+
+
+def _gpu_cell(w: Worker) -> Text:
+    """GPU column: allocated/capacity, and the devices flagged busy."""
+    a, c = w.allocated.gpu, w.capacity.gpu
+    cell = Text(f"{a}/{c}" + (f" ({w.available.gpu})" if c else ""))
+    busy = [g.gpu_id for g in w.gpus if g.busy]
+    if busy:
+        cell.append(f" busy: {','.join(busy)}", style="yellow")
+    return cell
 
 
 def _usage(t: Task) -> str:
@@ -266,6 +292,7 @@ class Renderer:
             ("Command", shlex.join(task.spec.command) or "(image default)"),
             ("Request", str(task.spec.resources)),
             ("Stop", _stop_of(task)),
+            *([("GPUs", ", ".join(task.gpu_ids))] if task.gpu_ids else []),
             ("Owner", task.spec.owner or "-"),
             ("Exit code", "-" if task.exit_code is None else str(task.exit_code)),
             ("Created", iso(task.created_at) or "-"),
@@ -401,7 +428,8 @@ class Renderer:
         self.console.print(
             "[dim]CPU, MEM, DISK and GPU: allocated/capacity (available); "
             "IN USE: node CPU % and memory GB from the last heartbeat; a cancelled task holds "
-            "its share until its container is gone (stopping).[/]"
+            "its share until its container is gone (stopping); a busy GPU has memory in use with "
+            "no task on it and is not handed out.[/]"
         )
         table = Table(header_style="bold")
         for col in ("WORKER", "ADDRESS", "STATE", "CPU", "MEM GB", "DISK GB", "GPU", "TASKS"):
@@ -425,7 +453,7 @@ class Renderer:
                 f"{a.cpu:g}/{c.cpu:g} ({v.cpu:g})",
                 f"{a.mem_gb:g}/{c.mem_gb:g} ({v.mem_gb:g})",
                 f"{a.storage_gb:g}/{c.storage_gb:g} ({v.storage_gb:g})",
-                f"{a.gpu}/{c.gpu}",
+                _gpu_cell(w),
                 str(len(w.running_tasks))
                 + (f" (+{len(w.releasing_tasks)} stopping)" if w.releasing_tasks else ""),
                 in_use,

@@ -7,6 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 
+from cloudai.core.gpus import GpuDevice
 from cloudai.core.hardening import PIDS_LIMIT_CEILING
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.resources import Resources
@@ -204,6 +205,7 @@ class Task:
     cpu_percent: float | None = None  # usage from the worker's last heartbeat
     mem_used_gb: float | None = None
     usage_at: float | None = None
+    gpu_ids: tuple[str, ...] = ()  # the devices its placement gave it
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,10 +314,15 @@ class Worker:
     cpu_percent: float | None = None  # node telemetry from its last heartbeat
     mem_used_gb: float | None = None
     disk_free_gb: float | None = None
+    gpus: tuple[GpuDevice, ...] = ()  # its devices, who holds each, and their telemetry
 
     @property
     def available(self) -> Resources:
-        return (self.capacity - self.allocated).clamp_zero()
+        """What is left; GPUs only as many as are free devices (not held, not busy)."""
+        room = (self.capacity - self.allocated).clamp_zero()
+        if self.gpus:
+            room = replace(room, gpu=min(room.gpu, sum(g.free for g in self.gpus)))
+        return room
 
 
 def worker_state(last_heartbeat: float | None, now: float, interval: float) -> str:

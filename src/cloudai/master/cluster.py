@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection
 
 from cloudai.api.v1 import types_pb2
+from cloudai.core.gpus import GpuDevice, validate_gpu_ids
 from cloudai.core.lease import Lease
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import (
@@ -133,26 +134,42 @@ class Cluster:
         capacity: Resources,
         runtime: str,
         running: list[str] | None = None,
+        gpu_ids: list[str] | None = None,
     ) -> list[types_pb2.CancelTaskRequest]:
-        """A worker announced itself; answers the stop orders queued for it."""
+        """A worker announced itself (with its GPUs' IDs; none: 0..capacity.gpu-1); answers
+        the stop orders queued for it."""
         for problem in (validate_worker_id(worker_id), validate_address(address)):
             if problem:
                 raise InvalidArgument(problem)
         if capacity.cpu <= 0 or capacity.mem_gb < 0 or capacity.storage_gb < 0 or capacity.gpu < 0:
             raise InvalidArgument(f"invalid capacity {capacity}")
+        if gpu_ids and (problem := validate_gpu_ids(gpu_ids)):
+            raise InvalidArgument(problem)
+        if gpu_ids and len(gpu_ids) != capacity.gpu:
+            raise InvalidArgument(f"{len(gpu_ids)} GPU ids for a capacity of {capacity.gpu} GPUs")
         orders = await self.store.tx(
-            self._register_tx, worker_id, address, capacity, runtime, running or [], time.time()
+            self._register_tx,
+            worker_id,
+            address,
+            capacity,
+            runtime,
+            running or [],
+            gpu_ids or None,
+            time.time(),
         )
-        log.info("worker %s registered at %s with %s (%s)", worker_id, address, capacity, runtime)
+        gpus = f", GPUs {','.join(gpu_ids)}" if gpu_ids else ""
+        log.info(
+            "worker %s registered at %s with %s (%s)%s", worker_id, address, capacity, runtime, gpus
+        )
         if orders:
             log.info("worker %s: %d stop order(s) with its registration", worker_id, len(orders))
         self.dispatcher.wake()
         return orders
 
     def _register_tx(  # type: ignore[no-untyped-def]
-        self, conn, worker_id, address, capacity, runtime, running, now
+        self, conn, worker_id, address, capacity, runtime, running, gpu_ids, now
     ) -> list[types_pb2.CancelTaskRequest]:
-        workers.register_self(conn, worker_id, address, capacity, runtime, now)
+        workers.register_self(conn, worker_id, address, capacity, runtime, now, gpu_ids)
         self._reconcile(conn, worker_id, set(running), set(), now)
         return stop_orders_tx(conn, worker_id, running, [], now)
 
@@ -186,6 +203,9 @@ class Cluster:
             info = None
         if info is not None and info.worker_id and info.worker_id != worker_id:
             raise Conflict(f"the worker at {address} is {info.worker_id!r}, not {worker_id!r}")
+        gpu_ids = [g.gpu_id for g in info.gpus] if info is not None else []
+        if problem := validate_gpu_ids(gpu_ids):
+            raise InvalidArgument(f"the worker at {address} says: {problem}")
         await self.store.tx(
             workers.register_manual,
             worker_id,
@@ -193,6 +213,7 @@ class Cluster:
             info.capacity if info else None,
             info.runtime if info else "",
             time.time(),
+            gpu_ids or None,
         )
         self.dispatcher.wake()
         return await self.get_worker(worker_id)
@@ -204,17 +225,25 @@ class Cluster:
         stopping: list[str],
         telemetry: dict[str, float] | None = None,
         usage: list[tuple[str, float, float]] | None = None,
+        gpus: list[GpuDevice] | None = None,
     ) -> tuple[bool, list[types_pb2.CancelTaskRequest]]:
-        """Record a heartbeat with its telemetry, reconcile, and answer whether the worker is
-        known and its stop orders."""
+        """Record a heartbeat with its telemetry (GPUs' too: busy ones are not handed out),
+        reconcile, and answer whether the worker is known and its stop orders."""
         return await self.store.tx(
-            self._heartbeat_tx, worker_id, running, stopping, telemetry, usage or [], time.time()
+            self._heartbeat_tx,
+            worker_id,
+            running,
+            stopping,
+            telemetry,
+            usage or [],
+            gpus or [],
+            time.time(),
         )
 
     def _heartbeat_tx(  # type: ignore[no-untyped-def]
-        self, conn, worker_id, running, stopping, telemetry, usage, now
+        self, conn, worker_id, running, stopping, telemetry, usage, gpus, now
     ):
-        if not workers.touch(conn, worker_id, now, telemetry):
+        if not workers.touch(conn, worker_id, now, telemetry, gpus):
             return False, []
         self.metrics.heartbeats.labels(worker_id).inc()
         if usage:

@@ -136,7 +136,9 @@ class Dispatcher:
             if task is None or worker is None or task.status is not TaskStatus.RUNNING or done:
                 return
             try:
-                await self.peers.assign(worker_id, worker["address"], task_id, task.spec)
+                await self.peers.assign(
+                    worker_id, worker["address"], task_id, task.spec, task.gpu_ids
+                )
             except (InvalidArgument, RuntimeFailure) as exc:
                 await self.store.tx(self._reject_tx, task_id, worker_id, str(exc), time.time())
                 log.warning("✗ worker %s refused task %s: %s", worker_id, task_id, exc)

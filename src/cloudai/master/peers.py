@@ -4,7 +4,7 @@ certificate (the name `ID.worker.cloudai`), whatever address it was registered a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -44,10 +44,19 @@ class WorkerPeers:
             self._channels[(worker_id, address)] = channel
         return worker_pb2_grpc.WorkerStub(channel)
 
-    async def assign(self, worker_id: str, address: str, task_id: str, spec: TaskSpec) -> str:
+    async def assign(
+        self,
+        worker_id: str,
+        address: str,
+        task_id: str,
+        spec: TaskSpec,
+        gpu_ids: Sequence[str] = (),
+    ) -> str:
         try:
             ack = await self._stub(worker_id, address).AssignTask(
-                worker_pb2.AssignTaskRequest(task_id=task_id, spec=spec_to_pb(spec)),
+                worker_pb2.AssignTaskRequest(
+                    task_id=task_id, spec=spec_to_pb(spec), gpu_ids=list(gpu_ids)
+                ),
                 timeout=ASSIGN_DEADLINE,
             )
         except grpc.aio.AioRpcError as exc:

@@ -9,6 +9,7 @@ import dataclasses
 
 from sqlalchemy import Connection
 
+from cloudai.core.gpus import GpuDevice, pick_gpus
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import Task, TaskResult, TaskSpec, Worker, worker_state
 from cloudai.core.resources import Resources
@@ -36,6 +37,7 @@ def load_workers(
     allocated = tasks.allocated_by_worker(conn, worker_id)
     active = tasks.active_ids_by_worker(conn, worker_id)
     releasing = tasks.releasing_by_worker(conn, worker_id)
+    held_gpus = tasks.held_gpus_by_worker(conn, worker_id)
     rows = workers.all_rows(conn) if worker_id is None else [workers.get(conn, worker_id)]
     out = []
     for row in rows:
@@ -59,9 +61,31 @@ def load_workers(
                 cpu_percent=row["cpu_percent"],
                 mem_used_gb=row["mem_used_gb"],
                 disk_free_gb=row["disk_free_gb"],
+                gpus=_devices(row, held_gpus.get(wid, {})),
             )
         )
     return out
+
+
+def _devices(row: workers.WorkerRow, held: dict[str, str]) -> tuple[GpuDevice, ...]:
+    """A worker's GPUs: who holds each, its last telemetry, and whether it is flagged busy."""
+    stats = workers.gpu_stats_of(row)
+    busy = workers.busy_gpus_of(row)
+    out = []
+    for gpu_id in workers.gpu_ids_of(row):
+        s = stats.get(gpu_id) or {}
+        out.append(
+            GpuDevice(
+                gpu_id=gpu_id,
+                name=s.get("name") or "",
+                memory_total_mb=s.get("memory_total_mb"),
+                memory_used_mb=s.get("memory_used_mb"),
+                utilization_percent=s.get("utilization_percent"),
+                busy=gpu_id in busy,
+                task_id=held.get(gpu_id, ""),
+            )
+        )
+    return tuple(out)
 
 
 def commit_placement(
@@ -70,17 +94,26 @@ def commit_placement(
     """Place a pending task on a worker if the worker still has room; True when placed.
 
     The worker row is locked first, so two placements on one worker are serialized and the
-    room each one sees includes the other's."""
+    room each one sees includes the other's. A task that asks for GPUs gets the lowest free
+    devices: none held by a task that holds its resources, none its worker flags busy."""
     row = lock_row(conn, workers_table, "worker_id", worker_id)
     if row is None or row["drained"] or row["removed_at"] is not None:
         return False
     held = tasks.allocated_by_worker(conn, worker_id).get(worker_id, Resources())
     if not request.fits_in(workers.capacity_of(row) - held):
         return False
+    gpu_ids: tuple[str, ...] | None = ()
+    if request.gpu:
+        taken = set(tasks.held_gpus_by_worker(conn, worker_id).get(worker_id, {}))
+        taken |= workers.busy_gpus_of(row)
+        gpu_ids = pick_gpus(workers.gpu_ids_of(row), taken, request.gpu)
+    if gpu_ids is None:
+        return False
     if not tasks.transition(conn, task_id, TaskStatus.RUNNING):
         return False
-    assignments.create(conn, task_id, worker_id, now)
-    events.add(conn, task_id, "placed", actor, f"placed on {worker_id}", now)
+    assignments.create(conn, task_id, worker_id, now, gpu_ids)
+    where = f"placed on {worker_id}" + (f", GPU {','.join(gpu_ids)}" if gpu_ids else "")
+    events.add(conn, task_id, "placed", actor, where, now)
     return True
 
 

@@ -15,6 +15,7 @@ from cloudai.master.accounts import Accounts
 from cloudai.master.auth import Auth
 from cloudai.master.cluster import Cluster
 from cloudai.rpc.convert import (
+    gpu_from_pb,
     resources_from_pb,
     result_from_pb,
     spec_from_pb,
@@ -69,6 +70,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             resources_from_pb(request.capacity),
             request.runtime,
             list(request.running_task_ids),
+            list(request.gpu_ids),
         )
         return master_pb2.RegisterWorkerResponse(
             accepted=True,
@@ -102,6 +104,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             list(request.stopping_task_ids),
             telemetry,
             usage,
+            [gpu_from_pb(g) for g in request.gpus],
         )
         return master_pb2.HeartbeatResponse(
             known=known, stop_task_ids=[o.task_id for o in orders], stop_orders=orders

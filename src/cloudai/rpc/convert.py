@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from cloudai.api.v1 import types_pb2 as pb
+from cloudai.core.gpus import GpuDevice
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import (
     Cancellation,
@@ -21,6 +23,8 @@ from cloudai.errors import InvalidArgument
 __all__ = [
     "cancellation_from_pb",
     "cancellation_to_pb",
+    "gpu_from_pb",
+    "gpu_to_pb",
     "resources_from_pb",
     "resources_to_pb",
     "result_from_pb",
@@ -97,6 +101,7 @@ def task_to_pb(t: Task) -> pb.Task:
         cpu_percent=t.cpu_percent or 0.0,
         mem_used_gb=t.mem_used_gb or 0.0,
         usage_at=t.usage_at or 0.0,
+        gpu_ids=list(t.gpu_ids),
         events=[
             pb.TaskEvent(at=e.at, kind=e.kind, actor=e.actor, message=e.message) for e in t.events
         ],
@@ -125,6 +130,7 @@ def task_from_pb(m: pb.Task) -> Task:
         cpu_percent=m.cpu_percent if m.usage_at else None,
         mem_used_gb=m.mem_used_gb if m.usage_at else None,
         usage_at=m.usage_at or None,
+        gpu_ids=tuple(m.gpu_ids),
         events=tuple(TaskEvent(e.at, e.kind, e.actor, e.message) for e in m.events),
         result=result_from_pb(m.result) if m.HasField("result") else None,
         cancellation=(
@@ -261,6 +267,7 @@ def worker_to_pb(w: Worker) -> pb.WorkerInfo:
         cpu_percent=w.cpu_percent or 0.0,
         mem_used_gb=w.mem_used_gb or 0.0,
         disk_free_gb=w.disk_free_gb or 0.0,
+        gpus=[gpu_to_pb(g) for g in w.gpus],
     )
 
 
@@ -281,4 +288,36 @@ def worker_from_pb(m: pb.WorkerInfo) -> Worker:
         cpu_percent=m.cpu_percent if m.last_heartbeat else None,
         mem_used_gb=m.mem_used_gb if m.last_heartbeat else None,
         disk_free_gb=m.disk_free_gb if m.last_heartbeat else None,
+        gpus=tuple(gpu_from_pb(g) for g in m.gpus),
+    )
+
+
+_GPU_STATS = ("memory_total_mb", "memory_used_mb", "utilization_percent")
+
+
+def gpu_to_pb(g: GpuDevice) -> pb.GpuDevice:
+    m = pb.GpuDevice(id=g.gpu_id, name=g.name, busy=g.busy, task_id=g.task_id)
+    for name in _GPU_STATS:
+        if (value := getattr(g, name)) is not None:
+            setattr(m, name, value)
+    return m
+
+
+def gpu_from_pb(m: pb.GpuDevice) -> GpuDevice:
+    """A device from a peer; a telemetry value that is not a finite, non-negative number is
+    an INVALID_ARGUMENT."""
+    stats: dict[str, float | None] = {}
+    for name in _GPU_STATS:
+        value = getattr(m, name) if m.HasField(name) else None
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise InvalidArgument(f"invalid GPU {name} {value!r}")
+        stats[name] = value
+    return GpuDevice(
+        gpu_id=m.id,
+        name=m.name[:128],
+        busy=m.busy,
+        task_id=m.task_id,
+        memory_total_mb=stats["memory_total_mb"],
+        memory_used_mb=stats["memory_used_mb"],
+        utilization_percent=stats["utilization_percent"],
     )

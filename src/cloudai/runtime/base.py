@@ -8,7 +8,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from cloudai.core.models import TaskSpec
@@ -23,6 +23,7 @@ class Handle:
     task_id: str
     ref: str  # container ID, or process group ID
     started_at: float
+    gpu_ids: tuple[str, ...] = ()  # the devices it was started with (kept for re-adoption)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +45,9 @@ class Runtime(abc.ABC):
         """Make the task startable (pull a missing image). Raise RuntimeFailure with the cause."""
 
     @abc.abstractmethod
-    async def start(self, task_id: str, spec: TaskSpec) -> Handle:
-        """Create and start the task. Raise RuntimeFailure when it cannot start."""
+    async def start(self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = ()) -> Handle:
+        """Create and start the task with the GPUs its placement picked (by ID, never by
+        count; as many as it asks for). Raise RuntimeFailure when it cannot start."""
 
     @abc.abstractmethod
     async def wait(self, handle: Handle) -> Exit:

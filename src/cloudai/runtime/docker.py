@@ -3,15 +3,18 @@
 
 Every container is hardened (`hardened_host_config`): never privileged, all capabilities
 dropped but the worker's set, no-new-privileges, a PIDs limit, CPU and memory limits, and its
-own network, PID and IPC namespaces, with no host mounts and no devices but its GPUs. The rules
-live in core/hardening.py; docs/containers.md explains them."""
+own network, PID and IPC namespaces, with no host mounts and no devices but its GPUs: the
+device IDs its placement picked (`device_ids`, never a count, which would let the engine choose
+devices another task holds), also named in NVIDIA_VISIBLE_DEVICES ("void" for a task without
+GPUs, so an image that sets it to "all" gets none on an engine whose default runtime is
+nvidia). The rules live in core/hardening.py; docs/containers.md explains them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -26,12 +29,20 @@ from cloudai.core.models import TaskSpec
 from cloudai.errors import RuntimeFailure, Unavailable
 from cloudai.runtime.base import LOG_LIMIT, Exit, Handle, Runtime
 
-__all__ = ["LABEL_TASK", "LABEL_WORKER", "DockerRuntime", "hardened_host_config"]
+__all__ = [
+    "LABEL_GPUS",
+    "LABEL_TASK",
+    "LABEL_WORKER",
+    "DockerRuntime",
+    "container_environment",
+    "hardened_host_config",
+]
 
 log = logging.getLogger("cloudai.runtime.docker")
 T = TypeVar("T")
 LABEL_TASK = "cloudai.task"
 LABEL_WORKER = "cloudai.worker"
+LABEL_GPUS = "cloudai.gpus"  # the devices it was started with: "0,1"
 _API_TIMEOUT = 30
 _WAIT_SLICE = 30
 
@@ -42,11 +53,27 @@ def _explain(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def hardened_host_config(spec: TaskSpec, policy: ContainerPolicy) -> dict[str, Any]:
+def _check_gpus(spec: TaskSpec, gpu_ids: Sequence[str]) -> None:
+    if len(gpu_ids) != spec.resources.gpu:
+        raise RuntimeFailure(
+            f"the task asks for {spec.resources.gpu} GPU(s) but was given "
+            f"{len(gpu_ids)} ({','.join(gpu_ids) or 'none'}): GPUs go by device ID only"
+        )
+
+
+def hardened_host_config(
+    spec: TaskSpec, policy: ContainerPolicy, gpu_ids: Sequence[str] = ()
+) -> dict[str, Any]:
     """The HostConfig arguments of a task's container. Nothing else reaches the engine: no
-    binds or volumes, no network, PID or IPC mode but the container's own, no devices."""
+    binds or volumes, no network, PID or IPC mode but the container's own, no devices but the
+    GPUs `gpu_ids` (by ID: as many as the task asks for)."""
+    _check_gpus(spec, gpu_ids)
     cpu, mem_bytes = container_limits(spec.resources)
-    gpu = spec.resources.gpu
+    gpus = (
+        [DeviceRequest(driver="nvidia", device_ids=list(gpu_ids), capabilities=[["gpu"]])]
+        if gpu_ids
+        else None
+    )
     return {
         "privileged": False,
         "cap_drop": ["ALL"],
@@ -57,8 +84,14 @@ def hardened_host_config(spec: TaskSpec, policy: ContainerPolicy) -> dict[str, A
         "mem_limit": mem_bytes,
         "memswap_limit": mem_bytes,  # no swap beyond the memory limit
         "ipc_mode": "private",  # not shareable, whatever the engine's default-ipc-mode
-        "device_requests": [DeviceRequest(count=gpu, capabilities=[["gpu"]])] if gpu else None,
+        "device_requests": gpus,
     }
+
+
+def container_environment(spec: TaskSpec, gpu_ids: Sequence[str] = ()) -> dict[str, str]:
+    """The task's environment, with its secrets and NVIDIA_VISIBLE_DEVICES (which the task
+    cannot set: its devices, or "void")."""
+    return {**spec.container_env, "NVIDIA_VISIBLE_DEVICES": ",".join(gpu_ids) or "void"}
 
 
 class DockerRuntime(Runtime):
@@ -99,18 +132,23 @@ class DockerRuntime(Runtime):
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             raise RuntimeFailure(f"image pull failed for {spec.image}: {_explain(exc)}") from exc
 
-    async def start(self, task_id: str, spec: TaskSpec) -> Handle:
-        return await self._call(self._start_sync, task_id, spec)
+    async def start(self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = ()) -> Handle:
+        return await self._call(self._start_sync, task_id, spec, tuple(gpu_ids))
 
-    def _start_sync(self, task_id: str, spec: TaskSpec) -> Handle:
-        host_config = self.api.create_host_config(**hardened_host_config(spec, self.policy))
+    def _start_sync(self, task_id: str, spec: TaskSpec, gpu_ids: tuple[str, ...]) -> Handle:
+        host_config = self.api.create_host_config(
+            **hardened_host_config(spec, self.policy, gpu_ids)
+        )
         name = f"cloudai-{task_id}"
+        labels = {LABEL_TASK: task_id, LABEL_WORKER: self.worker_id}
+        if gpu_ids:
+            labels[LABEL_GPUS] = ",".join(gpu_ids)
         try:
             created = self.api.create_container(
                 spec.image,
                 command=list(spec.command) or None,
-                environment=spec.container_env,
-                labels={LABEL_TASK: task_id, LABEL_WORKER: self.worker_id},
+                environment=container_environment(spec, gpu_ids),
+                labels=labels,
                 name=name,
                 host_config=host_config,
                 stop_signal=spec.signal,
@@ -124,7 +162,7 @@ class DockerRuntime(Runtime):
             self.api.start(cid)
         except docker.errors.APIError as exc:
             raise RuntimeFailure(f"cannot start container: {_explain(exc)}") from exc
-        return Handle(task_id=task_id, ref=cid, started_at=time.time())
+        return Handle(task_id=task_id, ref=cid, started_at=time.time(), gpu_ids=gpu_ids)
 
     async def wait(self, handle: Handle) -> Exit:
         while True:
@@ -186,7 +224,12 @@ class DockerRuntime(Runtime):
             self.api.containers, all=True, filters={"label": f"{LABEL_WORKER}={self.worker_id}"}
         )
         return [
-            Handle(task_id=c["Labels"][LABEL_TASK], ref=c["Id"], started_at=float(c["Created"]))
+            Handle(
+                task_id=c["Labels"][LABEL_TASK],
+                ref=c["Id"],
+                started_at=float(c["Created"]),
+                gpu_ids=tuple(g for g in c["Labels"].get(LABEL_GPUS, "").split(",") if g),
+            )
             for c in found
             if LABEL_TASK in (c.get("Labels") or {})
         ]

@@ -2,7 +2,12 @@
 
 For machines with no Docker engine. The command runs under a small shell wrapper that records
 its exit code in a file, and the group is detached from the worker, so a restarted worker finds
-its tasks again (state in `state_dir/<task_id>/`) and still learns how they ended."""
+its tasks again (state in `state_dir/<task_id>/`) and still learns how they ended.
+
+Nothing stops a process from using any GPU: its devices are named in CUDA_VISIBLE_DEVICES
+(with CUDA_DEVICE_ORDER=PCI_BUS_ID, so CUDA numbers them as NVML and nvidia-smi do) and
+NVIDIA_VISIBLE_DEVICES; a task without GPUs gets them empty, which hides every GPU from
+CUDA."""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ import pathlib
 import shutil
 import signal as signals
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import psutil
 
@@ -22,7 +28,7 @@ from cloudai.core.models import TaskSpec
 from cloudai.errors import RuntimeFailure
 from cloudai.runtime.base import LOG_LIMIT, Exit, Handle, Runtime
 
-__all__ = ["ProcessRuntime"]
+__all__ = ["ProcessRuntime", "gpu_environment"]
 
 # Catch (not ignore) the stop signals, so the wrapper outlives them and records the child's
 # exit code; a caught signal is reset to its default in the exec'd child.
@@ -31,6 +37,16 @@ _WRAPPER = (
     'echo $code > "$CLOUDAI_EXIT_FILE.tmp" && mv "$CLOUDAI_EXIT_FILE.tmp" "$CLOUDAI_EXIT_FILE"'
 )
 _POLL = 0.05
+
+
+def gpu_environment(gpu_ids: Sequence[str]) -> dict[str, str]:
+    """What a process is told of its GPUs (it cannot override it)."""
+    visible = ",".join(gpu_ids)
+    return {
+        "CUDA_VISIBLE_DEVICES": visible,
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "NVIDIA_VISIBLE_DEVICES": visible or "void",
+    }
 
 
 class ProcessRuntime(Runtime):
@@ -57,15 +73,23 @@ class ProcessRuntime(Runtime):
         if shutil.which(spec.command[0]) is None and not os.path.exists(spec.command[0]):
             raise RuntimeFailure(f"command not found: {spec.command[0]}")
 
-    async def start(self, task_id: str, spec: TaskSpec) -> Handle:
+    async def start(self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = ()) -> Handle:
         await self.prepare(task_id, spec)
+        if len(gpu_ids) != spec.resources.gpu:
+            raise RuntimeFailure(
+                f"the task asks for {spec.resources.gpu} GPU(s) but was given {len(gpu_ids)}"
+            )
         d = self._dir(task_id)
         meta_path = d / "meta.json"
         if meta_path.exists():  # started before (a repeated order): the same task
-            meta = json.loads(meta_path.read_text())
-            return Handle(task_id, str(meta["pid"]), meta["started_at"])
+            return _handle(task_id, json.loads(meta_path.read_text()))
         d.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.container_env, "CLOUDAI_EXIT_FILE": str(d / "exit")}
+        env = {
+            **os.environ,
+            **spec.container_env,
+            **gpu_environment(gpu_ids),
+            "CLOUDAI_EXIT_FILE": str(d / "exit"),
+        }
         try:
             proc = await self._spawn(d, spec, env)
         except BaseException:
@@ -83,11 +107,12 @@ class ProcessRuntime(Runtime):
                     "started_at": started,
                     "create_time": create_time,
                     "worker_id": self.worker_id,
+                    "gpu_ids": list(gpu_ids),
                 }
             )
         )
         self._children[task_id] = proc
-        return Handle(task_id, str(proc.pid), started)
+        return Handle(task_id, str(proc.pid), started, tuple(gpu_ids))
 
     @staticmethod
     async def _spawn(
@@ -187,7 +212,7 @@ class ProcessRuntime(Runtime):
             except (OSError, ValueError):
                 continue
             if meta.get("worker_id") == self.worker_id:
-                out.append(Handle(meta_path.parent.name, str(meta["pid"]), meta["started_at"]))
+                out.append(_handle(meta_path.parent.name, meta))
         return out
 
     async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
@@ -217,3 +242,7 @@ class ProcessRuntime(Runtime):
                         yield rest
                     return
                 await asyncio.sleep(_POLL * 4)
+
+
+def _handle(task_id: str, meta: dict[str, Any]) -> Handle:
+    return Handle(task_id, str(meta["pid"]), meta["started_at"], tuple(meta.get("gpu_ids") or ()))

@@ -1,6 +1,9 @@
-"""assignments: which worker a task was placed on, and whether the order reached it."""
+"""assignments: which worker a task was placed on (and which of its GPUs), and whether the
+order reached it."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, select
 
@@ -10,10 +13,17 @@ from cloudai.store.schema import assignments, tasks
 __all__ = ["create", "is_delivered", "mark_delivered", "record_attempt", "undelivered", "worker_of"]
 
 
-def create(conn: Connection, task_id: str, worker_id: str, now: float) -> None:
+def create(
+    conn: Connection, task_id: str, worker_id: str, now: float, gpu_ids: Sequence[str] = ()
+) -> None:
     conn.execute(
         assignments.insert().values(
-            task_id=task_id, worker_id=worker_id, assigned_at=now, attempts=0, last_error=""
+            task_id=task_id,
+            worker_id=worker_id,
+            assigned_at=now,
+            attempts=0,
+            last_error="",
+            gpu_ids=list(gpu_ids) or None,
         )
     )
 

@@ -39,6 +39,9 @@ workers = Table(
     Column("disk_free_gb", Float, nullable=True),
     # `cloudai worker rm`: forgotten, kept for the history of its tasks; registering clears it
     Column("removed_at", Float, nullable=True),
+    Column("gpu_ids", JSON, nullable=True),  # its devices (registration); None: 0..gpu-1
+    Column("gpu_stats", JSON, nullable=True),  # per-device telemetry, last heartbeat
+    Column("busy_gpu_ids", JSON, nullable=True),  # in use with no task on them: not handed out
 )
 
 tasks = Table(
@@ -82,6 +85,7 @@ assignments = Table(
     Column("delivered_at", Float, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=False, default=""),
+    Column("gpu_ids", JSON, nullable=True),  # the devices the placement picked
     Index("ix_assignments_worker", "worker_id"),
 )
 

@@ -23,6 +23,7 @@ __all__ = [
     "count_by_status",
     "allocated_by_worker",
     "get",
+    "held_gpus_by_worker",
     "insert",
     "count_matching",
     "count_tasks",
@@ -35,7 +36,7 @@ __all__ = [
     "transition",
 ]
 
-_COLUMNS = [*tasks.c, assignments.c.worker_id]
+_COLUMNS = [*tasks.c, assignments.c.worker_id, assignments.c.gpu_ids]
 # tasks.grace_seconds: a grace not given is stored as this (migration 0007 turned the older
 # rows' 0, which meant "not given", into it); only this module reads or writes the column.
 _GRACE_NOT_GIVEN = -1.0
@@ -114,6 +115,7 @@ def _row_to_task(row: RowMapping, events: tuple[TaskEvent, ...] = ()) -> Task:
         cpu_percent=row["cpu_percent"],
         mem_used_gb=row["mem_used_gb"],
         usage_at=row["usage_at"],
+        gpu_ids=tuple(row["gpu_ids"] or ()),
     )
 
 
@@ -212,6 +214,25 @@ def _placed() -> Any:
 def allocated_by_worker(conn: Connection, worker_id: str | None = None) -> dict[str, Resources]:
     """Sum of the requests of the tasks that hold each worker's resources."""
     return _sum_requests(conn, _holding(), worker_id)
+
+
+def held_gpus_by_worker(
+    conn: Connection, worker_id: str | None = None
+) -> dict[str, dict[str, str]]:
+    """worker_id -> {gpu_id: task_id}: the devices of the tasks that hold their resources
+    (the same rule as `allocated_by_worker`: until a cancelled task's container is gone)."""
+    stmt = (
+        select(assignments.c.worker_id, tasks.c.task_id, assignments.c.gpu_ids)
+        .select_from(_placed())
+        .where(_holding())
+    )
+    if worker_id is not None:
+        stmt = stmt.where(assignments.c.worker_id == worker_id)
+    out: dict[str, dict[str, str]] = {}
+    for wid, tid, gpu_ids in conn.execute(stmt):
+        for gpu_id in gpu_ids or ():
+            out.setdefault(wid, {})[str(gpu_id)] = tid
+    return out
 
 
 def releasing_by_worker(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 from sqlalchemy import Connection, RowMapping, select
 
+from cloudai.core.gpus import MAX_GPUS, GpuDevice
 from cloudai.core.resources import Resources
 from cloudai.store._dialect import upsert
 from cloudai.store.schema import workers
@@ -14,8 +15,11 @@ from cloudai.store.schema import workers
 __all__ = [
     "WorkerRow",
     "all_rows",
+    "busy_gpus_of",
     "get",
     "mark_removed",
+    "gpu_ids_of",
+    "gpu_stats_of",
     "register_manual",
     "register_self",
     "set_drained",
@@ -26,15 +30,23 @@ WorkerRow: TypeAlias = RowMapping
 
 
 def register_self(
-    conn: Connection, worker_id: str, address: str, capacity: Resources, runtime: str, now: float
+    conn: Connection,
+    worker_id: str,
+    address: str,
+    capacity: Resources,
+    runtime: str,
+    now: float,
+    gpu_ids: Sequence[str] | None = None,
 ) -> None:
-    """A worker announced itself with its capacity: insert or refresh it, and count as alive."""
+    """A worker announced itself with its capacity (and its GPUs' IDs; None: 0..gpu-1):
+    insert or refresh it, and count as alive."""
     fields = {
         "address": address,
         "cpu": capacity.cpu,
         "mem_gb": capacity.mem_gb,
         "storage_gb": capacity.storage_gb,
         "gpu": capacity.gpu,
+        "gpu_ids": None if gpu_ids is None else list(gpu_ids),
         "runtime": runtime,
         "source": "self",
         "last_heartbeat": now,
@@ -52,11 +64,12 @@ def register_manual(
     capacity: Resources | None,
     runtime: str,
     now: float,
+    gpu_ids: Sequence[str] | None = None,
 ) -> None:
     """An operator registered a worker by address (the spec's ManualRegisterWorker).
 
-    `capacity` is what the worker said when the master reached it; None when unreachable (the
-    worker fills it in when it registers itself)."""
+    `capacity` (and `gpu_ids`) is what the worker said when the master reached it; None when
+    unreachable (the worker fills it in when it registers itself)."""
     fields: dict[str, Any] = {"address": address, "source": "manual", "removed_at": None}
     if capacity is not None:
         fields |= {
@@ -64,6 +77,7 @@ def register_manual(
             "mem_gb": capacity.mem_gb,
             "storage_gb": capacity.storage_gb,
             "gpu": capacity.gpu,
+            "gpu_ids": None if gpu_ids is None else list(gpu_ids),
             "runtime": runtime,
             "last_heartbeat": now,
         }
@@ -78,14 +92,31 @@ def register_manual(
 
 
 def touch(
-    conn: Connection, worker_id: str, now: float, telemetry: Mapping[str, float] | None = None
+    conn: Connection,
+    worker_id: str,
+    now: float,
+    telemetry: Mapping[str, float] | None = None,
+    gpus: Sequence[GpuDevice] | None = None,
 ) -> bool:
-    """Record a heartbeat (and the node telemetry it carried); False for an unknown (or
-    removed) worker: it registers again."""
+    """Record a heartbeat (and the node telemetry it carried: with `gpus`, each GPU's and its
+    busy flag; an empty list: NVML does not answer there); False for an unknown (or removed)
+    worker: it registers again. Only the worker's own devices count (`gpu_ids_of`,
+    `busy_gpus_of`)."""
     values: dict[str, Any] = {"last_heartbeat": now}
     for key in ("cpu_percent", "mem_used_gb", "disk_free_gb"):
         if telemetry and key in telemetry:
             values[key] = telemetry[key]
+    if gpus is not None:
+        values["gpu_stats"] = {
+            d.gpu_id: {
+                "name": d.name,
+                "memory_total_mb": d.memory_total_mb,
+                "memory_used_mb": d.memory_used_mb,
+                "utilization_percent": d.utilization_percent,
+            }
+            for d in gpus[:MAX_GPUS]
+        } or None
+        values["busy_gpu_ids"] = sorted(d.gpu_id for d in gpus[:MAX_GPUS] if d.busy) or None
     res = conn.execute(
         workers.update()
         .where(workers.c.worker_id == worker_id, workers.c.removed_at.is_(None))
@@ -129,3 +160,19 @@ def all_rows(conn: Connection) -> list[WorkerRow]:
 
 def capacity_of(row: WorkerRow) -> Resources:
     return Resources(row["cpu"], row["mem_gb"], row["storage_gb"], row["gpu"])
+
+
+def gpu_ids_of(row: WorkerRow) -> list[str]:
+    """The worker's device IDs: as registered, else (a row from before device IDs, or a
+    worker that sent only a count) 0..gpu-1."""
+    ids = row["gpu_ids"]
+    return [str(i) for i in ids] if ids is not None else [str(i) for i in range(row["gpu"])]
+
+
+def busy_gpus_of(row: WorkerRow) -> set[str]:
+    """Its devices that its last heartbeat flagged busy."""
+    return set(row["busy_gpu_ids"] or ()) & set(gpu_ids_of(row))
+
+
+def gpu_stats_of(row: WorkerRow) -> dict[str, dict[str, Any]]:
+    return dict(row["gpu_stats"] or {})

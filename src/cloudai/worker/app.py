@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import socket
@@ -17,6 +18,7 @@ from cloudai.metrics import WorkerMetrics, start_metrics
 from cloudai.rpc.server import Served, new_server
 from cloudai.runtime import Runtime, open_runtime
 from cloudai.security.tls import Tls
+from cloudai.worker.gpus import Gpus
 from cloudai.worker.link import MasterLink
 from cloudai.worker.service import WorkerService
 from cloudai.worker.supervisor import Supervisor
@@ -34,7 +36,7 @@ class WorkerConfig:
     master: str
     listen: str
     runtime: str
-    capacity: Resources
+    capacity: Resources  # its `gpu` is the number of `gpu_ids`, whatever it says
     state_dir: str
     advertise: str = ""
     heartbeat_interval: float = 5.0
@@ -42,6 +44,7 @@ class WorkerConfig:
     metrics_required: bool = False  # False: a busy (default) address is only a warning
     tls: Tls | None = None  # None: --insecure
     policy: ContainerPolicy = field(default_factory=ContainerPolicy)  # the admin's choices
+    gpu_ids: tuple[str, ...] | None = None  # --gpu-ids; None: what NVML finds
 
 
 @dataclass
@@ -54,6 +57,7 @@ class RunningWorker:
     sampler: Sampler
     metrics: WorkerMetrics
     metrics_server: Any = None
+    gpus: Gpus = field(default_factory=lambda: Gpus(()))
 
     async def shutdown(self) -> None:
         if self.metrics_server is not None:
@@ -64,6 +68,7 @@ class RunningWorker:
         await self.supervisor.close()  # tasks keep running: a restart re-adopts them
         await self.link.close()
         await self.runtime.close()
+        self.gpus.close()
 
 
 def _advertised(listen: str, port: int, advertise: str) -> str:
@@ -96,23 +101,34 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     runtime = open_runtime(cfg.runtime, cfg.worker_id, cfg.state_dir, cfg.policy)
     await runtime.ping()
     _log_isolation(cfg)
+    gpus = await asyncio.to_thread(Gpus.open, cfg.gpu_ids)  # NVML calls block
+    capacity = dataclasses.replace(cfg.capacity, gpu=len(gpus.ids))
     served = new_server(cfg.listen, cfg.tls, clients_need_cert=True)
     address = _advertised(cfg.listen, served.port, cfg.advertise)
     link = MasterLink(
         cfg.master,
         cfg.worker_id,
         address,
-        cfg.capacity,
+        capacity,
         cfg.runtime,
         cfg.heartbeat_interval,
         cfg.tls,
+        gpus.ids,
     )
     metrics = WorkerMetrics()
     link.metrics = metrics
     supervisor = Supervisor(runtime, link, cfg.worker_id, metrics)
+    if gpus.measured and gpus.ids:
+
+        async def check_released(gpu_ids: tuple[str, ...]) -> None:
+            if busy := await gpus.settle(gpu_ids, supervisor.gpus_in_use):
+                log.warning("⚠ GPU %s still in use after its task: held", ",".join(sorted(busy)))
+            await link.beat_now()  # the master learns before the task's end is reported
+
+        supervisor.on_gpus_released = check_released
     metrics.watch(lambda: len(supervisor.running_ids()))
     adopted = await supervisor.adopt()
-    sampler = Sampler(runtime, supervisor.handles, cfg.state_dir)
+    sampler = Sampler(runtime, supervisor.handles, cfg.state_dir, gpus, supervisor.gpus_in_use)
     loops = Loops(f"worker {cfg.worker_id}", metrics.loop_failures)
     loops.start("telemetry-loop", lambda: sampler.loop(cfg.heartbeat_interval))
     metrics_server = (
@@ -121,7 +137,7 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         else None
     )
     worker_pb2_grpc.add_WorkerServicer_to_server(
-        WorkerService(supervisor, link, metrics, cfg.policy, secure=cfg.tls is not None),
+        WorkerService(supervisor, link, metrics, cfg.policy, secure=cfg.tls is not None, gpus=gpus),
         served.server,
     )
     await served.server.start()
@@ -133,6 +149,7 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
             supervisor.stopping_ids,
             supervisor.stop_orders,
             sampler.snapshot,
+            gpus.snapshot,
         ),
     )
     if cfg.tls is None:
@@ -147,10 +164,12 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         cfg.listen,
         address,
         cfg.runtime,
-        cfg.capacity,
+        capacity,
         adopted,
     )
-    return RunningWorker(served, link, supervisor, runtime, loops, sampler, metrics, metrics_server)
+    return RunningWorker(
+        served, link, supervisor, runtime, loops, sampler, metrics, metrics_server, gpus
+    )
 
 
 async def run_worker(cfg: WorkerConfig) -> None:

@@ -6,16 +6,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
 from cloudai.api.v1 import master_pb2, master_pb2_grpc
+from cloudai.core.gpus import GpuDevice
 from cloudai.core.models import TaskResult
 from cloudai.core.resources import Resources
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound, PermissionDenied
 from cloudai.metrics import WorkerMetrics
-from cloudai.rpc.convert import resources_to_pb, result_to_pb
+from cloudai.rpc.convert import gpu_to_pb, resources_to_pb, result_to_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
 from cloudai.security.tls import Tls, master_target_options
@@ -25,6 +26,7 @@ __all__ = ["MasterLink"]
 
 log = logging.getLogger("cloudai.worker.link")
 RPC_DEADLINE = 10.0
+Telemetry = Callable[[], tuple[dict[str, float], list[tuple[str, float, float]]]]
 
 
 def _channel_options(interval: float) -> list[tuple[str, int]]:
@@ -49,8 +51,10 @@ class MasterLink:
         runtime: str,
         heartbeat_interval: float = 5.0,
         tls: Tls | None = None,
+        gpu_ids: Sequence[str] = (),
     ) -> None:
         self.master = master
+        self.gpu_ids = tuple(gpu_ids)
         self.tls = tls
         self.worker_id = worker_id
         self.address = address
@@ -64,6 +68,7 @@ class MasterLink:
         self._background: set[asyncio.Task[None]] = set()
         self.metrics: WorkerMetrics = WorkerMetrics()  # replaced by the worker's own
         self.report_attempts: dict[str, int] = {}  # task_id -> failed attempts, while retrying
+        self._beat: Callable[[], Awaitable[bool]] | None = None  # set by heartbeat_loop
 
     async def _stub(self) -> master_pb2_grpc.MasterStub:
         """The channel to the master's port for workers: with TLS, the master tells which
@@ -116,6 +121,7 @@ class MasterLink:
                     capacity=resources_to_pb(self.capacity),
                     runtime=self.runtime,
                     running_task_ids=running,
+                    gpu_ids=list(self.gpu_ids),
                 ),
                 timeout=RPC_DEADLINE,
             )
@@ -133,23 +139,24 @@ class MasterLink:
         stopping: list[str],
         node: dict[str, float] | None = None,
         usage: list[tuple[str, float, float]] | None = None,
+        gpus: list[GpuDevice] | None = None,
     ) -> tuple[bool, list[tuple[str, CancelOrder]]]:
-        """One heartbeat with telemetry; returns whether the master knows this worker, and
-        its stop orders."""
+        """One heartbeat with telemetry (the GPUs' too, busy flags included); returns whether
+        the master knows this worker, and its stop orders."""
+        request = master_pb2.HeartbeatRequest(
+            worker_id=self.worker_id,
+            running_task_ids=running,
+            stopping_task_ids=stopping,
+            usage=[
+                master_pb2.TaskUsage(task_id=t, cpu_percent=c, mem_used_gb=m)
+                for t, c, m in usage or []
+            ],
+            gpus=[gpu_to_pb(g) for g in gpus or []],
+        )
+        for key, value in (node or {}).items():
+            setattr(request, key, value)
         try:
-            reply = await (await self._stub()).SendHeartbeat(
-                master_pb2.HeartbeatRequest(
-                    worker_id=self.worker_id,
-                    running_task_ids=running,
-                    stopping_task_ids=stopping,
-                    usage=[
-                        master_pb2.TaskUsage(task_id=t, cpu_percent=c, mem_used_gb=m)
-                        for t, c, m in usage or []
-                    ],
-                    **(node or {}),
-                ),
-                timeout=RPC_DEADLINE,
-            )
+            reply = await (await self._stub()).SendHeartbeat(request, timeout=RPC_DEADLINE)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, f"master at {self.master}") from exc
         return bool(reply.known), [order_from_pb(o) for o in reply.stop_orders]
@@ -159,31 +166,36 @@ class MasterLink:
         running: Callable[[], list[str]],
         stopping: Callable[[], list[str]],
         on_stop_orders: Callable[[list[tuple[str, CancelOrder]]], None],
-        telemetry: Callable[[], tuple[dict[str, float], list[tuple[str, float, float]]]] = lambda: (
-            {},
-            [],
-        ),
+        telemetry: Telemetry = lambda: ({}, []),
+        gpus: Callable[[], list[GpuDevice]] = list,
     ) -> None:
         """heartbeat-loop: (re-)register when needed, beat every interval, carry out orders.
         A master that cannot be reached is its normal weather: it keeps trying. Anything else
         fails the loop, which the worker's Loops logs and restarts."""
+
+        async def beat() -> bool:
+            """One heartbeat; False when the master does not know this worker."""
+            node, usage = telemetry()
+            known, orders = await self.heartbeat(running(), stopping(), node, usage, gpus())
+            if not known:
+                log.warning("⚠ master does not know this worker: registering again")
+                self.registered.clear()
+            elif orders:
+                on_stop_orders(orders)
+            return known
+
+        self._beat = beat
         failures = 0
         while True:
             try:
                 if not self.registered.is_set():
                     on_stop_orders(await self.register(running()))
-                node, usage = telemetry()
-                known, orders = await self.heartbeat(running(), stopping(), node, usage)
-                if not known:
-                    log.warning("⚠ master does not know this worker: registering again")
-                    self.registered.clear()
+                if not await beat():
                     continue
                 self.metrics.heartbeats.labels("ok").inc()
                 if failures:
                     log.info("✓ master %s reachable again", self.master)
                 failures = 0
-                if orders:
-                    on_stop_orders(orders)
             except CloudAIError as exc:
                 self.metrics.heartbeats.labels("failed").inc()
                 failures += 1
@@ -192,6 +204,17 @@ class MasterLink:
                 if failures % 3 == 0:
                     await self._reconnect()  # a restarted master may take workers elsewhere
             await asyncio.sleep(self.interval)
+
+    async def beat_now(self) -> None:
+        """One heartbeat now, outside the loop's pace (e.g. the GPU check after a task's exit,
+        before its end is reported). A failure is only logged: the loop's next beat carries
+        the same state."""
+        if self._beat is None or not self.registered.is_set():
+            return
+        try:
+            await self._beat()
+        except CloudAIError as exc:
+            log.warning("⚠ heartbeat to %s failed: %s", self.master, exc)
 
     async def report(self, result: TaskResult) -> None:
         """Send a result until the master acknowledges it (it stores each task's result once)."""

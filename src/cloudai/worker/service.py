@@ -9,12 +9,14 @@ from typing import Any, TypeAlias
 import grpc
 
 from cloudai.api.v1 import types_pb2, worker_pb2, worker_pb2_grpc
+from cloudai.core.gpus import GpuDevice
 from cloudai.core.hardening import ContainerPolicy
 from cloudai.core.models import Worker
 from cloudai.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from cloudai.rpc.convert import spec_from_pb, worker_to_pb
 from cloudai.rpc.errors import translate, translate_stream
 from cloudai.security.tls import peer_identity
+from cloudai.worker.gpus import Gpus
 from cloudai.worker.link import MasterLink
 from cloudai.worker.orders import order_from_pb
 from cloudai.worker.supervisor import Supervisor
@@ -36,7 +38,9 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         metrics: Any = None,
         policy: ContainerPolicy | None = None,
         secure: bool = True,
+        gpus: Gpus | None = None,
     ) -> None:
+        self.gpus = gpus or Gpus(())
         self.supervisor = supervisor
         self.link = link
         self.metrics = metrics  # RPC errors are counted by the translate decorator
@@ -66,8 +70,23 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         # This worker's admin rules; the master ends a refused task failed with this reason.
         if (refusal := self.policy.refusal(spec.image, spec.pids_limit)) is not None:
             raise InvalidArgument(refusal)
-        message = self.supervisor.assign(request.task_id, spec)
+        gpu_ids = tuple(request.gpu_ids)
+        if (refusal := self._gpu_refusal(spec.resources.gpu, gpu_ids)) is not None:
+            raise InvalidArgument(refusal)
+        message = self.supervisor.assign(request.task_id, spec, gpu_ids)
         return types_pb2.TaskAck(success=True, message=message)
+
+    def _gpu_refusal(self, wanted: int, gpu_ids: tuple[str, ...]) -> str | None:
+        """Why this worker cannot give a task `gpu_ids` (None: it can). By ID only: a task
+        that asks for GPUs and comes with none (an older master) is refused."""
+        if len(gpu_ids) != wanted or len(set(gpu_ids)) != len(gpu_ids):
+            return (
+                f"the task asks for {wanted} GPU(s) but was assigned {','.join(gpu_ids) or 'none'}"
+            )
+        if unknown := [g for g in gpu_ids if g not in self.gpus.ids]:
+            mine = ",".join(self.gpus.ids) or "none"
+            return f"GPU {','.join(unknown)} is not on this worker (its GPUs: {mine})"
+        return None
 
     @translate
     async def CancelTask(
@@ -103,5 +122,6 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             state="healthy",
             runtime=self.link.runtime,
             running_tasks=tuple(self.supervisor.running_ids()),
+            gpus=tuple(GpuDevice(g) for g in self.gpus.ids),
         )
         return worker_to_pb(info)

@@ -7,7 +7,11 @@ a worker that dies in between finds it again at start (`adopt`) and reports it t
 A stop is carried out in steps, each under its own deadline, so a hung engine call is reported
 ("kill failed"), never a hung worker: the stop signal, the grace period, SIGKILL if it still
 runs, then (after the result is acknowledged) removal. A start re-checks for a cancel before
-each of its steps, so a task cancelled mid-start never runs on."""
+each of its steps, so a task cancelled mid-start never runs on.
+
+A task's GPUs are the device IDs the master picked; they are held while its process lives.
+When it has exited, `on_gpus_released` (the worker's GPU check) runs before the task's end is
+reported, so the master never hands a device on before the worker has looked at it."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from cloudai.core.lifecycle import TaskStatus
@@ -44,6 +49,7 @@ class _Entry:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
     stopper: asyncio.Task[None] | None = None
+    gpu_ids: tuple[str, ...] = ()  # its devices, held until its process has exited
 
 
 class Supervisor:
@@ -60,6 +66,8 @@ class Supervisor:
         self.worker_id = worker_id
         self._tasks: dict[str, _Entry] = {}
         self._tombstones: OrderedDict[str, float] = OrderedDict()
+        # Checks the devices a task let go, before its end is reported (worker/gpus.py).
+        self.on_gpus_released: Callable[[tuple[str, ...]], Awaitable[object]] | None = None
 
     def running_ids(self) -> list[str]:
         return sorted(self._tasks)
@@ -67,6 +75,10 @@ class Supervisor:
     def handles(self) -> list[Handle]:
         """The started tasks' handles (for usage sampling)."""
         return [e.handle for e in self._tasks.values() if e.handle is not None]
+
+    def gpus_in_use(self) -> set[str]:
+        """The devices of this worker's tasks whose process has not exited."""
+        return {g for e in self._tasks.values() if not e.exited.is_set() for g in e.gpu_ids}
 
     def stopping_ids(self) -> list[str]:
         """Tasks with a stop order being carried out (the master counts it as delivered)."""
@@ -84,19 +96,19 @@ class Supervisor:
         for handle in handles:
             if handle.task_id in self._tasks:
                 continue
-            entry = _Entry(handle.task_id, None, handle)
+            entry = _Entry(handle.task_id, None, handle, gpu_ids=handle.gpu_ids)
             entry.started.set()
             self._tasks[handle.task_id] = entry
             entry.runner = asyncio.create_task(self._finish(entry), name=f"task-{handle.task_id}")
             log.info("[Task %s] re-adopted (%s)", handle.task_id, handle.ref[:12])
         return len(handles)
 
-    def assign(self, task_id: str, spec: TaskSpec) -> str:
+    def assign(self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = ()) -> str:
         if task_id in self._tombstones:
             raise Conflict(f"task {task_id} was cancelled: not starting it")
         if task_id in self._tasks:
             return f"task {task_id} already on {self.worker_id}"
-        entry = _Entry(task_id, spec)
+        entry = _Entry(task_id, spec, gpu_ids=tuple(gpu_ids))
         self._tasks[task_id] = entry
         entry.runner = asyncio.create_task(self._run(entry), name=f"task-{task_id}")
         return f"task {task_id} accepted by {self.worker_id}"
@@ -114,7 +126,7 @@ class Supervisor:
                 if step == "pull":
                     await self.runtime.prepare(entry.task_id, spec)
                 elif step == "create+start":
-                    entry.handle = await self.runtime.start(entry.task_id, spec)
+                    entry.handle = await self.runtime.start(entry.task_id, spec, entry.gpu_ids)
                     entry.started.set()
                     self.metrics.tasks_started.inc()
                     log.info("[Task %s] started (%s)", entry.task_id, entry.handle.ref[:12])
@@ -148,6 +160,12 @@ class Supervisor:
         await self._report_and_forget(entry, exit_, entry.handle.started_at)
 
     async def _report_and_forget(self, entry: _Entry, exit_: Exit, started_at: float) -> None:
+        entry.exited.set()  # its devices are let go (it never started, or it has exited)
+        if entry.handle is not None and entry.gpu_ids and self.on_gpus_released is not None:
+            try:
+                await asyncio.wait_for(self.on_gpus_released(entry.gpu_ids), STEP_DEADLINE)
+            except (CloudAIError, TimeoutError) as exc:
+                log.warning("[Task %s] ⚠ GPU check after the exit: %s", entry.task_id, exc)
         logs = await self.runtime.read_logs(entry.handle) if entry.handle else ""
         if entry.cancel is not None:
             status = TaskStatus.CANCELLED

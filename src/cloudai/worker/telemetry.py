@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import psutil
 
 from cloudai.core.resources import Resources
 from cloudai.runtime.base import Handle, Runtime
+from cloudai.worker.gpus import Gpus
 
 __all__ = ["Sampler", "machine_capacity"]
 
@@ -32,14 +33,22 @@ def machine_capacity(data_dir: str | os.PathLike[str]) -> Resources:
 class Sampler:
     """telemetry-loop: samples the node (psutil) and each running task (the engine's stats)
     every interval, apart from the heartbeat, so a slow stats call never delays a heartbeat.
-    The heartbeat sends the latest sample."""
+    The heartbeat sends the latest sample. Where NVML answers, each sample also checks the
+    GPUs (worker/gpus.py): telemetry, and the busy ones among those no live task holds."""
 
     def __init__(
-        self, runtime: Runtime, handles: Callable[[], list[Handle]], data_dir: str
+        self,
+        runtime: Runtime,
+        handles: Callable[[], list[Handle]],
+        data_dir: str,
+        gpus: Gpus | None = None,
+        gpus_held: Callable[[], Collection[str]] = set,
     ) -> None:
         self.runtime = runtime
         self.handles = handles
         self.data_dir = data_dir
+        self.gpus = gpus
+        self.gpus_held = gpus_held
         self.node: dict[str, float] = {}
         self.tasks: dict[str, tuple[float, float]] = {}
         psutil.cpu_percent(None)  # the first call starts the measurement
@@ -54,6 +63,8 @@ class Sampler:
         handles = self.handles()
         found = await asyncio.gather(*(self.runtime.usage(h) for h in handles))
         self.tasks = {h.task_id: u for h, u in zip(handles, found, strict=True) if u is not None}
+        if self.gpus is not None:
+            await self.gpus.sample(self.gpus_held())
 
     async def loop(self, interval: float) -> None:
         """A sample every interval. A sample that fails fails the loop, which the worker's

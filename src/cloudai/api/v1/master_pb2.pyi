@@ -104,18 +104,20 @@ class WhoAmIRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker_id", "address", "capacity", "runtime", "running_task_ids")
+    __slots__ = ("worker_id", "address", "capacity", "runtime", "running_task_ids", "gpu_ids")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     capacity: _types_pb2.Resources
     runtime: str
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., runtime: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., runtime: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
     __slots__ = ("accepted", "message", "heartbeat_interval", "stop_orders")
@@ -138,7 +140,7 @@ class ManualRegisterWorkerRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("worker_id", "running_task_ids", "cpu_percent", "mem_used_gb", "disk_free_gb", "stopping_task_ids", "usage")
+    __slots__ = ("worker_id", "running_task_ids", "cpu_percent", "mem_used_gb", "disk_free_gb", "stopping_task_ids", "usage", "gpus")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +148,7 @@ class HeartbeatRequest(_message.Message):
     DISK_FREE_GB_FIELD_NUMBER: _ClassVar[int]
     STOPPING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
     cpu_percent: float
@@ -153,7 +156,8 @@ class HeartbeatRequest(_message.Message):
     disk_free_gb: float
     stopping_task_ids: _containers.RepeatedScalarFieldContainer[str]
     usage: _containers.RepeatedCompositeFieldContainer[TaskUsage]
-    def __init__(self, worker_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., stopping_task_ids: _Optional[_Iterable[str]] = ..., usage: _Optional[_Iterable[_Union[TaskUsage, _Mapping]]] = ...) -> None: ...
+    gpus: _containers.RepeatedCompositeFieldContainer[_types_pb2.GpuDevice]
+    def __init__(self, worker_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., stopping_task_ids: _Optional[_Iterable[str]] = ..., usage: _Optional[_Iterable[_Union[TaskUsage, _Mapping]]] = ..., gpus: _Optional[_Iterable[_Union[_types_pb2.GpuDevice, _Mapping]]] = ...) -> None: ...
 
 class TaskUsage(_message.Message):
     __slots__ = ("task_id", "cpu_percent", "mem_used_gb")

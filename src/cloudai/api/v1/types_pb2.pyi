@@ -167,7 +167,7 @@ class TaskEvent(_message.Message):
     def __init__(self, at: _Optional[float] = ..., kind: _Optional[str] = ..., actor: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed", "result", "cancellation", "cpu_percent", "mem_used_gb", "usage_at")
+    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed", "result", "cancellation", "cpu_percent", "mem_used_gb", "usage_at", "gpu_ids")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +184,7 @@ class Task(_message.Message):
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MEM_USED_GB_FIELD_NUMBER: _ClassVar[int]
     USAGE_AT_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     spec: TaskSpec
     status: str
@@ -200,7 +201,8 @@ class Task(_message.Message):
     cpu_percent: float
     mem_used_gb: float
     usage_at: float
-    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., usage_at: _Optional[float] = ...) -> None: ...
+    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., usage_at: _Optional[float] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at", "stop")
@@ -241,7 +243,7 @@ class LogChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "address", "capacity", "allocated", "available", "state", "last_heartbeat", "running_tasks", "registered_at", "runtime", "drained", "cpu_percent", "mem_used_gb", "disk_free_gb", "releasing_tasks", "releasing")
+    __slots__ = ("worker_id", "address", "capacity", "allocated", "available", "state", "last_heartbeat", "running_tasks", "registered_at", "runtime", "drained", "cpu_percent", "mem_used_gb", "disk_free_gb", "releasing_tasks", "releasing", "gpus")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +260,7 @@ class WorkerInfo(_message.Message):
     DISK_FREE_GB_FIELD_NUMBER: _ClassVar[int]
     RELEASING_TASKS_FIELD_NUMBER: _ClassVar[int]
     RELEASING_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     capacity: Resources
@@ -274,4 +277,23 @@ class WorkerInfo(_message.Message):
     disk_free_gb: float
     releasing_tasks: _containers.RepeatedScalarFieldContainer[str]
     releasing: Resources
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., available: _Optional[_Union[Resources, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., running_tasks: _Optional[_Iterable[str]] = ..., registered_at: _Optional[float] = ..., runtime: _Optional[str] = ..., drained: _Optional[bool] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., releasing_tasks: _Optional[_Iterable[str]] = ..., releasing: _Optional[_Union[Resources, _Mapping]] = ...) -> None: ...
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuDevice]
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., available: _Optional[_Union[Resources, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., running_tasks: _Optional[_Iterable[str]] = ..., registered_at: _Optional[float] = ..., runtime: _Optional[str] = ..., drained: _Optional[bool] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., releasing_tasks: _Optional[_Iterable[str]] = ..., releasing: _Optional[_Union[Resources, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuDevice, _Mapping]]] = ...) -> None: ...
+
+class GpuDevice(_message.Message):
+    __slots__ = ("id", "name", "memory_total_mb", "memory_used_mb", "utilization_percent", "busy", "task_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_MB_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_MB_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    memory_total_mb: float
+    memory_used_mb: float
+    utilization_percent: float
+    busy: bool
+    task_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., memory_total_mb: _Optional[float] = ..., memory_used_mb: _Optional[float] = ..., utilization_percent: _Optional[float] = ..., busy: _Optional[bool] = ..., task_id: _Optional[str] = ...) -> None: ...
