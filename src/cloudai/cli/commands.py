@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cloudai.cli.render import Renderer, worker_json
 from cloudai.client import Client
 from cloudai.core.lifecycle import TERMINAL
+from cloudai.core.limits import quote
 from cloudai.core.models import Task, TaskSpec, validate_address, validate_worker_id
 from cloudai.core.resources import Resources
 from cloudai.errors import InvalidArgument
@@ -29,8 +30,14 @@ __all__ = [
     "task_ls",
     "task_run",
     "task_show",
+    "unexpected",
     "workers",
 ]
+
+
+def unexpected(exc: BaseException) -> str:
+    """One line for an error that is not a CloudAIError (a bug), at the CLI and shell edges."""
+    return f"internal error: {type(exc).__name__}: {quote(str(exc), 200)} (a bug: please report it)"
 
 
 def parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -38,7 +45,7 @@ def parse_env(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InvalidArgument(f"invalid --env {pair!r}: expected KEY=VALUE")
+            raise InvalidArgument(f"invalid --env {quote(pair)}: expected KEY=VALUE")
         env[key] = value
     return env
 
@@ -187,7 +194,7 @@ def cancel(
             "nothing to cancel: give TASK_IDs, or --worker, --status, --owner or --all"
         )
     if selection.status and selection.status not in ("pending", "running"):
-        raise InvalidArgument(f"--status must be pending or running, got {selection.status!r}")
+        raise InvalidArgument(f"--status must be pending or running, got {quote(selection.status)}")
     if force and grace is not None:
         raise InvalidArgument("--force and --grace do not go together (--force means no grace)")
     ids = list(dict.fromkeys(task_ids))

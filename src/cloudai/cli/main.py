@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,16 @@ from cloudai.config import (
     home,
     metrics_address,
 )
+from cloudai.core.limits import (
+    CPU_MAX,
+    CPU_MIN,
+    GPU_MAX,
+    GRACE_MAX,
+    MEM_MAX_GB,
+    STORAGE_MAX_GB,
+    quote,
+)
+from cloudai.core.models import validate_worker_id
 from cloudai.errors import CloudAIError, InvalidArgument
 
 __all__ = ["build_parser", "main"]
@@ -61,18 +72,33 @@ def _client_options(parser: argparse.ArgumentParser, top: bool) -> None:
     )
 
 
-def _number(kind: type, name: str, minimum: float = 0.0):  # type: ignore[no-untyped-def]
+def _number(kind: type, name: str, minimum: float = 0.0, maximum: float = math.inf):  # type: ignore[no-untyped-def]
     def parse(text: str) -> float:
         try:
             value: float = kind(text)
         except ValueError:
             noun = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{name} must be {noun}, got {text!r}") from None
-        if value != value or value < minimum:  # NaN or below the minimum
-            raise argparse.ArgumentTypeError(f"{name} must be at least {minimum:g}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"{name} must be {noun}, got {quote(text)}") from None
+        if not math.isfinite(value) or value < minimum:  # NaN, infinity or below the minimum
+            raise argparse.ArgumentTypeError(
+                f"{name} must be at least {minimum:g}, got {quote(text)}"
+                if math.isfinite(value)
+                else f"{name} must be a finite number, got {quote(text)}"
+            )
+        if value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be at most {maximum:g}, got {quote(text)}"
+            )
         return value
 
     return parse
+
+
+def _worker_id(text: str) -> str:
+    """--id: it names the worker's state directory, so it is checked before anything else."""
+    if problem := validate_worker_id(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _metrics_option(parser: argparse.ArgumentParser, default: str, whose: str = "") -> None:
@@ -129,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=f"127.0.0.1:{DEFAULT_WORKER_PORT}",
         help="local worker listen address (default: 127.0.0.1:50052)",
     )
-    up.add_argument("--worker-id", default="worker-1", help="local worker ID (default: worker-1)")
+    up.add_argument(
+        "--worker-id",
+        default="worker-1",
+        type=_worker_id,
+        help="local worker ID (default: worker-1)",
+    )
     up.add_argument("--db", help="database URL (default: SQLite in $CLOUDAI_HOME)")
     up.add_argument(
         "--runtime",
@@ -160,13 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--heartbeat-interval",
-        type=_number(float, "--heartbeat-interval", 0.05),
+        type=_number(float, "--heartbeat-interval", 0.05, 3600),
         default=5.0,
         help="expected worker heartbeat interval, seconds (default: 5)",
     )
     m.add_argument(
         "--cancel-deadline",
-        type=_number(float, "--cancel-deadline", 0.1),
+        type=_number(float, "--cancel-deadline", 0.1, 3600),
         default=30.0,
         metavar="SECONDS",
         help="deadline of the CancelTask call to a worker (default: 30); a cancel itself "
@@ -180,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--worker-lost-after",
-        type=_number(float, "--worker-lost-after", 1.0),
+        type=_number(float, "--worker-lost-after", 1.0, 30 * 86400),
         default=300.0,
         metavar="SECONDS",
         help="a worker silent this long is lost: its running tasks end failed (default: 300)",
@@ -189,7 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     _log_options(m)
 
     w = sub.add_parser("worker", help="run a worker server")
-    w.add_argument("--id", required=True, dest="worker_id", help="worker ID")
+    w.add_argument(
+        "--id",
+        required=True,
+        dest="worker_id",
+        type=_worker_id,
+        help="worker ID: 1-63 letters, digits, '.', '_' or '-'",
+    )
     w.add_argument(
         "--master",
         default=None,
@@ -213,15 +250,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="docker",
         help="container runtime (default: docker)",
     )
-    w.add_argument("--cpu", type=_number(float, "--cpu", 0.01), help="CPU cores (default: all)")
-    w.add_argument("--mem", type=_number(float, "--mem"), help="memory GB (default: all)")
     w.add_argument(
-        "--storage", type=_number(float, "--storage"), help="storage GB (default: free disk)"
+        "--cpu",
+        type=_number(float, "--cpu", CPU_MIN, CPU_MAX),
+        help=f"CPU cores, {CPU_MIN:g}-{CPU_MAX:g} (default: all)",
     )
-    w.add_argument("--gpu", type=_number(int, "--gpu"), help="GPUs (default: 0)")
+    w.add_argument(
+        "--mem",
+        type=_number(float, "--mem", 0, MEM_MAX_GB),
+        help=f"memory GB, at most {MEM_MAX_GB:g} (default: all)",
+    )
+    w.add_argument(
+        "--storage",
+        type=_number(float, "--storage", 0, STORAGE_MAX_GB),
+        help=f"storage GB, at most {STORAGE_MAX_GB:g} (default: free disk)",
+    )
+    w.add_argument(
+        "--gpu", type=_number(int, "--gpu", 0, GPU_MAX), help=f"GPUs, 0-{GPU_MAX} (default: 0)"
+    )
     w.add_argument(
         "--heartbeat-interval",
-        type=_number(float, "--heartbeat-interval", 0.05),
+        type=_number(float, "--heartbeat-interval", 0.05, 3600),
         default=5.0,
         help="seconds between heartbeats (default: 5)",
     )
@@ -266,12 +315,27 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD ARG")
     cmd.required = False
     run.add_argument("--worker", default="", metavar="ID", help="run on this worker")
-    run.add_argument("--cpu", type=_number(float, "--cpu"), default=1.0, help="CPU cores (1)")
-    run.add_argument("--mem", type=_number(float, "--mem"), default=0.5, help="memory GB (0.5)")
     run.add_argument(
-        "--storage", type=_number(float, "--storage"), default=0.0, help="storage GB (0)"
+        "--cpu",
+        type=_number(float, "--cpu", 0, CPU_MAX),
+        default=1.0,
+        help=f"CPU cores, {CPU_MIN:g}-{CPU_MAX:g} (1)",
     )
-    run.add_argument("--gpu", type=_number(int, "--gpu"), default=0, help="GPUs (0)")
+    run.add_argument(
+        "--mem",
+        type=_number(float, "--mem", 0, MEM_MAX_GB),
+        default=0.5,
+        help="memory GB: 0 (no limit) or 0.01-65536 (0.5)",
+    )
+    run.add_argument(
+        "--storage",
+        type=_number(float, "--storage", 0, STORAGE_MAX_GB),
+        default=0.0,
+        help="storage GB (0)",
+    )
+    run.add_argument(
+        "--gpu", type=_number(int, "--gpu", 0, GPU_MAX), default=0, help=f"GPUs, 0-{GPU_MAX} (0)"
+    )
     run.add_argument(
         "--env",
         action="append",
@@ -282,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default="", help="a name for the task")
     run.add_argument(
         "--grace",
-        type=_number(float, "--grace"),
+        type=_number(float, "--grace", 0, GRACE_MAX),
         default=0.0,
-        help="stop grace period in seconds (default 10)",
+        help="stop grace period in seconds, at most 3600 (default 10)",
     )
     run.add_argument("--stop-signal", default="", help="stop signal (default SIGTERM)")
     _client_options(run, top=False)
@@ -323,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="SIGKILL at once, no grace")
     c.add_argument(
         "--grace",
-        type=_number(float, "--grace"),
+        type=_number(float, "--grace", 0, GRACE_MAX),
         default=None,
         metavar="SECONDS",
         help="grace period before SIGKILL (default: the task's own, 10 s unless set at submit)",
@@ -454,7 +518,7 @@ def _run_server(args: argparse.Namespace) -> int:
         mlisten, mrequired = metrics_address(args.metrics_listen, DEFAULT_MASTER_METRICS)
         if args.cancel_webhook and not args.cancel_webhook.startswith(("http://", "https://")):
             raise InvalidArgument(
-                f"--cancel-webhook must be an http(s) URL: {args.cancel_webhook!r}"
+                f"--cancel-webhook must be an http(s) URL: {quote(args.cancel_webhook)}"
             )
         asyncio.run(
             run_master(
@@ -526,6 +590,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # the CLI edge: a bug is one line too, never a traceback
+        out.error(commands.unexpected(exc))
+        return CloudAIError.exit_code
 
 
 def entry() -> None:

@@ -13,6 +13,20 @@ from sqlalchemy import Connection
 
 from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TaskStatus
+from cloudai.core.limits import (
+    ACTOR_MAX,
+    DETAIL_MAX,
+    GRACE_MAX,
+    OWNER_MAX,
+    REASON_MAX,
+    RUNTIME_MAX,
+    TIME_MAX,
+    bounded_text,
+    ids_problems,
+    number_problem,
+    quote,
+    text_problem,
+)
 from cloudai.core.models import (
     Task,
     TaskResult,
@@ -20,10 +34,11 @@ from cloudai.core.models import (
     Worker,
     new_task_id,
     validate_address,
+    validate_task_id,
     validate_worker_id,
 )
 from cloudai.core.resources import Resources
-from cloudai.errors import AlreadyExists, CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.errors import AlreadyExists, CloudAIError, Conflict, InvalidArgument, NotFound, check
 from cloudai.master import planner
 from cloudai.master.canceller import Canceller, CancelOutcome, stop_orders_tx
 from cloudai.master.dispatcher import Dispatcher
@@ -48,6 +63,13 @@ class MasterConfig:
     worker_lost_after: float = 300.0  # a silent worker's running tasks end failed after this
     metrics_listen: str = ""  # HOST:PORT for /metrics; empty: none
     metrics_required: bool = False  # False: a busy (default) address is only a warning
+
+
+def _worker_problems(capacity: Resources, runtime: str) -> list[str]:
+    problems = [f"invalid capacity: {p}" for p in capacity.validate_capacity()]
+    if (p := text_problem("runtime", runtime, RUNTIME_MAX)) is not None:
+        problems.append(p)
+    return problems
 
 
 class Cluster:
@@ -100,11 +122,12 @@ class Cluster:
         running: list[str] | None = None,
     ) -> list[types_pb2.CancelTaskRequest]:
         """A worker announced itself; answers the stop orders queued for it."""
-        for problem in (validate_worker_id(worker_id), validate_address(address)):
-            if problem:
-                raise InvalidArgument(problem)
-        if capacity.cpu <= 0 or capacity.mem_gb < 0 or capacity.storage_gb < 0 or capacity.gpu < 0:
-            raise InvalidArgument(f"invalid capacity {capacity}")
+        check(
+            validate_worker_id(worker_id),
+            validate_address(address),
+            _worker_problems(capacity, runtime),
+            ids_problems("running_task_ids", running or []),
+        )
         orders = await self.store.tx(
             self._register_tx, worker_id, address, capacity, runtime, running or [], time.time()
         )
@@ -136,9 +159,7 @@ class Cluster:
             log.warning("✗ task %s failed: its worker was lost", task_id)
 
     async def manual_register(self, worker_id: str, address: str) -> Worker:
-        for problem in (validate_worker_id(worker_id), validate_address(address)):
-            if problem:
-                raise InvalidArgument(problem)
+        check(validate_worker_id(worker_id), validate_address(address))
         existing = await self.store.tx(workers.get, worker_id)
         if existing is not None and existing["address"] != address and existing["source"] == "self":
             raise AlreadyExists(
@@ -150,7 +171,9 @@ class Cluster:
             log.warning("⚠ worker %s at %s not reachable yet: %s", worker_id, address, exc)
             info = None
         if info is not None and info.worker_id and info.worker_id != worker_id:
-            raise Conflict(f"the worker at {address} is {info.worker_id!r}, not {worker_id!r}")
+            raise Conflict(f"the worker at {address} is {quote(info.worker_id)}, not {worker_id!r}")
+        if info is not None and (problems := _worker_problems(info.capacity, info.runtime)):
+            raise Conflict(f"the worker at {address} describes itself wrongly: {problems[0]}")
         await self.store.tx(
             workers.register_manual,
             worker_id,
@@ -172,6 +195,12 @@ class Cluster:
     ) -> tuple[bool, list[types_pb2.CancelTaskRequest]]:
         """Record a heartbeat with its telemetry, reconcile, and answer whether the worker is
         known and its stop orders."""
+        check(
+            validate_worker_id(worker_id),
+            ids_problems("running_task_ids", running),
+            ids_problems("stopping_task_ids", stopping),
+            ids_problems("usage", [u[0] for u in usage or []]),
+        )
         return await self.store.tx(
             self._heartbeat_tx, worker_id, running, stopping, telemetry, usage or [], time.time()
         )
@@ -242,8 +271,14 @@ class Cluster:
     ) -> list[Task]:
         if status and status not in TaskStatus.__members__.values():
             raise InvalidArgument(
-                f"unknown status {status!r}: use one of {', '.join(s.value for s in TaskStatus)}"
+                f"unknown status {quote(status)}: use one of "
+                + ", ".join(s.value for s in TaskStatus)
             )
+        check(
+            validate_worker_id(worker_id) if worker_id else None,
+            text_problem("owner", owner, OWNER_MAX),
+            text_problem("cancelled_by", cancelled_by, ACTOR_MAX),
+        )
         return await self.store.tx(tasks.list_tasks, status, worker_id, limit, owner, cancelled_by)
 
     @staticmethod
@@ -255,6 +290,8 @@ class Cluster:
         return outcome, stopped
 
     async def report(self, result: TaskResult) -> str:
+        check(result.problems())
+        result = result.bounded()  # the logs' tail, short texts: what the store keeps
         (outcome, message), stopped = await self.store.tx(self._report_tx, result, time.time())
         if stopped is not None:
             took, how = stopped
@@ -278,6 +315,11 @@ class Cluster:
         force: bool = False,
         grace: float | None = None,
     ) -> list[CancelOutcome]:
+        check(
+            ids_problems("task_ids", task_ids),
+            text_problem("reason", reason, REASON_MAX, multiline=True),
+            None if grace is None else number_problem("grace", grace, 0.0, GRACE_MAX, " s"),
+        )
         with self.metrics.cancel_answer.time():
             outcomes = await self.canceller.cancel_many(task_ids, actor, reason, force, grace)
         self.dispatcher.wake()  # room freed
@@ -293,7 +335,14 @@ class Cluster:
     async def stop_progress(
         self, task_id: str, worker_id: str, stage: str, at: float, detail: str
     ) -> None:
-        await self.canceller.progress(task_id, worker_id, stage, at, detail)
+        check(
+            validate_task_id(task_id),
+            validate_worker_id(worker_id),
+            number_problem("at", at, 0.0, TIME_MAX),
+        )
+        await self.canceller.progress(
+            task_id, worker_id, stage, at, bounded_text(detail, DETAIL_MAX)
+        )
 
     async def stream_logs(self, task_id: str, follow: bool) -> AsyncIterator[bytes]:
         """Live from the worker while it holds the task (also a cancelled one still

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from cloudai import errors
+from cloudai.core.limits import MAX_REPLY_BYTES, MAX_REQUEST_BYTES
 
 __all__ = ["from_rpc_error", "translate", "translate_stream"]
 
@@ -21,23 +23,47 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.CloudAIError]] = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
     grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: errors.Conflict,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.NoCapacity,
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
 }
 
 
+# Trailing metadata naming the CloudAIError a server raised on purpose: a client tells it from
+# the same status code raised by gRPC itself (RESOURCE_EXHAUSTED: "no worker has room", or a
+# message over the size limit).
+_KIND_KEY = "cloudai-error"
+_DETAIL_MAX = 2000  # characters of an error message sent (gRPC caps trailers at 8 KiB)
+
+
+def _kinds() -> dict[str, type[errors.CloudAIError]]:
+    out: dict[str, type[errors.CloudAIError]] = {}
+    todo: list[type[errors.CloudAIError]] = [errors.CloudAIError]
+    while todo:
+        cls = todo.pop()
+        out[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return out
+
+
 async def _abort(
     context: grpc.aio.ServicerContext, exc: BaseException, name: str, servicer: Any = None
 ) -> None:
-    code = exc.code if isinstance(exc, errors.CloudAIError) else grpc.StatusCode.INTERNAL
+    """Abort the call with the status for `exc`. An error that is not a CloudAIError is a bug:
+    the client gets a generic message and an incident ID, the log the traceback under that
+    ID; its text (an SQL statement, a path, a value) never reaches the client."""
+    if isinstance(exc, errors.CloudAIError):
+        code, kind, detail = exc.code, type(exc).__name__, exc.message
+        if len(detail) > _DETAIL_MAX:
+            detail = detail[: _DETAIL_MAX - 1] + "…"
+    else:
+        incident = secrets.token_hex(6)
+        log.error("✗ incident %s: unexpected error in %s", incident, name, exc_info=exc)
+        code, kind = grpc.StatusCode.INTERNAL, "internal"
+        detail = f"internal error in {name} (incident {incident}; the server's log has the details)"
     metrics = getattr(servicer, "metrics", None)
     if metrics is not None:
         metrics.rpc_errors.labels(name, code.name).inc()
-    if isinstance(exc, errors.CloudAIError):
-        await context.abort(exc.code, exc.message)
-    log.exception("unexpected error in %s", name)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    await context.abort(code, detail, trailing_metadata=((_KIND_KEY, kind),))
 
 
 def translate(fn: F) -> F:
@@ -73,14 +99,34 @@ def translate_stream(
     return wrapper
 
 
-def from_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> errors.CloudAIError:
+def _kind_of(exc: grpc.RpcError) -> str:
+    trailing = getattr(exc, "trailing_metadata", None)
+    try:
+        pairs = trailing() if callable(trailing) else None
+    except Exception:  # noqa: BLE001 - a call that failed before any trailer has none
+        return ""
+    for key, value in pairs or ():
+        if key == _KIND_KEY:
+            return str(value)
+    return ""
+
+
+def from_rpc_error(exc: grpc.RpcError, peer: str) -> errors.CloudAIError:
     """A client-side RpcError as the matching CloudAIError, with a one-line message."""
     code = exc.code()
-    cls = _BY_CODE.get(code, errors.CloudAIError)
-    detail = exc.details() or code.name
+    detail = (exc.details() or code.name).strip()
     if code == grpc.StatusCode.UNAVAILABLE:
         why = "connection refused" if "refused" in detail.lower() else detail.splitlines()[0]
         return errors.Unavailable(f"cannot reach {peer}: {why}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return errors.Unavailable(f"{peer} did not answer in time")
-    return cls(detail)
+    cls = _kinds().get(_kind_of(exc))
+    if cls is not None:
+        return cls(detail)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # gRPC's own: a message over the limit
+        mib = 1024 * 1024
+        return errors.LimitExceeded(
+            f"{detail.splitlines()[0]} (with {peer}): a request may be at most "
+            f"{MAX_REQUEST_BYTES // mib} MiB and a reply {MAX_REPLY_BYTES // mib} MiB"
+        )
+    return _BY_CODE.get(code, errors.CloudAIError)(detail)

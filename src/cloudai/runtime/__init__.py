@@ -15,6 +15,7 @@ def open_runtime(name: str, worker_id: str, state_dir: str) -> Runtime:
         from cloudai.runtime.process import ProcessRuntime
 
         return ProcessRuntime(worker_id, state_dir)
+    from cloudai.core.limits import quote
     from cloudai.errors import InvalidArgument
 
-    raise InvalidArgument(f"unknown runtime {name!r}: use docker or process")
+    raise InvalidArgument(f"unknown runtime {quote(name)}: use docker or process")

@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator
 
 import psutil
 
-from cloudai.core.models import TaskSpec
-from cloudai.errors import RuntimeFailure
+from cloudai.core.limits import log_tail, quote
+from cloudai.core.models import TaskSpec, validate_task_id
+from cloudai.errors import InvalidArgument, RuntimeFailure
 from cloudai.runtime.base import LOG_LIMIT, Exit, Handle, Runtime
 
 __all__ = ["ProcessRuntime"]
@@ -38,13 +39,20 @@ class ProcessRuntime(Runtime):
 
     def __init__(self, worker_id: str, state_dir: str | os.PathLike[str]) -> None:
         self.worker_id = worker_id
-        self.root = pathlib.Path(state_dir) / "process-tasks"
+        self.root = (pathlib.Path(state_dir) / "process-tasks").resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._children: dict[str, asyncio.subprocess.Process] = {}
         self._procs: dict[str, dict[int, psutil.Process]] = {}  # for CPU % between samples
 
     def _dir(self, task_id: str) -> pathlib.Path:
-        return self.root / task_id
+        """The task's state directory: only ever a direct child of the root, from a valid ID
+        (a task ID never becomes a path of its own, e.g. `/some/dir` or `..`)."""
+        if (problem := validate_task_id(task_id)) is not None:
+            raise InvalidArgument(problem)
+        d = self.root / task_id
+        if d.parent != self.root or d.is_symlink():
+            raise InvalidArgument(f"task id {quote(task_id)} is not a plain directory name")
+        return d
 
     async def ping(self) -> None:
         return None
@@ -55,7 +63,7 @@ class ProcessRuntime(Runtime):
                 "the process runtime needs a command: it cannot run an image's own command"
             )
         if shutil.which(spec.command[0]) is None and not os.path.exists(spec.command[0]):
-            raise RuntimeFailure(f"command not found: {spec.command[0]}")
+            raise RuntimeFailure(f"command not found: {quote(spec.command[0])}")
 
     async def start(self, task_id: str, spec: TaskSpec) -> Handle:
         await self.prepare(task_id, spec)
@@ -176,16 +184,22 @@ class ProcessRuntime(Runtime):
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):
                 continue
+            name = meta_path.parent.name
+            if validate_task_id(name) is not None or meta_path.parent.is_symlink():
+                continue  # not one of ours: only valid task IDs become directories
             if meta.get("worker_id") == self.worker_id:
                 out.append(Handle(meta_path.parent.name, str(meta["pid"]), meta["started_at"]))
         return out
 
     async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
+        """The last `limit` bytes of the output file, never more in memory (the file itself
+        holds the whole output until the task is destroyed)."""
         path = self._dir(handle.task_id) / "out.log"
         try:
             with open(path, "rb") as f:
-                f.seek(max(path.stat().st_size - limit, 0))
-                return f.read().decode("utf-8", errors="replace")
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(size - limit, 0))
+                return log_tail(f.read(limit), total=size, limit=limit)
         except FileNotFoundError:
             return ""
 

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudai.api.v1 import worker_pb2_grpc
+from cloudai.core.models import validate_worker_id
 from cloudai.core.resources import Resources
+from cloudai.errors import RuntimeFailure, check
 from cloudai.metrics import WorkerMetrics, start_metrics
 from cloudai.rpc.server import Served, new_server
 from cloudai.runtime import Runtime, open_runtime
@@ -37,6 +39,13 @@ class WorkerConfig:
     heartbeat_interval: float = 5.0
     metrics_listen: str = ""  # HOST:PORT for /metrics; empty: none
     metrics_required: bool = False  # False: a busy (default) address is only a warning
+
+    def problems(self) -> list[str]:
+        """What makes this configuration unusable (the master would refuse it)."""
+        return [
+            *([p] if (p := validate_worker_id(self.worker_id)) else []),
+            *(f"invalid capacity: {p}" for p in self.capacity.validate_capacity()),
+        ]
 
 
 @dataclass
@@ -74,6 +83,7 @@ def _advertised(listen: str, port: int, advertise: str) -> str:
 
 
 async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
+    check(cfg.problems())  # before anything starts: a worker the master refuses never runs
     runtime = open_runtime(cfg.runtime, cfg.worker_id, cfg.state_dir)
     await runtime.ping()
     served = new_server(cfg.listen)
@@ -127,6 +137,13 @@ async def run_worker(cfg: WorkerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):  # before serving: a stop while starting is clean
         loop.add_signal_handler(sig, stop.set)
     worker = await serve_worker(cfg)
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait(), name="wait-for-stop")
+    await asyncio.wait({stopping, worker.beat}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    failed = worker.beat.done() and not worker.beat.cancelled() and worker.beat.exception()
+    if failed:  # a worker that cannot reach the master in its own way does not run on
+        log.error("✗ heartbeat-loop failed: %s", failed, exc_info=failed)
     log.info("worker %s shutting down (its tasks keep running)", cfg.worker_id)
     await worker.shutdown()
+    if failed:
+        raise RuntimeFailure(f"the worker stopped: its heartbeat-loop failed ({failed})")

@@ -9,8 +9,8 @@ from typing import Any, TypeAlias
 import grpc
 
 from cloudai.api.v1 import types_pb2, worker_pb2, worker_pb2_grpc
-from cloudai.core.models import Worker
-from cloudai.errors import InvalidArgument
+from cloudai.core.models import Worker, validate_task_id
+from cloudai.errors import check
 from cloudai.rpc.convert import spec_from_pb, worker_to_pb
 from cloudai.rpc.errors import translate, translate_stream
 from cloudai.worker.link import MasterLink
@@ -33,12 +33,8 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     async def AssignTask(
         self, request: worker_pb2.AssignTaskRequest, context: Ctx
     ) -> types_pb2.TaskAck:
-        if not request.task_id:
-            raise InvalidArgument("task_id is required")
         spec = spec_from_pb(request.spec)
-        problems = spec.problems()
-        if problems:
-            raise InvalidArgument("; ".join(problems))
+        check(validate_task_id(request.task_id), spec.problems())
         message = self.supervisor.assign(request.task_id, spec)
         return types_pb2.TaskAck(success=True, message=message)
 
@@ -55,6 +51,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     async def StreamTaskLogs(
         self, request: types_pb2.LogsRequest, context: Ctx
     ) -> AsyncIterator[types_pb2.LogChunk]:
+        check(validate_task_id(request.task_id))
         entry = self.supervisor.handle_of(request.task_id)
         await asyncio.wait_for(entry.started.wait(), timeout=600)
         if entry.handle is None:
