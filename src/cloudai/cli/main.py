@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from cloudai import __version__
 from cloudai.cli import commands
-from cloudai.cli.render import Renderer
+from cloudai.cli.render import Renderer, one_line
 from cloudai.client import Client, default_master
 from cloudai.config import (
     DEFAULT_MASTER_METRICS,
@@ -131,7 +131,17 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse (before Python 3.13) drops a lone "--" given as an option's value
+        # (`--name=--`) and leaves the option an empty list: take the value as written.
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            return self._get_value(action, "--")
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str) -> NoReturn:
+        # argparse quotes the user's words raw: escape control characters (a newline or a
+        # terminal escape in argv) and keep it short, so the error stays one plain line.
+        message = one_line(message[:500]) + ("…" if len(message) > 500 else "")
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import sys
 import time
+import unicodedata
 from typing import Any
 
 from rich.console import Console, Group
@@ -16,7 +17,7 @@ from rich.text import Text
 from cloudai.core.models import Cancellation, Task, TaskResult, Worker
 from cloudai.core.resources import Resources
 
-__all__ = ["Renderer", "iso", "task_json", "worker_json"]
+__all__ = ["Renderer", "iso", "one_line", "task_json", "worker_json"]
 
 LOG_TAIL_LINES = 20
 STATUS_STYLE = {
@@ -27,6 +28,14 @@ STATUS_STYLE = {
     "cancelled": "magenta",
 }
 STATE_STYLE = {"healthy": "green", "unhealthy": "yellow", "offline": "red"}
+
+
+def one_line(text: str) -> str:
+    """`text` without raw control characters or line breaks (escaped, as repr() would): an
+    error that quotes a user's words stays one plain line and cannot drive the terminal."""
+    return "".join(
+        repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text
+    )
 
 
 def iso(ts: float | None) -> str | None:
@@ -166,7 +175,7 @@ class Renderer:
         if self.json_mode:
             sys.stderr.write(json.dumps({"error": message}) + "\n")
         else:
-            self.err.print(Text("✗ Error: " + message, style="red"), soft_wrap=True)
+            self.err.print(Text("✗ Error: " + one_line(message), style="red"), soft_wrap=True)
 
     def outcome(self, task: Task) -> None:
         """One line: how the task ended."""
