@@ -81,13 +81,13 @@ def _number(kind: type, name: str, minimum: float = 0.0, maximum: float = math.i
             raise argparse.ArgumentTypeError(f"{name} must be {noun}, got {quote(text)}") from None
         if not math.isfinite(value) or value < minimum:  # NaN, infinity or below the minimum
             raise argparse.ArgumentTypeError(
-                f"{name} must be at least {minimum:g}, got {quote(text)}"
+                f"{name} must be at least {minimum:.15g}, got {quote(text)}"
                 if math.isfinite(value)
                 else f"{name} must be a finite number, got {quote(text)}"
             )
         if value > maximum:
             raise argparse.ArgumentTypeError(
-                f"{name} must be at most {maximum:g}, got {quote(text)}"
+                f"{name} must be at most {maximum:.15g}, got {quote(text)}"
             )
         return value
 
@@ -263,17 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--cpu",
         type=_number(float, "--cpu", CPU_MIN, CPU_MAX),
-        help=f"CPU cores, {CPU_MIN:g}-{CPU_MAX:g} (default: all)",
+        help=f"CPU cores, {CPU_MIN:.15g}-{CPU_MAX:.15g} (default: all)",
     )
     w.add_argument(
         "--mem",
         type=_number(float, "--mem", 0, MEM_MAX_GB),
-        help=f"memory GB, at most {MEM_MAX_GB:g} (default: all)",
+        help=f"memory GB, at most {MEM_MAX_GB:.15g} (default: all)",
     )
     w.add_argument(
         "--storage",
         type=_number(float, "--storage", 0, STORAGE_MAX_GB),
-        help=f"storage GB, at most {STORAGE_MAX_GB:g} (default: free disk)",
+        help=f"storage GB, at most {STORAGE_MAX_GB:.15g} (default: free disk)",
     )
     w.add_argument(
         "--gpu", type=_number(int, "--gpu", 0, GPU_MAX), help=f"GPUs, 0-{GPU_MAX} (default: 0)"
@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cpu",
         type=_number(float, "--cpu", 0, CPU_MAX),
         default=1.0,
-        help=f"CPU cores, {CPU_MIN:g}-{CPU_MAX:g} (1)",
+        help=f"CPU cores, {CPU_MIN:.15g}-{CPU_MAX:.15g} (1)",
     )
     run.add_argument(
         "--mem",

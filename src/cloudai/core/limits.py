@@ -188,15 +188,10 @@ def number_problem(name: str, value: float, low: float, high: float, unit: str =
     if value < 0 <= low:
         return f"{name} must be a non-negative number, got {value:g}"
     if value < low:
-        return f"{name} must be at least {_plain(low)}{unit}, got {value:g}"
-    if value > high:
-        return f"{name} must be at most {_plain(high)}{unit}, got {value:g}"
+        return f"{name} must be at least {low:.15g}{unit}, got {value:g}"
+    if value > high:  # a bound as people write it: 1048576, not 1.04858e+06
+        return f"{name} must be at most {high:.15g}{unit}, got {value:g}"
     return None
-
-
-def _plain(bound: float) -> str:
-    """A bound as people write it: 1048576, not 1.04858e+06."""
-    return str(int(bound)) if bound == int(bound) and abs(bound) < 1e15 else f"{bound:g}"
 
 
 def log_tail(data: bytes, total: int | None = None, limit: int = LOG_TAIL_BYTES) -> str:

@@ -34,6 +34,19 @@ _WRAPPER = (
 _POLL = 0.05
 
 
+def _task_group(handle: Handle) -> int:
+    """The process group a handle names, only if it can be a task's: each task leads its own
+    group, so never 0 (the caller's group), 1 (init's) or the worker's own, whatever a handle
+    or a meta.json file says."""
+    try:
+        pgid = int(handle.ref)
+    except ValueError:
+        raise RuntimeFailure(f"invalid process group {quote(handle.ref)}") from None
+    if pgid <= 1 or pgid == os.getpgrp():
+        raise RuntimeFailure(f"refusing to signal process group {pgid}: not a task's")
+    return pgid
+
+
 class ProcessRuntime(Runtime):
     name = "process"
 
@@ -138,8 +151,9 @@ class ProcessRuntime(Runtime):
         return Exit(None, error="the process ended without recording an exit code")
 
     def _signal(self, handle: Handle, sig: signals.Signals) -> None:
+        pgid = _task_group(handle)
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(int(handle.ref), sig)
+            os.killpg(pgid, sig)
 
     async def usage(self, handle: Handle) -> tuple[float, float] | None:
         """Summed over the task's process group (psutil; CPU % since the last call)."""
@@ -169,6 +183,7 @@ class ProcessRuntime(Runtime):
         return True
 
     async def destroy(self, handle: Handle) -> None:
+        self._dir(handle.task_id)  # a handle with a bad ID is refused before anything is done
         self._signal(handle, signals.SIGKILL)  # whatever the task left behind in its group
         self._procs.pop(handle.task_id, None)
         child = self._children.pop(handle.task_id, None)
