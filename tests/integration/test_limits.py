@@ -241,3 +241,20 @@ def test_a_task_printing_nul_bytes_is_stored(cluster: LocalCluster) -> None:
     done = cluster.wait_status(task.task_id, "completed", "failed")
     assert done.status.value == "completed" and done.result is not None
     assert done.result.logs == "a\ufffdb"
+
+
+def test_a_task_list_carries_summaries_and_a_task_its_whole_spec(cluster: LocalCluster) -> None:
+    """Each task may hold 64 KiB of command and 64 KiB of env: a list carries the first KiB of
+    each, so `task ls` stays within a reply however many such tasks there are."""
+    spec = TaskSpec(
+        image="busybox",
+        command=("true", "x" * 60_000),
+        env={"BIG": "v" * 60_000},
+        resources=Resources(cpu=0.1),
+    )
+    task = cluster.client.submit(spec)
+    listed = next(t for t in cluster.client.list_tasks() if t.task_id == task.task_id)
+    assert listed.spec.command[1].endswith("…") and len(listed.spec.command[1]) <= 1025
+    assert listed.spec.env == {"…": "1 more"}
+    whole = cluster.client.get_task(task.task_id)
+    assert whole.spec.command == spec.command and whole.spec.env == spec.env

@@ -21,6 +21,7 @@ from cloudai.core.limits import (
     ENV_BYTES_MAX,
     ENV_VARS_MAX,
     ERROR_MAX,
+    LIST_FIELD_MAX,
     LOG_TAIL_BYTES,
     QUOTE_MAX,
     bounded_text,
@@ -167,6 +168,23 @@ def test_capacity_must_be_finite_and_bounded(capacity: Resources, fragment: str)
 
 def test_a_manual_worker_capacity_of_zero_memory_is_fine() -> None:
     assert Resources(cpu=4, mem_gb=0, storage_gb=0, gpu=0).validate_capacity() == []
+
+
+# --- a task in a list -------------------------------------------------------------------------
+
+
+def test_a_listed_task_carries_the_start_of_its_command_and_env() -> None:
+    spec = TaskSpec(
+        image="busybox",
+        command=("sh", "-c", "x" * 5000),
+        env={f"K{i}": "v" * 100 for i in range(50)},
+    )
+    listed = spec.summary()
+    assert listed.command[:2] == ("sh", "-c") and listed.command[2].endswith("…")
+    assert sum(map(len, listed.command)) <= LIST_FIELD_MAX + 1
+    assert listed.env["…"] == "40 more" and len(listed.env) == 11
+    small = TaskSpec(image="busybox", command=("echo", "hi"), env={"A": "1"})
+    assert small.summary() is small
 
 
 # --- the log tail -----------------------------------------------------------------------------

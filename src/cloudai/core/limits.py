@@ -27,6 +27,7 @@ __all__ = [
     "GRACE_MAX",
     "IDS_MAX",
     "IMAGE_MAX",
+    "LIST_FIELD_MAX",
     "LOG_TAIL_BYTES",
     "MAX_REPLY_BYTES",
     "MAX_REQUEST_BYTES",
@@ -73,6 +74,7 @@ COMMAND_BYTES_MAX = 64 * 1024  # all arguments together, UTF-8
 ENV_VARS_MAX = 256
 ENV_BYTES_MAX = 64 * 1024  # all names and values together, UTF-8
 IDS_MAX = 10_000  # task IDs in one request (a bulk cancel, a heartbeat's lists)
+LIST_FIELD_MAX = 1024  # characters of each task's command, and of its env, in a task list
 
 # ---- numbers -----------------------------------------------------------------------------
 CPU_MIN = 0.01  # cores: the smallest request (Docker's own smallest --cpus)

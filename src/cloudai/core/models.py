@@ -15,6 +15,7 @@ from cloudai.core.limits import (
     ERROR_MAX,
     GRACE_MAX,
     IMAGE_MAX,
+    LIST_FIELD_MAX,
     LOG_TAIL_BYTES,
     NAME_MAX,
     OWNER_MAX,
@@ -138,6 +139,30 @@ class TaskSpec:
             if (err := text_problem(name, value, limit)) is not None:
                 out.append(err)
         return out
+
+    def summary(self) -> TaskSpec:
+        """This spec as a task list carries it: the command and the environment cut to their
+        first LIST_FIELD_MAX characters each (marked `…`), so a list stays small whatever the
+        tasks hold. A task's own view has them whole."""
+        command: list[str] = []
+        room = LIST_FIELD_MAX
+        for arg in self.command:
+            if len(arg) > room:
+                command.append(arg[:room] + "…")
+                break
+            command.append(arg)
+            room -= len(arg)
+        env: dict[str, str] = {}
+        room = LIST_FIELD_MAX
+        for key, value in self.env.items():
+            if len(key) + len(value) > room:
+                env["…"] = f"{len(self.env) - len(env)} more"
+                break
+            env[key] = value
+            room -= len(key) + len(value)
+        if tuple(command) == self.command and env == self.env:
+            return self
+        return dataclasses.replace(self, command=tuple(command), env=env)
 
     @property
     def grace(self) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -279,7 +280,10 @@ class Cluster:
             text_problem("owner", owner, OWNER_MAX),
             text_problem("cancelled_by", cancelled_by, ACTOR_MAX),
         )
-        return await self.store.tx(tasks.list_tasks, status, worker_id, limit, owner, cancelled_by)
+        found = await self.store.tx(tasks.list_tasks, status, worker_id, limit, owner, cancelled_by)
+        # A summary of each (the command and env cut to LIST_FIELD_MAX): a list of thousands
+        # of tasks stays well within a reply, whatever each holds. `get_task` has them whole.
+        return [dataclasses.replace(t, spec=t.spec.summary()) for t in found]
 
     @staticmethod
     def _report_tx(
