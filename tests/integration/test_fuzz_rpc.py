@@ -8,7 +8,7 @@ store must hold no half-stored or out-of-bounds record afterwards.
 SAFETY: the cluster's one worker runs tests.fuzz.HarmlessRuntime, which replaces every command
 with `true` and drops the environment: generated specs never run on this machine.
 
-At least 1,000 cases per RPC under CI=true on SQLite, a fifth of that on PostgreSQL
+At least 1,000 cases per RPC under CI=true on SQLite, a tenth of that on PostgreSQL
 (CLOUDAI_FUZZ_EXAMPLES overrides; CLOUDAI_FUZZ_DEBUG=1 prints every error answer). Each RPC's
 time and its answers by status code are printed (pytest -s shows them). An RPC without request
 fields (ListWorkers, Describe) has fewer distinct cases than that: hypothesis stops when it has
@@ -139,9 +139,9 @@ def env(
         stack.callback(engine.dispose)
         master = stack.enter_context(grpc.insecure_channel(cluster.address))
         worker_channel = stack.enter_context(grpc.insecure_channel(worker.link.address))
-        # The second store gets a fifth of the cases: it is there for what only PostgreSQL
+        # The second store gets a tenth of the cases: it is there for what only PostgreSQL
         # enforces (column sizes, NUL); SQLite gets the full count.
-        examples = FUZZ_EXAMPLES if request.param == "sqlite" else max(FUZZ_EXAMPLES // 5, 30)
+        examples = FUZZ_EXAMPLES if request.param == "sqlite" else max(FUZZ_EXAMPLES // 10, 30)
         known = [_seed_task(cluster, i) for i in range(4)]
         yield FuzzEnv(cluster, engine, master, worker_channel, examples, known)
     print(f"\nfuzz on {request.param}: {sum(TIMINGS.values()):.1f} s in all")
@@ -236,21 +236,20 @@ def _fuzz(env: FuzzEnv, channel: grpc.Channel, method: MethodDescriptor) -> None
     @settings(settings.get_profile("cloudai-fuzz"), database=None, max_examples=env.examples)
     @given(requests(method, hints))
     def one(request: Any) -> None:
-        before = _task_count(env) if method.name == "SubmitTask" else 0
         code, detail, reply = _call(channel, method, request)
         codes[code.name] += 1
-        if os.environ.get("FZDEBUG") and code != OK:
-            print("DBG", method.name, code.name, detail[:150])
+        if DEBUG and code != OK:
+            print(f"{method.name}: {code.name}: {detail[:150]}")
         _check_reply(method, code, detail, request)
-        if method.name == "SubmitTask":
-            if code == OK:
-                env.known.append(reply.task_id)
-            else:  # refused: nothing of it was stored
-                assert _task_count(env) == before, f"a refused submit left a row: {detail}"
+        if method.name == "SubmitTask" and code == OK:
+            env.known.append(reply.task_id)
 
+    tasks_before, accepted_before = _task_count(env), codes["OK"]
     started = time.monotonic()
     one()
     TIMINGS[f"{service}.{method.name}"] = time.monotonic() - started
+    if method.name == "SubmitTask":  # only accepted submits added rows: nothing half-stored
+        assert _task_count(env) == tasks_before + codes["OK"] - accepted_before
     _check_store(env)
 
 
