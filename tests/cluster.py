@@ -101,6 +101,15 @@ class LocalCluster:
         creds = Tls.for_master(self.pki).channel_credentials()
         return grpc.secure_channel(address, creds, options=worker_target_options(worker_id))
 
+    def admin_channel(self, options: list[tuple[str, Any]] | None = None) -> Any:
+        """A raw channel to the master's client port as the admin (TLS, the token sent)."""
+        return _admin_channel(self.address, self.token, self.pki, options)
+
+    def raw_master(self) -> Any:
+        """Master RPCs as real peers make them: a client's with the admin's token, a worker's
+        on the workers' port with the certificate of the worker it speaks for."""
+        return _RawMaster(self)
+
     def user(self, name: str, admin: bool = False) -> Client:
         """A client for a new user `name` (added by the admin)."""
         return self.client_with(self.client.add_user(name, admin).token)
@@ -197,6 +206,50 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+WORKER_CALLS = frozenset(
+    {"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "ReportStopProgress"}
+)
+
+
+def _admin_channel(address: str, token: str, pki: Any, options: Any = None) -> Any:
+    import grpc
+
+    from cloudai.security.tls import master_target_options
+
+    if pki is None:
+        return grpc.insecure_channel(address, options=options or [])
+    creds = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(pki.ca_cert.read_bytes()),
+        grpc.access_token_call_credentials(token),
+    )
+    return grpc.secure_channel(address, creds, options=[*(options or []), *master_target_options()])
+
+
+class _RawMaster:
+    """MasterStub-like: each call on the channel its caller would use."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+
+    def __getattr__(self, name: str) -> Any:
+        from cloudai.api.v1 import master_pb2_grpc
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            if name in WORKER_CALLS:
+                channel = self.cluster.channel_as_worker(request.worker_id or "nobody")
+            else:
+                channel = self.cluster.admin_channel()
+            with channel:
+                reply = getattr(master_pb2_grpc.MasterStub(channel), name)(request, **kwargs)
+                return (
+                    list(reply)
+                    if hasattr(reply, "__iter__") and not hasattr(reply, "ListFields")
+                    else reply
+                )
+
+        return call
+
+
 class ProcCluster:
     """A master and workers as real `cloudai` processes."""
 
@@ -228,6 +281,13 @@ class ProcCluster:
         self.token = (self.home / "token").read_text().strip() if secure else ""
         self.client = self.new_client()
         self.start_master()
+
+    def admin_channel(self, options: list[tuple[str, Any]] | None = None) -> Any:
+        """A raw channel to the master's client port as the admin (TLS, the token sent)."""
+        from cloudai.security.pki import Pki
+
+        pki = Pki(self.home / "pki") if self.secure else None
+        return _admin_channel(f"127.0.0.1:{self.port}", self.token, pki, options)
 
     def new_client(self, token: str | None = None) -> Client:
         """A client of this cluster, as the admin (or with `token`)."""

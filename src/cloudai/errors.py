@@ -10,11 +10,13 @@ import grpc
 
 __all__ = [
     "AlreadyExists",
+    "check",
     "exit_code_for",
     "CloudAIError",
     "Conflict",
     "InvalidArgument",
     "LoopFailed",
+    "LimitExceeded",
     "NotFound",
     "NoCapacity",
     "PermissionDenied",
@@ -39,6 +41,13 @@ class CloudAIError(Exception):
 class InvalidArgument(CloudAIError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     exit_code = 2
+
+
+class LimitExceeded(InvalidArgument):
+    """A message over a size limit (docs/limits.md): gRPC's own RESOURCE_EXHAUSTED, which must
+    not read as "no worker has room"."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class NotFound(CloudAIError):
@@ -109,6 +118,18 @@ class LoopFailed(CloudAIError):
 
     code = grpc.StatusCode.INTERNAL
     exit_code = 1
+
+
+def check(*problems: str | None | list[str]) -> None:
+    """Raise InvalidArgument with every problem given (core's rules return them), if any."""
+    found: list[str] = []
+    for p in problems:
+        if isinstance(p, list):
+            found.extend(p)
+        elif p:
+            found.append(p)
+    if found:
+        raise InvalidArgument("; ".join(found))
 
 
 def exit_code_for(status_name: str) -> int:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cloudai.core.limits import quote
 from cloudai.errors import InvalidArgument
 
 __all__ = ["MasterMetrics", "WorkerMetrics", "serve_metrics", "start_metrics"]
@@ -173,7 +174,7 @@ def serve_metrics(registry: CollectorRegistry, listen: str) -> Any:
     """Serve `/metrics` at HOST:PORT; returns the HTTP server (call .shutdown() to stop)."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
-        raise InvalidArgument(f"invalid --metrics-listen {listen!r}: expected HOST:PORT")
+        raise InvalidArgument(f"invalid --metrics-listen {quote(listen)}: expected HOST:PORT")
     try:
         server, _thread = start_http_server(
             int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry

@@ -193,7 +193,7 @@ def test_subcommand_client_options_override_the_top_level() -> None:
         (["task", "run"], "IMAGE"),
         (["task", "run", "img", "--cpu", "abc"], "--cpu must be a number, got 'abc'"),
         (["task", "run", "img", "--cpu", "-1"], "--cpu must be at least 0, got '-1'"),
-        (["task", "run", "img", "--cpu", "nan"], "--cpu must be at least 0"),
+        (["task", "run", "img", "--cpu", "nan"], "--cpu must be a finite number"),
         (["task", "run", "img", "--gpu", "1.5"], "--gpu"),
         (["task", "run", "img", "--cpu"], "expected one argument"),
         (["task", "ls", "--status", "weird"], "invalid choice: 'weird'"),
@@ -278,7 +278,7 @@ def test_main_submits_a_task_run(
     [
         (["task", "run", "bad::tag"], "invalid image reference 'bad::tag'"),
         (["task", "run", "busybox", "--env", "NOEQUALS"], "expected KEY=VALUE"),
-        (["task", "run", "busybox", "--cpu", "0"], "cpu must be greater than 0"),
+        (["task", "run", "busybox", "--cpu", "0"], "cpu must be at least 0.01 cores"),
         (["register", "w1", "nohostport"], "expected HOST:PORT"),
     ],
 )
@@ -358,7 +358,7 @@ def test_shell_flags_may_sit_anywhere_and_quotes_are_kept(
         ("task auto img -cpu_cores lots", "-cpu_cores must be a number, got 'lots'"),
         ("task auto img -gpu 1.5", "-gpu must be a whole number"),
         ("task auto img -cpu_cores -1", "cpu must be a non-negative number"),
-        ("task auto img -cpu_cores 0", "cpu must be greater than 0"),
+        ("task auto img -cpu_cores 0", "cpu must be at least 0.01 cores"),
         ("task auto bad::tag", "invalid image reference"),
         ("task 'bad worker' img", "invalid worker id"),
         ("task auto 'unclosed", "cannot parse the line"),

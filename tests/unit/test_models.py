@@ -225,7 +225,7 @@ def test_a_fully_specified_spec_is_valid() -> None:
         ({"image": "bad::tag"}, "invalid image reference"),
         ({"resources": Resources(cpu=-1.0)}, "cpu must be a non-negative number"),
         ({"resources": Resources(cpu=1.0, mem_gb=-1.0)}, "mem must be a non-negative number"),
-        ({"resources": Resources(cpu=0.0)}, "cpu must be greater than 0"),
+        ({"resources": Resources(cpu=0.0)}, "cpu must be at least 0.01 cores"),
         ({"resources": Resources(cpu=1.0, gpu=-2)}, "gpu must be a non-negative integer"),
         ({"env": {"1BAD": "x"}}, "invalid environment variable name '1BAD'"),
         ({"env": {"A-B": "x"}}, "invalid environment variable name 'A-B'"),

@@ -168,12 +168,12 @@ def test_nothing_fits_in_negative_room() -> None:
 
 
 @given(
-    cpu=st.floats(min_value=0.001, max_value=1e6),
-    mem=amounts,
-    storage=amounts,
+    cpu=st.floats(min_value=0.01, max_value=4096),
+    mem=st.just(0.0) | st.floats(min_value=0.01, max_value=65536),
+    storage=st.floats(min_value=0.0, max_value=1048576),
     gpu=gpus,
 )
-def test_non_negative_requests_with_some_cpu_are_valid(
+def test_requests_within_the_limits_are_valid(
     cpu: float, mem: float, storage: float, gpu: int
 ) -> None:
     assert Resources(cpu, mem, storage, gpu).validate_request() == []
@@ -186,12 +186,19 @@ def test_non_negative_requests_with_some_cpu_are_valid(
         (Resources(cpu=1.0, mem_gb=-0.5), "mem must be a non-negative number"),
         (Resources(cpu=1.0, storage_gb=-2.0), "storage must be a non-negative number"),
         (Resources(cpu=1.0, gpu=-1), "gpu must be a non-negative integer"),
-        (Resources(cpu=math.nan), "cpu must be a non-negative number"),
-        (Resources(cpu=math.inf), "cpu must be a non-negative number"),
-        (Resources(cpu=1.0, mem_gb=math.nan), "mem must be a non-negative number"),
-        (Resources(cpu=1.0, storage_gb=-math.inf), "storage must be a non-negative number"),
-        (Resources(cpu=0.0), "cpu must be greater than 0"),
-        (Resources(), "cpu must be greater than 0"),
+        (Resources(cpu=math.nan), "cpu must be a finite number"),
+        (Resources(cpu=math.inf), "cpu must be a finite number"),
+        (Resources(cpu=1.0, mem_gb=math.nan), "mem must be a finite number"),
+        (Resources(cpu=1.0, storage_gb=-math.inf), "storage must be a finite number"),
+        (Resources(cpu=0.001), "cpu must be at least 0.01 cores"),
+        (Resources(cpu=4097.0), "cpu must be at most 4096 cores"),
+        (Resources(cpu=1.0, mem_gb=0.001), "mem must be 0 (no limit) or at least 0.01 GB"),
+        (Resources(cpu=1.0, mem_gb=65537.0), "mem must be at most 65536 GB"),
+        (Resources(cpu=1.0, storage_gb=2e6), "storage must be at most 1048576 GB"),
+        (Resources(cpu=1.0, gpu=65), "gpu must be at most 64"),
+        (Resources(cpu=1.0, gpu=2**31), "gpu must be at most 64"),
+        (Resources(cpu=0.0), "cpu must be at least 0.01 cores"),
+        (Resources(), "cpu must be at least 0.01 cores"),
     ],
 )
 def test_bad_requests_are_reported(request_: Resources, fragment: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cloudai.cli.render import Renderer, log_tail, worker_json
 from cloudai.client import Client
 from cloudai.core.lifecycle import TERMINAL
+from cloudai.core.limits import quote
 from cloudai.core.models import Task, TaskSpec, validate_address, validate_worker_id
 from cloudai.core.resources import Resources
 from cloudai.errors import InvalidArgument
@@ -30,8 +31,14 @@ __all__ = [
     "task_run",
     "task_show",
     "worker_rm",
+    "unexpected",
     "workers",
 ]
+
+
+def unexpected(exc: BaseException) -> str:
+    """One line for an error that is not a CloudAIError (a bug), at the CLI and shell edges."""
+    return f"internal error: {type(exc).__name__}: {quote(str(exc), 200)} (a bug: please report it)"
 
 
 def parse_env(pairs: Sequence[str], flag: str = "--env") -> dict[str, str]:
@@ -41,7 +48,7 @@ def parse_env(pairs: Sequence[str], flag: str = "--env") -> dict[str, str]:
         if not sep or not key:
             if flag != "--env":  # a secret is never repeated, whatever part of it went wrong
                 raise InvalidArgument(f"invalid {flag} (value not shown): expected KEY=VALUE")
-            raise InvalidArgument(f"invalid {flag} {pair[:64]!r}: expected KEY=VALUE")
+            raise InvalidArgument(f"invalid {flag} {quote(pair)}: expected KEY=VALUE")
         env[key] = value
     return env
 
@@ -218,7 +225,7 @@ def cancel(
             "nothing to cancel: give TASK_IDs, or --worker, --status, --owner or --all"
         )
     if selection.status and selection.status not in ("pending", "running"):
-        raise InvalidArgument(f"--status must be pending or running, got {selection.status!r}")
+        raise InvalidArgument(f"--status must be pending or running, got {quote(selection.status)}")
     if force and grace is not None:
         raise InvalidArgument("--force and --grace do not go together (--force means no grace)")
     if force and stop_signal:

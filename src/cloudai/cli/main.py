@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ from typing import Any, NoReturn
 
 from cloudai import __version__
 from cloudai.cli import commands, secure
-from cloudai.cli.render import Renderer
+from cloudai.cli.render import Renderer, one_line
 from cloudai.client import Client, Credentials, default_master
 from cloudai.config import (
     DEFAULT_MASTER_METRICS,
@@ -32,7 +33,21 @@ from cloudai.core.hardening import (
     normalize_cap,
     parse_registries,
 )
-from cloudai.core.models import DEFAULT_GRACE_SECONDS, STOP_SIGNALS, normalize_signal
+from cloudai.core.limits import (
+    CPU_MAX,
+    CPU_MIN,
+    GPU_MAX,
+    GRACE_MAX,
+    MEM_MAX_GB,
+    STORAGE_MAX_GB,
+    quote,
+)
+from cloudai.core.models import (
+    DEFAULT_GRACE_SECONDS,
+    STOP_SIGNALS,
+    normalize_signal,
+    validate_worker_id,
+)
 from cloudai.errors import CloudAIError, InvalidArgument
 
 __all__ = ["build_parser", "main"]
@@ -66,15 +81,23 @@ def _client_options(parser: argparse.ArgumentParser, top: bool) -> None:
     )
 
 
-def _number(kind: type, name: str, minimum: float = 0.0):  # type: ignore[no-untyped-def]
+def _number(kind: type, name: str, minimum: float = 0.0, maximum: float = math.inf):  # type: ignore[no-untyped-def]
     def parse(text: str) -> float:
         try:
             value: float = kind(text)
         except ValueError:
             noun = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{name} must be {noun}, got {text!r}") from None
-        if value != value or value < minimum:  # NaN or below the minimum
-            raise argparse.ArgumentTypeError(f"{name} must be at least {minimum:g}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"{name} must be {noun}, got {quote(text)}") from None
+        if not math.isfinite(value) or value < minimum:  # NaN, infinity or below the minimum
+            raise argparse.ArgumentTypeError(
+                f"{name} must be at least {minimum:.15g}, got {quote(text)}"
+                if math.isfinite(value)
+                else f"{name} must be a finite number, got {quote(text)}"
+            )
+        if value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be at most {maximum:.15g}, got {quote(text)}"
+            )
         return value
 
     return parse
@@ -113,6 +136,13 @@ def _worker_check(args: argparse.Namespace) -> str | None:
     if args.rm_id is not None:
         return f"unrecognized arguments: {args.rm_id}"
     return None if args.worker_id else "the following arguments are required: --id"
+
+
+def _worker_id(text: str) -> str:
+    """--id: it names the worker's state directory, so it is checked before anything else."""
+    if problem := validate_worker_id(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _metrics_option(parser: argparse.ArgumentParser, default: str, whose: str = "") -> None:
@@ -162,7 +192,17 @@ class Parser(argparse.ArgumentParser):
             self.error(problem)
         return parsed, extras
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse (before Python 3.13) drops a lone "--" given as an option's value
+        # (`--name=--`) and leaves the option an empty list: take the value as written.
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            return self._get_value(action, "--")
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str) -> NoReturn:
+        # argparse quotes the user's words raw: escape control characters (a newline or a
+        # terminal escape in argv) and keep it short, so the error stays one plain line.
+        message = one_line(message[:500]) + ("…" if len(message) > 500 else "")
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -187,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=f"127.0.0.1:{DEFAULT_WORKER_PORT}",
         help="local worker listen address (default: 127.0.0.1:50052)",
     )
-    up.add_argument("--worker-id", default="worker-1", help="local worker ID (default: worker-1)")
+    up.add_argument(
+        "--worker-id",
+        default="worker-1",
+        type=_worker_id,
+        help="local worker ID (default: worker-1)",
+    )
     up.add_argument("--db", help="database URL (default: SQLite in $CLOUDAI_HOME)")
     up.add_argument(
         "--runtime",
@@ -248,13 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--heartbeat-interval",
-        type=_number(float, "--heartbeat-interval", 0.05),
+        type=_number(float, "--heartbeat-interval", 0.05, 3600),
         default=5.0,
         help="expected worker heartbeat interval, seconds (default: 5)",
     )
     m.add_argument(
         "--cancel-deadline",
-        type=_number(float, "--cancel-deadline", 0.1),
+        type=_number(float, "--cancel-deadline", 0.1, 3600),
         default=30.0,
         metavar="SECONDS",
         help="deadline of the CancelTask call to a worker (default: 30); a cancel itself "
@@ -268,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--worker-lost-after",
-        type=_number(float, "--worker-lost-after", 1.0),
+        type=_number(float, "--worker-lost-after", 1.0, 30 * 86400),
         default=300.0,
         metavar="SECONDS",
         help="a worker silent this long is lost: its running tasks end failed; counted from "
@@ -294,7 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("rm_id", nargs="?", metavar="ID", help="with rm: the worker to remove")
     w.add_argument(
-        "--id", dest="worker_id", metavar="ID", help="the ID of the worker to run (required)"
+        "--id",
+        dest="worker_id",
+        metavar="ID",
+        type=_worker_id,
+        help="the ID of the worker to run (required): 1-63 letters, digits, '.', '_' or '-'",
     )
     w.add_argument(
         "--join",
@@ -322,10 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="docker",
         help="container runtime (default: docker; process: no isolation, docs/containers.md)",
     )
-    w.add_argument("--cpu", type=_number(float, "--cpu", 0.01), help="CPU cores (default: all)")
-    w.add_argument("--mem", type=_number(float, "--mem"), help="memory GB (default: all)")
     w.add_argument(
-        "--storage", type=_number(float, "--storage"), help="storage GB (default: free disk)"
+        "--cpu",
+        type=_number(float, "--cpu", CPU_MIN, CPU_MAX),
+        help=f"CPU cores, {CPU_MIN:.15g}-{CPU_MAX:.15g} (default: all)",
+    )
+    w.add_argument(
+        "--mem",
+        type=_number(float, "--mem", 0, MEM_MAX_GB),
+        help=f"memory GB, at most {MEM_MAX_GB:.15g} (default: all)",
+    )
+    w.add_argument(
+        "--storage",
+        type=_number(float, "--storage", 0, STORAGE_MAX_GB),
+        help=f"storage GB, at most {STORAGE_MAX_GB:.15g} (default: free disk)",
     )
     gpus = w.add_mutually_exclusive_group()
     gpus.add_argument(
@@ -336,11 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the NVIDIA GPUs NVML finds, else none)",
     )
     gpus.add_argument(
-        "--gpu", type=_number(int, "--gpu"), metavar="N", help="short for --gpu-ids 0,...,N-1"
+        "--gpu",
+        type=_number(int, "--gpu", 0, GPU_MAX),
+        metavar="N",
+        help=f"short for --gpu-ids 0,...,N-1 (N at most {GPU_MAX})",
     )
     w.add_argument(
         "--heartbeat-interval",
-        type=_number(float, "--heartbeat-interval", 0.05),
+        type=_number(float, "--heartbeat-interval", 0.05, 3600),
         default=5.0,
         help="seconds between heartbeats (default: 5)",
     )
@@ -457,12 +519,27 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD ARG")
     cmd.required = False
     run.add_argument("--worker", default="", metavar="ID", help="run on this worker")
-    run.add_argument("--cpu", type=_number(float, "--cpu"), default=1.0, help="CPU cores (1)")
-    run.add_argument("--mem", type=_number(float, "--mem"), default=0.5, help="memory GB (0.5)")
     run.add_argument(
-        "--storage", type=_number(float, "--storage"), default=0.0, help="storage GB (0)"
+        "--cpu",
+        type=_number(float, "--cpu", 0, CPU_MAX),
+        default=1.0,
+        help=f"CPU cores, {CPU_MIN:.15g}-{CPU_MAX:.15g} (1)",
     )
-    run.add_argument("--gpu", type=_number(int, "--gpu"), default=0, help="GPUs (0)")
+    run.add_argument(
+        "--mem",
+        type=_number(float, "--mem", 0, MEM_MAX_GB),
+        default=0.5,
+        help="memory GB: 0 (no limit) or 0.01-65536 (0.5)",
+    )
+    run.add_argument(
+        "--storage",
+        type=_number(float, "--storage", 0, STORAGE_MAX_GB),
+        default=0.0,
+        help="storage GB (0)",
+    )
+    run.add_argument(
+        "--gpu", type=_number(int, "--gpu", 0, GPU_MAX), default=0, help=f"GPUs, 0-{GPU_MAX} (0)"
+    )
     run.add_argument(
         "--env",
         action="append",
@@ -480,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default="", help="a name for the task")
     run.add_argument(
         "--grace",
-        type=_number(float, "--grace"),
+        type=_number(float, "--grace", 0, GRACE_MAX),
         default=None,
         metavar="SECONDS",
         help=f"stop grace period: seconds between the stop signal and SIGKILL, 0-3600 "
@@ -552,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="SIGKILL at once, no grace")
     c.add_argument(
         "--grace",
-        type=_number(float, "--grace"),
+        type=_number(float, "--grace", 0, GRACE_MAX),
         default=None,
         metavar="SECONDS",
         help="grace period before SIGKILL (default: the task's own, 10 s unless set at submit)",
@@ -733,7 +810,7 @@ def _run_server(args: argparse.Namespace) -> int:
         mlisten, mrequired = metrics_address(args.metrics_listen, DEFAULT_MASTER_METRICS)
         if args.cancel_webhook and not args.cancel_webhook.startswith(("http://", "https://")):
             raise InvalidArgument(
-                f"--cancel-webhook must be an http(s) URL: {args.cancel_webhook!r}"
+                f"--cancel-webhook must be an http(s) URL: {quote(args.cancel_webhook)}"
             )
         security = None
         if args.insecure:
@@ -855,6 +932,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # the CLI edge: a bug is one line too, never a traceback
+        out.error(commands.unexpected(exc))
+        return CloudAIError.exit_code
 
 
 def entry() -> None:

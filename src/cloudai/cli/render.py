@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,16 @@ from cloudai.core.gpus import GpuDevice
 from cloudai.core.models import Cancellation, Task, TaskResult, Worker
 from cloudai.core.resources import Resources
 
-__all__ = ["LogTail", "Renderer", "gpu_json", "iso", "log_tail", "task_json", "worker_json"]
+__all__ = [
+    "LogTail",
+    "Renderer",
+    "gpu_json",
+    "iso",
+    "log_tail",
+    "one_line",
+    "task_json",
+    "worker_json",
+]
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 16 * 1024  # what `task show` and `monitor` render of a task's output, at most
@@ -68,6 +78,14 @@ def log_tail(
     size = len(data) if whole else len(text.encode("utf-8", errors="replace"))
     shown = "\n".join(line.removesuffix("\r") for line in kept)
     return LogTail(shown, len(kept), total_lines, partial, size)
+
+
+def one_line(text: str) -> str:
+    """`text` without raw control characters or line breaks (escaped, as repr() would): an
+    error that quotes a user's words stays one plain line and cannot drive the terminal."""
+    return "".join(
+        repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text
+    )
 
 
 def iso(ts: float | None) -> str | None:
@@ -243,7 +261,7 @@ class Renderer:
         if self.json_mode:
             sys.stderr.write(json.dumps({"error": message}) + "\n")
         else:
-            self.err.print(Text("✗ Error: " + message, style="red"), soft_wrap=True)
+            self.err.print(Text("✗ Error: " + one_line(message), style="red"), soft_wrap=True)
 
     def outcome(self, task: Task) -> None:
         """One line: how the task ended."""

@@ -12,6 +12,7 @@ from cloudai.cli import commands
 from cloudai.cli.render import Renderer
 from cloudai.client import Client
 from cloudai.config import home
+from cloudai.core.limits import quote
 from cloudai.errors import CloudAIError, InvalidArgument
 
 __all__ = ["HELP", "run_shell"]
@@ -114,7 +115,9 @@ def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
             try:
                 values[_SPEC_FLAGS[flag]] = float(rest[i + 1])
             except ValueError:
-                raise InvalidArgument(f"{flag} must be a number, got {rest[i + 1]!r}") from None
+                raise InvalidArgument(
+                    f"{flag} must be a number, got {quote(rest[i + 1])}"
+                ) from None
             i += 2
             continue
         command.append(flag)
@@ -230,6 +233,8 @@ def _loop(
             out.error(exc.message)
         except KeyboardInterrupt:
             out.console.print("^C")
+        except Exception as exc:  # the shell's edge: a bug is one line, the shell goes on
+            out.error(commands.unexpected(exc))
 
 
 def _plain_reader() -> Callable[[], str]:

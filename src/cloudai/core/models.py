@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import time
@@ -10,6 +11,26 @@ from dataclasses import dataclass, field, replace
 from cloudai.core.gpus import GpuDevice
 from cloudai.core.hardening import PIDS_LIMIT_CEILING
 from cloudai.core.lifecycle import TaskStatus
+from cloudai.core.limits import (
+    ADDRESS_MAX,
+    DETAIL_MAX,
+    ERROR_MAX,
+    GRACE_MAX,
+    IMAGE_MAX,
+    LIST_FIELD_MAX,
+    LOG_TAIL_BYTES,
+    NAME_MAX,
+    OWNER_MAX,
+    TIME_MAX,
+    bounded_text,
+    command_problems,
+    env_problems,
+    log_tail,
+    number_problem,
+    quote,
+    text_problem,
+    validate_task_id,
+)
 from cloudai.core.resources import Resources
 from cloudai.core.stop import StopStage, holds_resources, stage_of
 
@@ -28,6 +49,7 @@ __all__ = [
     "normalize_signal",
     "validate_address",
     "validate_image",
+    "validate_task_id",
     "validate_worker_id",
 ]
 
@@ -85,15 +107,17 @@ def validate_image(image: str) -> str | None:
     """None when `image` is a valid Docker image reference, else the problem."""
     if not image:
         return "image is required"
-    if len(image) > 255 or not _IMAGE_RE.fullmatch(image):
-        return f"invalid image reference {image!r}"
+    if len(image) > IMAGE_MAX:
+        return f"invalid image reference {quote(image)}: longer than {IMAGE_MAX} characters"
+    if not _IMAGE_RE.fullmatch(image):
+        return f"invalid image reference {quote(image)}"
     return None
 
 
 def validate_worker_id(worker_id: str) -> str | None:
     if not _WORKER_ID_RE.fullmatch(worker_id or ""):
         return (
-            f"invalid worker id {worker_id!r}: use 1-63 letters, digits, '.', '_' or '-', "
+            f"invalid worker id {quote(worker_id)}: use 1-63 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return None
@@ -103,12 +127,13 @@ def validate_address(address: str) -> str | None:
     """None when `address` is HOST:PORT with a port in 1..65535."""
     host, sep, port = (address or "").rpartition(":")
     if (
-        not sep
+        len(address) > ADDRESS_MAX
+        or not sep
         or not _HOST_RE.fullmatch(host)
         or not (port.isascii() and port.isdigit())
         or not 0 < int(port) < 65536
     ):
-        return f"invalid address {address!r}: expected HOST:PORT"
+        return f"invalid address {quote(address)}: expected HOST:PORT"
     return None
 
 
@@ -141,22 +166,52 @@ class TaskSpec:
         if (err := validate_image(self.image)) is not None:
             out.append(err)
         out.extend(self.resources.validate_request())
-        for key in (*self.env, *self.secret_env):
-            if not _ENV_KEY_RE.fullmatch(key):
-                out.append(f"invalid environment variable name {key[:64]!r}")
+        out.extend(command_problems(self.command))
+        # Names only: a secret's value is never quoted.
+        out.extend(env_problems({**self.env, **self.secret_env}, _ENV_KEY_RE))
         if self.worker_id and (err := validate_worker_id(self.worker_id)) is not None:
             out.append(err)
-        if self.grace_seconds is not None and not 0 <= self.grace_seconds <= 3600:  # NaN too
-            out.append(f"grace must be between 0 and 3600 seconds, got {self.grace_seconds:g}")
+        if (
+            self.grace_seconds is not None
+            and number_problem("grace", self.grace_seconds, 0.0, GRACE_MAX) is not None
+        ):
+            out.append(
+                f"grace must be between 0 and {GRACE_MAX:g} seconds, got {self.grace_seconds:g}"
+            )
         if self.stop_signal and self.stop_signal not in STOP_SIGNALS:
             out.append(_signal_problem(self.stop_signal))
         if not 0 <= self.pids_limit <= PIDS_LIMIT_CEILING:
             out.append(
                 f"pids limit must be between 1 and {PIDS_LIMIT_CEILING}, got {self.pids_limit}"
             )
-        if len(self.name) > 128:
-            out.append("name is longer than 128 characters")
+        for name, value, limit in (("name", self.name, NAME_MAX), ("owner", self.owner, OWNER_MAX)):
+            if (err := text_problem(name, value, limit)) is not None:
+                out.append(err)
         return out
+
+    def summary(self) -> TaskSpec:
+        """This spec as a task list carries it: the command and the environment cut to their
+        first LIST_FIELD_MAX characters each (marked `…`), so a list stays small whatever the
+        tasks hold. A task's own view has them whole."""
+        command: list[str] = []
+        room = LIST_FIELD_MAX
+        for arg in self.command:
+            if len(arg) > room:
+                command.append(arg[:room] + "…")
+                break
+            command.append(arg)
+            room -= len(arg)
+        env: dict[str, str] = {}
+        room = LIST_FIELD_MAX
+        for key, value in self.env.items():
+            if len(key) + len(value) > room:
+                env["…"] = f"{len(self.env) - len(env)} more"
+                break
+            env[key] = value
+            room -= len(key) + len(value)
+        if tuple(command) == self.command and env == self.env:
+            return self
+        return dataclasses.replace(self, command=tuple(command), env=env)
 
     @property
     def grace(self) -> float:
@@ -221,6 +276,36 @@ class TaskResult:
     started_at: float | None = None
     stop: StopReport | None = None  # how the worker stopped it, when it had a stop order
 
+    def problems(self) -> list[str]:
+        """Reasons a worker's report cannot be stored (empty when it can)."""
+        out = [p for p in (validate_task_id(self.task_id), validate_worker_id(self.worker_id)) if p]
+        times = [("completed_at", self.completed_at), ("started_at", self.started_at or 0.0)]
+        if self.stop is not None:
+            s = self.stop
+            times += [
+                ("stop.received_at", s.received_at),
+                *((f"stop.{k}", v or 0.0) for k, v in s.times()),
+            ]
+            if s.signal and s.signal not in STOP_SIGNALS:
+                out.append(f"unknown stop signal {quote(s.signal)}")
+        for name, at in times:
+            if (err := number_problem(name, at, 0.0, TIME_MAX)) is not None:
+                out.append(err)
+        return out
+
+    def bounded(self) -> TaskResult:
+        """This report as the master stores it: the logs' tail (LOG_TAIL_BYTES, with a note
+        of what was dropped), the error text cut, no NUL characters."""
+        logs = self.logs
+        if len(logs) > LOG_TAIL_BYTES // 4 or "\x00" in logs:  # else it is short enough
+            logs = log_tail(logs.encode("utf-8", "replace"))
+        stop = self.stop
+        if stop is not None and stop.error:
+            stop = dataclasses.replace(stop, error=bounded_text(stop.error, DETAIL_MAX))
+        return dataclasses.replace(
+            self, logs=logs, error=bounded_text(self.error, ERROR_MAX), stop=stop
+        )
+
 
 @dataclass(slots=True)
 class StopReport:
@@ -233,6 +318,13 @@ class StopReport:
     exited_at: float | None = None
     forced: bool = False  # it ended by SIGKILL
     error: str = ""  # e.g. "kill failed: ..."
+
+    def times(self) -> list[tuple[str, float | None]]:
+        return [
+            ("signal_at", self.signal_at),
+            ("killed_at", self.killed_at),
+            ("exited_at", self.exited_at),
+        ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from cloudai.core.limits import (
+    CPU_MAX,
+    CPU_MIN,
+    GPU_MAX,
+    MEM_MAX_GB,
+    MEM_MIN_GB,
+    STORAGE_MAX_GB,
+    number_problem,
+    quote,
+)
 
 __all__ = ["Resources"]
 
@@ -43,17 +53,36 @@ class Resources:
             and self.gpu <= room.gpu
         )
 
-    def validate_request(self) -> list[str]:
-        """Problems with this vector as a task request (empty when valid)."""
-        problems = []
-        for name, value in (("cpu", self.cpu), ("mem", self.mem_gb), ("storage", self.storage_gb)):
-            if not math.isfinite(value) or value < 0:
-                problems.append(f"{name} must be a non-negative number, got {value!r}")
-        if self.gpu < 0 or self.gpu != int(self.gpu):
-            problems.append(f"gpu must be a non-negative integer, got {self.gpu!r}")
-        if self.cpu <= 0 and not problems:
-            problems.append("cpu must be greater than 0")
+    def _axis_problems(self, cpu_min: float) -> list[str]:
+        problems = [
+            p
+            for p in (
+                number_problem("cpu", self.cpu, cpu_min, CPU_MAX, " cores"),
+                number_problem("mem", self.mem_gb, 0.0, MEM_MAX_GB, " GB"),
+                number_problem("storage", self.storage_gb, 0.0, STORAGE_MAX_GB, " GB"),
+            )
+            if p
+        ]
+        if not isinstance(self.gpu, int) or isinstance(self.gpu, bool) or self.gpu < 0:
+            problems.append(f"gpu must be a non-negative integer, got {quote(self.gpu)}")
+        elif self.gpu > GPU_MAX:
+            problems.append(f"gpu must be at most {GPU_MAX}, got {quote(self.gpu)}")
         return problems
+
+    def validate_request(self) -> list[str]:
+        """Problems with this vector as a task request (empty when valid): every axis finite
+        and within docs/limits.md; at least CPU_MIN cores; memory 0 (no limit) or at least
+        MEM_MIN_GB."""
+        problems = self._axis_problems(CPU_MIN)
+        if not problems and 0 < self.mem_gb < MEM_MIN_GB:
+            problems.append(
+                f"mem must be 0 (no limit) or at least {MEM_MIN_GB:g} GB, got {self.mem_gb:g}"
+            )
+        return problems
+
+    def validate_capacity(self) -> list[str]:
+        """Problems with this vector as a worker's capacity (empty when valid)."""
+        return self._axis_problems(CPU_MIN)
 
     @staticmethod
     def total(items: Iterable[Resources]) -> Resources:

@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 
 from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TERMINAL, TaskStatus
+from cloudai.core.limits import quote
 from cloudai.core.models import Cancellation, TaskResult, worker_state
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
 from cloudai.logsetup import box
@@ -377,7 +378,7 @@ class Canceller:
         self, task_id: str, worker_id: str, stage: str, at: float, detail: str
     ) -> None:
         if stage not in PROGRESS_STAGES:
-            raise InvalidArgument(f"unknown stop stage {stage!r}")
+            raise InvalidArgument(f"unknown stop stage {quote(stage)}")
         confirmed = await self.store.tx(self._progress_tx, task_id, worker_id, stage, at, detail)
         if confirmed is not None:
             self._notify("cancel_confirmed", confirmed)

@@ -16,6 +16,20 @@ from cloudai.api.v1 import types_pb2
 from cloudai.core.gpus import GpuDevice, validate_gpu_ids
 from cloudai.core.lease import Lease
 from cloudai.core.lifecycle import TaskStatus
+from cloudai.core.limits import (
+    ACTOR_MAX,
+    DETAIL_MAX,
+    GRACE_MAX,
+    OWNER_MAX,
+    REASON_MAX,
+    RUNTIME_MAX,
+    TIME_MAX,
+    bounded_text,
+    ids_problems,
+    number_problem,
+    quote,
+    text_problem,
+)
 from cloudai.core.models import (
     Task,
     TaskResult,
@@ -24,6 +38,7 @@ from cloudai.core.models import (
     new_task_id,
     normalize_signal,
     validate_address,
+    validate_task_id,
     validate_worker_id,
 )
 from cloudai.core.resources import Resources
@@ -35,6 +50,7 @@ from cloudai.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    check,
 )
 from cloudai.loops import Loops
 from cloudai.master import planner
@@ -70,6 +86,17 @@ class MasterConfig:
     max_pending_per_user: int = 10_000  # a user's pending tasks beyond this are refused
     submit_rate: float = 200.0  # per user and second, bursts of twice as many; 0: no limit
     cancel_rate: float = 200.0
+
+
+def _worker_problems(capacity: Resources, runtime: str) -> list[str]:
+    problems = [f"invalid capacity: {p}" for p in capacity.validate_capacity()]
+    if (p := text_problem("runtime", runtime, RUNTIME_MAX)) is not None:
+        problems.append(p)
+    return problems
+
+
+def _summaries(found: list[Task]) -> list[Task]:
+    return [dataclasses.replace(t, spec=t.spec.summary()) for t in found]
 
 
 class Cluster:
@@ -138,11 +165,12 @@ class Cluster:
     ) -> list[types_pb2.CancelTaskRequest]:
         """A worker announced itself (with its GPUs' IDs; none: 0..capacity.gpu-1); answers
         the stop orders queued for it."""
-        for problem in (validate_worker_id(worker_id), validate_address(address)):
-            if problem:
-                raise InvalidArgument(problem)
-        if capacity.cpu <= 0 or capacity.mem_gb < 0 or capacity.storage_gb < 0 or capacity.gpu < 0:
-            raise InvalidArgument(f"invalid capacity {capacity}")
+        check(
+            validate_worker_id(worker_id),
+            validate_address(address),
+            _worker_problems(capacity, runtime),
+            ids_problems("running_task_ids", running or []),
+        )
         if gpu_ids and (problem := validate_gpu_ids(gpu_ids)):
             raise InvalidArgument(problem)
         if gpu_ids and len(gpu_ids) != capacity.gpu:
@@ -186,9 +214,7 @@ class Cluster:
             log.warning("✗ task %s failed: its worker was lost", task_id)
 
     async def manual_register(self, worker_id: str, address: str) -> Worker:
-        for problem in (validate_worker_id(worker_id), validate_address(address)):
-            if problem:
-                raise InvalidArgument(problem)
+        check(validate_worker_id(worker_id), validate_address(address))
         existing = await self.store.tx(workers.get, worker_id)
         if existing is not None and existing["address"] != address and existing["source"] == "self":
             raise AlreadyExists(
@@ -202,7 +228,9 @@ class Cluster:
             log.warning("⚠ worker %s at %s not reachable yet: %s", worker_id, address, exc)
             info = None
         if info is not None and info.worker_id and info.worker_id != worker_id:
-            raise Conflict(f"the worker at {address} is {info.worker_id!r}, not {worker_id!r}")
+            raise Conflict(f"the worker at {address} is {quote(info.worker_id)}, not {worker_id!r}")
+        if info is not None and (problems := _worker_problems(info.capacity, info.runtime)):
+            raise Conflict(f"the worker at {address} describes itself wrongly: {problems[0]}")
         gpu_ids = [g.gpu_id for g in info.gpus] if info is not None else []
         if problem := validate_gpu_ids(gpu_ids):
             raise InvalidArgument(f"the worker at {address} says: {problem}")
@@ -229,6 +257,12 @@ class Cluster:
     ) -> tuple[bool, list[types_pb2.CancelTaskRequest]]:
         """Record a heartbeat with its telemetry (GPUs' too: busy ones are not handed out),
         reconcile, and answer whether the worker is known and its stop orders."""
+        check(
+            validate_worker_id(worker_id),
+            ids_problems("running_task_ids", running),
+            ids_problems("stopping_task_ids", stopping),
+            ids_problems("usage", [u[0] for u in usage or []]),
+        )
         return await self.store.tx(
             self._heartbeat_tx,
             worker_id,
@@ -350,14 +384,21 @@ class Cluster:
         `newest` the newest `limit` — how many it may not see, and how many it may."""
         if status and status not in TaskStatus.__members__.values():
             raise InvalidArgument(
-                f"unknown status {status[:32]!r}: use one of "
-                f"{', '.join(s.value for s in TaskStatus)}"
+                f"unknown status {quote(status)}: use one of "
+                + ", ".join(s.value for s in TaskStatus)
             )
+        check(
+            validate_worker_id(worker_id) if worker_id else None,
+            text_problem("owner", owner, OWNER_MAX),
+            text_problem("cancelled_by", cancelled_by, ACTOR_MAX),
+        )
+        # Each task as a summary (the command and env cut to LIST_FIELD_MAX): a list of
+        # thousands of tasks stays well within a reply. `get_task` has them whole.
         if caller is None or caller.admin:
             found, total = await self.store.tx(
                 _page_tx, status, worker_id, limit, owner, cancelled_by, newest
             )
-            return found, 0, total
+            return _summaries(found), 0, total
         if owner and owner != caller.name:
             hidden = await self.store.tx(
                 tasks.count_matching, status, worker_id, caller.name, owner
@@ -372,7 +413,7 @@ class Cluster:
             if cancelled_by or owner
             else await self.store.tx(tasks.count_matching, status, worker_id, caller.name)
         )
-        return found, hidden, total
+        return _summaries(found), hidden, total
 
     @staticmethod
     def _report_tx(
@@ -383,6 +424,8 @@ class Cluster:
         return outcome, stopped
 
     async def report(self, result: TaskResult) -> str:
+        check(result.problems())
+        result = result.bounded()  # the logs' tail, short texts: what the store keeps
         placed_on = await self.store.tx(assignments.worker_of, result.task_id)
         if placed_on is not None and placed_on != result.worker_id:
             raise PermissionDenied(
@@ -415,6 +458,11 @@ class Cluster:
     ) -> list[CancelOutcome]:
         """Cancel what the caller may; other users' tasks get a PERMISSION_DENIED ack each.
         `stop_signal` (a name of STOP_SIGNALS; "": each task's own) overrides the task's."""
+        check(
+            ids_problems("task_ids", task_ids),
+            text_problem("reason", reason, REASON_MAX, multiline=True),
+            None if grace is None else number_problem("grace", grace, 0.0, GRACE_MAX, " s"),
+        )
         with self.metrics.cancel_answer.time():
             denied = await self._not_permitted(task_ids, caller, "cancel")
             allowed = [t for t in task_ids if t not in denied]
@@ -460,10 +508,17 @@ class Cluster:
     async def stop_progress(
         self, task_id: str, worker_id: str, stage: str, at: float, detail: str
     ) -> None:
+        check(
+            validate_task_id(task_id),
+            validate_worker_id(worker_id),
+            number_problem("at", at, 0.0, TIME_MAX),
+        )
         placed_on = await self.store.tx(assignments.worker_of, task_id)
         if placed_on is not None and placed_on != worker_id:
             raise PermissionDenied(f"task {task_id} is not assigned to worker {worker_id[:64]!r}")
-        await self.canceller.progress(task_id, worker_id, stage, at, detail)
+        await self.canceller.progress(
+            task_id, worker_id, stage, at, bounded_text(detail, DETAIL_MAX)
+        )
         self.dispatcher.wake()  # an exit or a removal frees the task's resources
 
     async def stream_logs(

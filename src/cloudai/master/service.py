@@ -9,8 +9,8 @@ from typing import TypeAlias
 import grpc
 
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
-from cloudai.core.models import normalize_signal, validate_worker_id
-from cloudai.errors import InvalidArgument
+from cloudai.core.models import normalize_signal, validate_task_id, validate_worker_id
+from cloudai.errors import InvalidArgument, check
 from cloudai.master.accounts import Accounts
 from cloudai.master.auth import Auth
 from cloudai.master.cluster import Cluster
@@ -40,10 +40,7 @@ def _finite(value: float) -> float:
 
 def _require_task_id(task_id: str) -> str:
     task_id = task_id.strip()
-    if not task_id:
-        raise InvalidArgument("task_id is required")
-    if len(task_id) > 64:
-        raise InvalidArgument(f"invalid task id {task_id[:70]!r}")
+    check(validate_task_id(task_id))
     return task_id
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from cloudai.api.v1 import types_pb2 as pb
 from cloudai.core.gpus import GpuDevice
 from cloudai.core.lifecycle import TaskStatus
+from cloudai.core.limits import quote
 from cloudai.core.models import (
     Cancellation,
     StopReport,
@@ -84,7 +85,7 @@ def _status(value: str) -> TaskStatus:
     try:
         return TaskStatus(value)
     except ValueError:
-        raise InvalidArgument(f"unknown task status {value!r}") from None
+        raise InvalidArgument(f"unknown task status {quote(value)}") from None
 
 
 def task_to_pb(t: Task) -> pb.Task:
@@ -173,7 +174,9 @@ def result_to_pb(r: TaskResult) -> pb.TaskResult:
 def result_from_pb(m: pb.TaskResult) -> TaskResult:
     status = _status(m.status)
     if status not in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
-        raise InvalidArgument(f"a result must be completed, failed or cancelled, not {m.status!r}")
+        raise InvalidArgument(
+            f"a result must be completed, failed or cancelled, not {quote(m.status)}"
+        )
     return TaskResult(
         task_id=m.task_id,
         worker_id=m.worker_id,

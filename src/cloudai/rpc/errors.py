@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from cloudai import errors
+from cloudai.core.limits import MAX_REPLY_BYTES, MAX_REQUEST_BYTES
 
 __all__ = ["from_rpc_error", "translate", "translate_stream"]
 
@@ -21,35 +23,54 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.CloudAIError]] = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
     grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: errors.Conflict,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.NoCapacity,
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
     grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
 RETRY_AFTER = "cloudai-retry-after"  # trailing metadata of a rate-limited call: seconds
-# Trailing metadata naming the CloudAIError a server raised on purpose: a client tells "the
-# server answered UNAVAILABLE: a peer of its own did not" from "the server did not answer".
+
+
+# Trailing metadata naming the CloudAIError a server raised on purpose: a client tells it from
+# the same status code raised by gRPC itself (RESOURCE_EXHAUSTED: "no worker has room", a rate
+# limit, or a message over the size limit; UNAVAILABLE: "a peer of the server's did not
+# answer", or "the server did not answer").
 _KIND_KEY = "cloudai-error"
+_DETAIL_MAX = 2000  # characters of an error message sent (gRPC caps trailers at 8 KiB)
+
+
+def _kinds() -> dict[str, type[errors.CloudAIError]]:
+    out: dict[str, type[errors.CloudAIError]] = {}
+    todo: list[type[errors.CloudAIError]] = [errors.CloudAIError]
+    while todo:
+        cls = todo.pop()
+        out[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return out
 
 
 async def _abort(
     context: grpc.aio.ServicerContext, exc: BaseException, name: str, servicer: Any = None
 ) -> None:
-    code = exc.code if isinstance(exc, errors.CloudAIError) else grpc.StatusCode.INTERNAL
+    """Abort the call with the status for `exc`. An error that is not a CloudAIError is a bug:
+    the client gets a generic message and an incident ID, the log the traceback under that
+    ID; its text (an SQL statement, a path, a value) never reaches the client."""
+    if isinstance(exc, errors.CloudAIError):
+        code, kind, detail = exc.code, type(exc).__name__, exc.message
+        if len(detail) > _DETAIL_MAX:
+            detail = detail[: _DETAIL_MAX - 1] + "…"
+    else:
+        incident = secrets.token_hex(6)
+        log.error("✗ incident %s: unexpected error in %s", incident, name, exc_info=exc)
+        code, kind = grpc.StatusCode.INTERNAL, "internal"
+        detail = f"internal error in {name} (incident {incident}; the server's log has the details)"
     metrics = getattr(servicer, "metrics", None)
     if metrics is not None:
         metrics.rpc_errors.labels(name, code.name).inc()
+    trailing: tuple[tuple[str, str], ...] = ((_KIND_KEY, kind),)
     if isinstance(exc, errors.RateLimited):
-        await context.abort(
-            exc.code, exc.message, trailing_metadata=((RETRY_AFTER, f"{exc.retry_after:.3f}"),)
-        )
-    if isinstance(exc, errors.CloudAIError):
-        await context.abort(
-            exc.code, exc.message, trailing_metadata=((_KIND_KEY, type(exc).__name__),)
-        )
-    log.exception("unexpected error in %s", name)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        trailing += ((RETRY_AFTER, f"{exc.retry_after:.3f}"),)
+    await context.abort(code, detail, trailing_metadata=trailing)
 
 
 def translate(fn: F) -> F:
@@ -85,32 +106,48 @@ def translate_stream(
     return wrapper
 
 
-def from_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> errors.CloudAIError:
+def _trailer(exc: grpc.RpcError, key: str) -> str:
+    """A trailing metadata value of a failed call ("" when it has none)."""
+    trailing = getattr(exc, "trailing_metadata", None)
+    try:
+        pairs = trailing() if callable(trailing) else None
+    except Exception:  # noqa: BLE001 - a call that failed before any trailer has none
+        return ""
+    for k, value in pairs or ():
+        if k == key:
+            return str(value)
+    return ""
+
+
+def _kind_of(exc: grpc.RpcError) -> str:
+    """The CloudAIError a cloudai server raised on purpose ("" for gRPC's own errors)."""
+    return _trailer(exc, _KIND_KEY)
+
+
+def from_rpc_error(exc: grpc.RpcError, peer: str) -> errors.CloudAIError:
     """A client-side RpcError as the matching CloudAIError, with a one-line message."""
     code = exc.code()
-    cls = _BY_CODE.get(code, errors.CloudAIError)
-    detail = exc.details() or code.name
-    if code == grpc.StatusCode.UNAVAILABLE and _kind_of(exc):
+    detail = (exc.details() or code.name).strip()
+    kind = _kind_of(exc)
+    if code == grpc.StatusCode.UNAVAILABLE and kind:
         return errors.Unavailable(detail)  # the peer answered: something behind it did not
     if code == grpc.StatusCode.UNAVAILABLE:
         why = "connection refused" if "refused" in detail.lower() else detail.splitlines()[0]
         return errors.Unavailable(f"cannot reach {peer}: {why}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return errors.Unavailable(f"{peer} did not answer in time")
-    retry = dict(exc.trailing_metadata() or ()).get(RETRY_AFTER)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry is not None:
+    if kind == errors.RateLimited.__name__:
         try:
-            return errors.RateLimited(detail, float(retry))
+            return errors.RateLimited(detail, float(_trailer(exc, RETRY_AFTER)))
         except ValueError:
             return errors.RateLimited(detail)
-    return cls(detail)
-
-
-def _kind_of(exc: grpc.RpcError) -> str:
-    """The CloudAIError a cloudai server raised on purpose ("" for gRPC's own errors)."""
-    trailing = getattr(exc, "trailing_metadata", None)
-    pairs = trailing() if callable(trailing) else None
-    for key, value in pairs or ():
-        if key == _KIND_KEY:
-            return str(value)
-    return ""
+    cls = _kinds().get(kind)
+    if cls is not None:
+        return cls(detail)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # gRPC's own: a message over the limit
+        mib = 1024 * 1024
+        return errors.LimitExceeded(
+            f"{detail.splitlines()[0]} (with {peer}): a request may be at most "
+            f"{MAX_REQUEST_BYTES // mib} MiB and a reply {MAX_REPLY_BYTES // mib} MiB"
+        )
+    return _BY_CODE.get(code, errors.CloudAIError)(detail)

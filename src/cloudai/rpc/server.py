@@ -7,22 +7,26 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from cloudai.core.limits import MAX_REPLY_BYTES, MAX_REQUEST_BYTES
 from cloudai.errors import InvalidArgument
 from cloudai.security.tls import Tls
 
 __all__ = ["CHANNEL_OPTIONS", "Served", "new_server"]
 
-MAX_MESSAGE = 64 * 1024 * 1024
+# A request over MAX_REQUEST_BYTES is refused (RESOURCE_EXHAUSTED) before it is parsed; a
+# client refuses to send one. Replies (a long task list) may be larger.
 CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
+    ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
 _SERVER_OPTIONS = [
-    *CHANNEL_OPTIONS,
+    ("grpc.max_send_message_length", MAX_REPLY_BYTES),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    *(o for o in CHANNEL_OPTIONS if not o[0].endswith("_message_length")),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.so_reuseport", 0),
 ]

@@ -19,6 +19,7 @@ def open_runtime(
         from cloudai.runtime.process import ProcessRuntime
 
         return ProcessRuntime(worker_id, state_dir)
+    from cloudai.core.limits import quote
     from cloudai.errors import InvalidArgument
 
-    raise InvalidArgument(f"unknown runtime {name!r}: use docker or process")
+    raise InvalidArgument(f"unknown runtime {quote(name)}: use docker or process")

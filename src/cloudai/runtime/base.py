@@ -11,11 +11,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from cloudai.core.limits import LOG_TAIL_BYTES
 from cloudai.core.models import TaskSpec
 
 __all__ = ["LOG_LIMIT", "Exit", "Handle", "Runtime"]
 
-LOG_LIMIT = 1024 * 1024  # the result keeps the last MiB of a task's output
+LOG_LIMIT = LOG_TAIL_BYTES  # the result keeps the last MiB of a task's output
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,9 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
-        """The task's output so far (stdout and stderr), the last `limit` bytes."""
+        """The task's output so far (stdout and stderr), the last `limit` bytes, read without
+        holding more than that in memory; when more was written, a first line says how many
+        bytes were dropped (core.limits.log_tail)."""
 
     @abc.abstractmethod
     def follow_logs(self, handle: Handle, follow: bool) -> AsyncIterator[bytes]:

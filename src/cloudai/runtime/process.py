@@ -24,8 +24,9 @@ from typing import Any
 
 import psutil
 
-from cloudai.core.models import TaskSpec
-from cloudai.errors import RuntimeFailure
+from cloudai.core.limits import log_tail, quote
+from cloudai.core.models import TaskSpec, validate_task_id
+from cloudai.errors import InvalidArgument, RuntimeFailure
 from cloudai.runtime.base import LOG_LIMIT, Exit, Handle, Runtime
 
 __all__ = ["ProcessRuntime", "gpu_environment"]
@@ -49,18 +50,38 @@ def gpu_environment(gpu_ids: Sequence[str]) -> dict[str, str]:
     }
 
 
+def _task_group(handle: Handle) -> int:
+    """The process group a handle names, only if it can be a task's: each task leads its own
+    group, so never 0 (the caller's group), 1 (init's) or the worker's own, whatever a handle
+    or a meta.json file says."""
+    try:
+        pgid = int(handle.ref)
+    except ValueError:
+        raise RuntimeFailure(f"invalid process group {quote(handle.ref)}") from None
+    if pgid <= 1 or pgid == os.getpgrp():
+        raise RuntimeFailure(f"refusing to signal process group {pgid}: not a task's")
+    return pgid
+
+
 class ProcessRuntime(Runtime):
     name = "process"
 
     def __init__(self, worker_id: str, state_dir: str | os.PathLike[str]) -> None:
         self.worker_id = worker_id
-        self.root = pathlib.Path(state_dir) / "process-tasks"
+        self.root = (pathlib.Path(state_dir) / "process-tasks").resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._children: dict[str, asyncio.subprocess.Process] = {}
         self._procs: dict[str, dict[int, psutil.Process]] = {}  # for CPU % between samples
 
     def _dir(self, task_id: str) -> pathlib.Path:
-        return self.root / task_id
+        """The task's state directory: only ever a direct child of the root, from a valid ID
+        (a task ID never becomes a path of its own, e.g. `/some/dir` or `..`)."""
+        if (problem := validate_task_id(task_id)) is not None:
+            raise InvalidArgument(problem)
+        d = self.root / task_id
+        if d.parent != self.root or d.is_symlink():
+            raise InvalidArgument(f"task id {quote(task_id)} is not a plain directory name")
+        return d
 
     async def ping(self) -> None:
         return None
@@ -71,7 +92,7 @@ class ProcessRuntime(Runtime):
                 "the process runtime needs a command: it cannot run an image's own command"
             )
         if shutil.which(spec.command[0]) is None and not os.path.exists(spec.command[0]):
-            raise RuntimeFailure(f"command not found: {spec.command[0]}")
+            raise RuntimeFailure(f"command not found: {quote(spec.command[0])}")
 
     async def start(self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = ()) -> Handle:
         await self.prepare(task_id, spec)
@@ -165,8 +186,9 @@ class ProcessRuntime(Runtime):
         return Exit(None, error="the process ended without recording an exit code")
 
     def _signal(self, handle: Handle, sig: signals.Signals) -> None:
+        pgid = _task_group(handle)
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(int(handle.ref), sig)
+            os.killpg(pgid, sig)
 
     async def usage(self, handle: Handle) -> tuple[float, float] | None:
         """Summed over the task's process group (psutil; CPU % since the last call)."""
@@ -196,6 +218,7 @@ class ProcessRuntime(Runtime):
         return True
 
     async def destroy(self, handle: Handle) -> None:
+        self._dir(handle.task_id)  # a handle with a bad ID is refused before anything is done
         self._signal(handle, signals.SIGKILL)  # whatever the task left behind in its group
         self._procs.pop(handle.task_id, None)
         child = self._children.pop(handle.task_id, None)
@@ -211,16 +234,22 @@ class ProcessRuntime(Runtime):
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):
                 continue
+            name = meta_path.parent.name
+            if validate_task_id(name) is not None or meta_path.parent.is_symlink():
+                continue  # not one of ours: only valid task IDs become directories
             if meta.get("worker_id") == self.worker_id:
                 out.append(_handle(meta_path.parent.name, meta))
         return out
 
     async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
+        """The last `limit` bytes of the output file, never more in memory (the file itself
+        holds the whole output until the task is destroyed)."""
         path = self._dir(handle.task_id) / "out.log"
         try:
             with open(path, "rb") as f:
-                f.seek(max(path.stat().st_size - limit, 0))
-                return f.read().decode("utf-8", errors="replace")
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(size - limit, 0))
+                return log_tail(f.read(limit), total=size, limit=limit)
         except FileNotFoundError:
             return ""
 

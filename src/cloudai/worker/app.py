@@ -12,7 +12,9 @@ from typing import Any
 
 from cloudai.api.v1 import worker_pb2_grpc
 from cloudai.core.hardening import ContainerPolicy
+from cloudai.core.models import validate_worker_id
 from cloudai.core.resources import Resources
+from cloudai.errors import check
 from cloudai.loops import Loops
 from cloudai.metrics import WorkerMetrics, start_metrics
 from cloudai.rpc.server import Served, new_server
@@ -45,6 +47,13 @@ class WorkerConfig:
     tls: Tls | None = None  # None: --insecure
     policy: ContainerPolicy = field(default_factory=ContainerPolicy)  # the admin's choices
     gpu_ids: tuple[str, ...] | None = None  # --gpu-ids; None: what NVML finds
+
+    def problems(self) -> list[str]:
+        """What makes this configuration unusable (the master would refuse it)."""
+        return [
+            *([p] if (p := validate_worker_id(self.worker_id)) else []),
+            *(f"invalid capacity: {p}" for p in self.capacity.validate_capacity()),
+        ]
 
 
 @dataclass
@@ -98,6 +107,7 @@ def _log_isolation(cfg: WorkerConfig) -> None:
 
 
 async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
+    check(cfg.problems())  # before anything starts: a worker the master refuses never runs
     runtime = open_runtime(cfg.runtime, cfg.worker_id, cfg.state_dir, cfg.policy)
     await runtime.ping()
     _log_isolation(cfg)

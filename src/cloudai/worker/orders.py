@@ -3,13 +3,20 @@ reply. Validated here, at the edge, whichever way they came."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 from cloudai.api.v1 import types_pb2
-from cloudai.core.models import STOP_SIGNALS
-from cloudai.errors import InvalidArgument
+from cloudai.core.limits import (
+    ACTOR_MAX,
+    GRACE_MAX,
+    REASON_MAX,
+    bounded_text,
+    number_problem,
+    quote,
+)
+from cloudai.core.models import STOP_SIGNALS, validate_task_id
+from cloudai.errors import InvalidArgument, check
 
 __all__ = ["CancelOrder", "order_from_pb"]
 
@@ -25,18 +32,17 @@ class CancelOrder:
 
 
 def order_from_pb(m: types_pb2.CancelTaskRequest) -> tuple[str, CancelOrder]:
-    if not m.task_id:
-        raise InvalidArgument("task_id is required")
+    check(validate_task_id(m.task_id))
     if m.stop_signal and m.stop_signal not in STOP_SIGNALS:
-        raise InvalidArgument(f"unknown stop signal {m.stop_signal!r}")
+        raise InvalidArgument(f"unknown stop signal {quote(m.stop_signal)}")
     grace = m.grace_seconds if m.HasField("grace_seconds") else None
-    if grace is not None and not (math.isfinite(grace) and 0 <= grace <= 3600):
-        raise InvalidArgument(f"grace must be between 0 and 3600 seconds, got {grace!r}")
+    if grace is not None and number_problem("grace", grace, 0.0, GRACE_MAX) is not None:
+        raise InvalidArgument(f"grace must be between 0 and {GRACE_MAX:g} seconds, got {grace:g}")
     order = CancelOrder(
         signal=m.stop_signal,
         grace=grace,
         force=m.force,
-        reason=m.reason[:1000],
-        requested_by=m.requested_by[:128],
+        reason=bounded_text(m.reason, REASON_MAX),
+        requested_by=bounded_text(m.requested_by, ACTOR_MAX),
     )
     return m.task_id, order

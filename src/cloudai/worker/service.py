@@ -11,8 +11,8 @@ import grpc
 from cloudai.api.v1 import types_pb2, worker_pb2, worker_pb2_grpc
 from cloudai.core.gpus import GpuDevice
 from cloudai.core.hardening import ContainerPolicy
-from cloudai.core.models import Worker
-from cloudai.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from cloudai.core.models import Worker, validate_task_id
+from cloudai.errors import InvalidArgument, PermissionDenied, Unauthenticated, check
 from cloudai.rpc.convert import spec_from_pb, worker_to_pb
 from cloudai.rpc.errors import translate, translate_stream
 from cloudai.security.tls import peer_identity
@@ -61,12 +61,8 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         self, request: worker_pb2.AssignTaskRequest, context: Ctx
     ) -> types_pb2.TaskAck:
         self._from_master(context)
-        if not request.task_id:
-            raise InvalidArgument("task_id is required")
         spec = spec_from_pb(request.spec)
-        problems = spec.problems()
-        if problems:
-            raise InvalidArgument("; ".join(problems))
+        check(validate_task_id(request.task_id), spec.problems())
         # This worker's admin rules; the master ends a refused task failed with this reason.
         if (refusal := self.policy.refusal(spec.image, spec.pids_limit)) is not None:
             raise InvalidArgument(refusal)
@@ -103,6 +99,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         self, request: types_pb2.LogsRequest, context: Ctx
     ) -> AsyncIterator[types_pb2.LogChunk]:
         self._from_master(context)
+        check(validate_task_id(request.task_id))
         entry = self.supervisor.handle_of(request.task_id)
         await asyncio.wait_for(entry.started.wait(), timeout=600)
         if entry.handle is None:
