@@ -209,7 +209,7 @@ def test_a_loop_that_keeps_failing_takes_its_process_down(tmp_path: pathlib.Path
     worker_id = f"wf-{secrets.token_hex(3)}"
     args = ["worker", "--id", worker_id, "--master", f"127.0.0.1:{free_port()}"]
     args += ["--listen", "127.0.0.1:0", "--runtime", "process", "--metrics-listen", "off"]
-    args += ["--cpu", "1", "--mem", "1", "--storage", "1"]
+    args += ["--cpu", "1", "--mem", "1", "--storage", "1", "--insecure"]  # no PKI needed here
     env = {**os.environ, "CLOUDAI_HOME": str(tmp_path / "home")}
     done = subprocess.run(
         [sys.executable, "-c", BROKEN_WORKER, *args],
