@@ -28,6 +28,7 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.CloudAIError]] = {
     grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
 RETRY_AFTER = "cloudai-retry-after"  # trailing metadata of a rate-limited call: seconds
+CLUSTER_ID = "cloudai-cluster-id"  # trailing metadata of a WrongCluster refusal: the master's
 
 
 async def _abort(
@@ -40,6 +41,10 @@ async def _abort(
     if isinstance(exc, errors.RateLimited):
         await context.abort(
             exc.code, exc.message, trailing_metadata=((RETRY_AFTER, f"{exc.retry_after:.3f}"),)
+        )
+    if isinstance(exc, errors.WrongCluster):
+        await context.abort(
+            exc.code, exc.message, trailing_metadata=((CLUSTER_ID, exc.cluster_id),)
         )
     if isinstance(exc, errors.CloudAIError):
         await context.abort(exc.code, exc.message)
@@ -90,7 +95,10 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> errors.CloudAIError:
         return errors.Unavailable(f"cannot reach {peer}: {why}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return errors.Unavailable(f"{peer} did not answer in time")
-    retry = dict(exc.trailing_metadata() or ()).get(RETRY_AFTER)
+    trailing = dict(exc.trailing_metadata() or ())
+    if code == grpc.StatusCode.FAILED_PRECONDITION and CLUSTER_ID in trailing:
+        return errors.WrongCluster(detail, str(trailing[CLUSTER_ID]))
+    retry = trailing.get(RETRY_AFTER)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry is not None:
         try:
             return errors.RateLimited(detail, float(retry))

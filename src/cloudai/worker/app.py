@@ -17,6 +17,7 @@ from cloudai.metrics import WorkerMetrics, start_metrics
 from cloudai.rpc.server import Served, new_server
 from cloudai.runtime import Runtime, open_runtime
 from cloudai.security.tls import Tls
+from cloudai.worker.identity import ClusterIdentity
 from cloudai.worker.link import MasterLink
 from cloudai.worker.service import WorkerService
 from cloudai.worker.supervisor import Supervisor
@@ -106,6 +107,7 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         cfg.runtime,
         cfg.heartbeat_interval,
         cfg.tls,
+        ClusterIdentity(cfg.state_dir),
     )
     metrics = WorkerMetrics()
     link.metrics = metrics
