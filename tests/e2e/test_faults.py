@@ -10,16 +10,21 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 from docker.errors import APIError as DockerAPIError
 
+from cloudai.core.models import TaskSpec
+from cloudai.core.resources import Resources
+from cloudai.errors import CloudAIError
 from tests.cluster import HEARTBEAT, ProcCluster, free_port
 from tests.helpers import TEST_IMAGE, eventually
+from tests.invariants import check_invariants, docker_engine, master_allocated
 
 SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done")
 UNTIL_GO = ("sh", "-c", "echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo finished")
@@ -227,3 +232,202 @@ def test_a_loop_that_keeps_failing_takes_its_process_down(tmp_path: pathlib.Path
     assert len(logged) == 1 and why in logged[0], done.stderr
     assert done.stderr.rstrip().endswith(why), done.stderr  # the CLI's one-line error, last
     assert done.stderr.count("heartbeat-loop started") == 3
+
+
+# ---- the issue's faults, each ending with the invariant checker (tests/invariants.py) ------
+
+
+def holds_invariants(
+    c: ProcCluster,
+    docker: Any,
+    *worker_ids: str,
+    seen: dict[str, str] | None = None,
+    acknowledged: Iterable[str] = (),
+    live: Iterable[str] | None = None,
+) -> None:
+    """The invariants, read from the store and the Docker engine, with the held resources as
+    the master answers them."""
+    check_invariants(
+        c.db_url,
+        docker_engine(docker),
+        worker_ids,
+        acknowledged=acknowledged,
+        terminal_seen=seen,
+        live_workers=None if live is None else list(live),
+        allocated=master_allocated(c.client),
+    )
+
+
+def state_of(c: ProcCluster, worker_id: str) -> str:
+    return next(w.state for w in c.client.list_workers() if w.worker_id == worker_id)
+
+
+def worker_log(c: ProcCluster, worker_id: str) -> str:
+    return (c.tmp / f"worker-{worker_id}.log").read_text(errors="replace")
+
+
+def kinds(c: ProcCluster, task_id: str) -> list[str]:
+    return [e.kind for e in c.client.get_task(task_id).events]
+
+
+def release(docker: Any, *task_ids: str) -> None:
+    """Let UNTIL_GO tasks finish."""
+    for task_id in task_ids:
+        container(docker, task_id).exec_run(["touch", "/tmp/go"])
+
+
+def test_worker_sigstop_past_unhealthy_then_sigcont(
+    docker: Any, tmp_path: pathlib.Path, worker_id: str
+) -> None:
+    """Fault 2. A frozen worker is shown unhealthy, then offline, and gets no new work; its
+    task runs on. Thawed within `--worker-lost-after`, it is healthy again and its task
+    completes once: nothing is judged lost."""
+    with cluster(tmp_path, "--worker-lost-after", "60") as c:
+        c.add_worker(worker_id)
+        task_id = run(c, worker_id, *UNTIL_GO)
+        seen: dict[str, str] = {}
+        states: list[str] = []
+        c.workers[worker_id].send_signal(signal.SIGSTOP)
+        try:
+
+            def offline() -> bool:
+                states.append(state_of(c, worker_id))
+                return states[-1] == "offline"
+
+            eventually(offline, timeout=30, interval=0.1, what="the master to see it offline")
+            assert "unhealthy" in states, states  # on the way there
+            assert container(docker, task_id).status == "running"
+            assert c.client.get_task(task_id).status.value == "running"
+        finally:
+            c.workers[worker_id].send_signal(signal.SIGCONT)
+        eventually(lambda: state_of(c, worker_id) == "healthy", timeout=30, what="it to be healthy")
+        release(docker, task_id)
+        done = c.wait_status(task_id, "completed")
+        assert "finished" in done["result"]["logs"]
+        assert kinds(c, task_id).count("completed") == 1
+        assert lost_events(c, task_id) == [] and "failed" not in kinds(c, task_id)
+        holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[task_id])
+
+
+def test_worker_sigkill_restarted_readopts_its_containers(
+    docker: Any, tmp_path: pathlib.Path, worker_id: str
+) -> None:
+    """Fault 3. A worker killed with two tasks running, restarted with the same ID, takes the
+    same two containers back; both complete with one result each."""
+    with cluster(tmp_path, "--worker-lost-after", "60") as c:
+        c.add_worker(worker_id)
+        both = [run(c, worker_id, *UNTIL_GO) for _ in range(2)]
+        ids = {t: container(docker, t).id for t in both}
+        c.workers[worker_id].kill()
+        c.workers[worker_id].wait(10)
+        assert all(container(docker, t).status == "running" for t in both)
+
+        c.add_worker(worker_id)
+        eventually(
+            lambda: all(f"[Task {t}] re-adopted" in worker_log(c, worker_id) for t in both),
+            timeout=30,
+            what="the restarted worker to re-adopt both containers",
+        )
+        assert {t: container(docker, t).id for t in both} == ids  # the same, and only those
+        release(docker, *both)
+        for t in both:
+            done = c.wait_status(t, "completed")
+            assert "finished" in done["result"]["logs"] and done["exit_code"] == 0
+            assert kinds(c, t).count("completed") == 1 and "late_report" not in kinds(c, t)
+        holds_invariants(c, docker, worker_id, acknowledged=both)
+
+
+def test_worker_sigkill_never_restarted_its_tasks_end_worker_lost(
+    docker: Any, tmp_path: pathlib.Path, worker_id: str
+) -> None:
+    """Fault 4. A worker killed for good: after `--worker-lost-after` its task ends failed,
+    "worker lost", with one result, and its resources are free. Its container runs on: nothing
+    on that machine can stop it, so it is exempt from "no orphan" while the worker is away.
+    When a worker of that ID returns, it stops and removes it; the status stays failed."""
+    lost_after = 3.0
+    with cluster(tmp_path, "--worker-lost-after", f"{lost_after:g}") as c:
+        c.add_worker(worker_id)
+        task_id = run(c, worker_id, *SLEEPER)
+        seen: dict[str, str] = {}
+        c.workers[worker_id].kill()
+        killed_at = time.time()
+        c.workers[worker_id].wait(10)
+
+        c.wait_status(task_id, "failed", timeout=lost_after + 30)
+        lost = c.client.get_task(task_id)
+        assert lost.reason.startswith("worker lost"), lost.reason
+        assert lost.result is not None and lost.result.error == lost.reason
+        (failed,) = [e for e in lost.events if e.kind == "failed"]
+        assert failed.at - killed_at >= lost_after - 2 * HEARTBEAT  # not before its deadline
+        assert container(docker, task_id).status == "running"
+        holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[task_id], live=[])
+
+        c.add_worker(worker_id)  # it returns: the container is an orphan now, and goes
+        holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[task_id])
+        assert docker.containers.list(all=True, filters={"label": f"cloudai.task={task_id}"}) == []
+        after = c.client.get_task(task_id)
+        assert after.status.value == "failed" and after.result == lost.result
+        assert "late_report" in [e.kind for e in after.events]  # its report, kept as an event
+
+
+def test_master_sigkill_during_a_burst_of_submits(
+    docker: Any, tmp_path: pathlib.Path, worker_id: str
+) -> None:
+    """Fault 6. The master is killed in the middle of 100 submits from 8 threads: every submit
+    that was answered exists after the restart, and every task that exists runs to its end."""
+    with cluster(tmp_path, "--worker-lost-after", "60") as c:
+        c.add_worker(worker_id, cpu=2, mem=4)
+        spec = TaskSpec(
+            image=TEST_IMAGE,
+            command=("true",),
+            resources=Resources(cpu=0.1, mem_gb=0.05),  # placed by the master: queued when full
+        )
+        acked: list[str] = []
+        refused: list[str] = []
+        attempts = iter(range(100))
+        lock = threading.Lock()
+        kill_after = 30  # answered submits: the thread that gets the 30th kills the master
+        assert c.master is not None
+        master = c.master
+
+        def submitter() -> None:
+            with c.new_client() as client:
+                while True:
+                    with lock:
+                        if next(attempts, None) is None:
+                            return
+                    try:
+                        task = client.submit(spec)
+                    except CloudAIError as exc:  # the master died under it: outcome unknown
+                        with lock:
+                            refused.append(str(exc))
+                        continue
+                    with lock:
+                        acked.append(task.task_id)
+                        if len(acked) == kill_after:
+                            master.send_signal(signal.SIGKILL)  # the others are mid-call
+
+        threads = [threading.Thread(target=submitter) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        master.wait(10)
+        c.master = None
+        answered = list(acked)
+        assert len(answered) + len(refused) == 100, (len(answered), refused[:3])
+        assert len(answered) >= kill_after and refused, (len(answered), refused[:3])
+
+        restart_master(c)
+        everything = eventually(
+            lambda: (
+                (ts := c.client.list_tasks())
+                and all(t.status.value == "completed" for t in ts)
+                and ts
+            ),
+            timeout=120,
+            interval=0.5,
+            what="every task to complete",
+        )
+        assert {t.task_id for t in everything} >= set(answered)
+        holds_invariants(c, docker, worker_id, acknowledged=answered)
