@@ -4,8 +4,10 @@ lists each fault, what cloudai promises, and the test here that holds it to it).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import pathlib
+import random
 import secrets
 import signal
 import subprocess
@@ -13,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -24,7 +26,7 @@ from cloudai.core.resources import Resources
 from cloudai.errors import CloudAIError
 from tests.cluster import HEARTBEAT, ProcCluster, free_port
 from tests.helpers import TEST_IMAGE, eventually
-from tests.invariants import check_invariants, docker_engine, master_allocated
+from tests.invariants import check_invariants, docker_engine, master_allocated, process_engine
 
 SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done")
 UNTIL_GO = ("sh", "-c", "echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo finished")
@@ -431,3 +433,208 @@ def test_master_sigkill_during_a_burst_of_submits(
         )
         assert {t.task_id for t in everything} >= set(answered)
         holds_invariants(c, docker, worker_id, acknowledged=answered)
+
+
+def metric(port: int, name: str) -> float:
+    """One sample of a process's /metrics (0 when it is not there yet)."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def test_master_restarted_on_another_store_is_refused_and_loses_nothing(
+    docker: Any, tmp_path: pathlib.Path, worker_id: str
+) -> None:
+    """Fault 14. The master restarted on an empty store (a forgotten --db) is another cluster:
+    the worker refuses it, loudly, and its task runs on; a task that ends meanwhile keeps its
+    container and its result for the right master. Back on the right store, the task has its
+    one result, with its logs."""
+    metrics = free_port()
+    refused = "cloudai_worker_masters_refused_total"
+    with cluster(tmp_path, "--worker-lost-after", "60") as c:
+        c.add_worker(worker_id, extra=("--metrics-listen", f"127.0.0.1:{metrics}"))
+        running = run(c, worker_id, *SLEEPER)
+        ending = run(c, worker_id, *UNTIL_GO)
+        seen: dict[str, str] = {}
+        holds_invariants(c, docker, worker_id, seen=seen)
+        right_store = c.db_url
+
+        c.kill_master(signal.SIGTERM)
+        c.db_url = f"sqlite:///{tmp_path / 'forgotten.db'}"
+        restart_master(c)
+        eventually(lambda: metric(metrics, refused) >= 5, timeout=30, what="refusals")
+        assert "REFUSED master" in worker_log(c, worker_id)
+        assert "belongs to cluster" in (c.tmp / "master.log").read_text()
+        assert c.client.list_workers() == [] and c.client.list_tasks() == []
+        assert container(docker, running).status == "running"
+        release(docker, ending)  # it ends while only the wrong master is there
+        eventually(lambda: container(docker, ending).status == "exited", what="it to end")
+        before = metric(metrics, refused)
+        eventually(lambda: metric(metrics, refused) >= before + 5, what="more refusals")
+        assert container(docker, ending).status == "exited"  # kept, with its logs
+        assert container(docker, running).status == "running"
+
+        c.kill_master(signal.SIGTERM)
+        c.db_url = right_store
+        restart_master(c)
+        done = c.wait_status(ending, "completed")
+        assert "finished" in done["result"]["logs"]
+        assert kinds(c, ending).count("completed") == 1
+        assert c.client.get_task(running).status.value == "running"
+        assert lost_events(c, running, ending) == []
+        holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[running, ending])
+        c.cli("cancel", running, "--force")
+        c.wait_status(running, "cancelled")
+        holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[running, ending])
+
+
+def test_concurrent_cancels_and_completes_on_three_workers(tmp_path: pathlib.Path) -> None:
+    """Fault 13. 500 short tasks on 3 workers, and 1,000 cancels (two for each task, from 16
+    threads, while the submits go on) racing their completion: every task ends once, as its
+    first decider said, with one result; nothing is left running or held.
+
+    The process runtime, not Docker: 500 containers would take minutes to start and remove on
+    2 cores, and the race under test is in the master and the workers, not in the engine."""
+    rng = random.Random(13)
+    workers = ("p1", "p2", "p3")
+    args = ("--worker-lost-after", "60", "--rate-limit-submit", "0", "--rate-limit-cancel", "0")
+    with cluster(tmp_path, *args) as c:
+        for w in workers:
+            c.add_worker(w, runtime="process", cpu=20, mem=10)
+        specs = [
+            TaskSpec(
+                image="busybox",  # the process runtime runs the command only
+                command=("sleep", f"{rng.uniform(0.0, 3.0):.2f}"),
+                resources=Resources(cpu=0.1, mem_gb=0.01),
+            )
+            for _ in range(500)
+        ]
+        feed = CancelFeed(rng, per_task=2, spread=3.0)
+        acks: list[Any] = []
+        failed: list[BaseException] = []
+
+        def cancel_all() -> None:
+            try:
+                acks.extend(in_threads(c, 16, feed, lambda cl, t: cl.cancel_many([t])[0]))
+            except Exception as exc:  # reported below, in the test's thread
+                failed.append(exc)
+
+        def submit(client: Any, spec: TaskSpec) -> str:
+            task_id = str(client.submit(spec).task_id)
+            feed.add(task_id)
+            return task_id
+
+        cancels = threading.Thread(target=cancel_all)
+        cancels.start()
+        try:
+            acked = in_threads(c, 8, iter(specs), submit)
+        finally:
+            feed.close()
+            cancels.join(120)
+        assert not failed, failed
+        assert len(acked) == 500 and len(acks) == 1000
+
+        def all_ended() -> bool:
+            return all(t.status.value in ("completed", "cancelled") for t in c.client.list_tasks())
+
+        eventually(all_ended, timeout=120, interval=0.5, what="every task to end")
+        final = {t.task_id: t.status.value for t in c.client.list_tasks()}
+        assert sorted(final) == sorted(acked)
+        won: dict[str, int] = {}
+        for ack in acks:  # each answer agrees with how the task ended
+            if ack.success and not ack.already:
+                won[ack.task_id] = won.get(ack.task_id, 0) + 1
+                assert final[ack.task_id] == "cancelled", ack
+            elif ack.success:
+                assert final[ack.task_id] == "cancelled", ack
+            else:
+                assert ack.error_code == "FAILED_PRECONDITION", ack
+                assert final[ack.task_id] == "completed", ack
+        assert all(n == 1 for n in won.values())  # one cancel decided each cancelled task
+        assert set(won) == {t for t, s in final.items() if s == "cancelled"}
+        outcomes = set(final.values())
+        assert outcomes == {"completed", "cancelled"}, outcomes  # the race was run both ways
+        check_invariants(
+            c.db_url,
+            process_engine(c.home),
+            workers,
+            acknowledged=acked,
+            allocated=master_allocated(c.client),
+            timeout=30,
+        )
+
+
+class CancelFeed:
+    """Task IDs to cancel, each `per_task` times, each at a random moment up to `spread`
+    seconds after its submit: the cancels run while the submits go on, against tasks of every
+    age (pending, starting, running, ending, ended)."""
+
+    def __init__(self, rng: random.Random, per_task: int, spread: float) -> None:
+        self.rng = rng
+        self.per_task = per_task
+        self.spread = spread
+        self.due: list[tuple[float, str]] = []  # a heap: (when, task_id)
+        self.closed = False
+        self.cond = threading.Condition()
+
+    def add(self, task_id: str) -> None:
+        with self.cond:
+            for _ in range(self.per_task):
+                when = time.monotonic() + self.rng.uniform(0, self.spread)
+                heapq.heappush(self.due, (when, task_id))
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def __iter__(self) -> CancelFeed:
+        return self
+
+    def __next__(self) -> str:
+        with self.cond:
+            while True:
+                if self.due and self.due[0][0] <= time.monotonic():
+                    return heapq.heappop(self.due)[1]
+                if not self.due and self.closed:
+                    raise StopIteration
+                wait = self.due[0][0] - time.monotonic() if self.due else None
+                self.cond.wait(timeout=wait)
+
+
+def in_threads(
+    c: ProcCluster, n: int, todo: Iterator[Any], call: Callable[[Any, Any], Any]
+) -> list[Any]:
+    """`call(client, item)` for every item, from n threads with a client each; the answers.
+    The first error fails the test, after every thread has stopped."""
+    lock = threading.Lock()
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        with c.new_client() as client:
+            while not errors:
+                with lock:
+                    item = next(todo, None)
+                if item is None:
+                    return
+                try:
+                    answer = call(client, item)
+                except Exception as exc:  # reported below, in the test's thread
+                    errors.append(exc)
+                    return
+                with lock:
+                    out.append(answer)
+
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    if errors:
+        raise errors[0]
+    return out
