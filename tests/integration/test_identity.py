@@ -27,8 +27,8 @@ def refused(cluster: LocalCluster, worker_id: str) -> float:
     return float(cluster.workers[worker_id].metrics.masters_refused._value.get())
 
 
-def test_a_store_keeps_one_cluster_id(tmp_path: pathlib.Path) -> None:
-    url = f"sqlite:///{tmp_path / 'a.db'}"
+def test_a_store_keeps_one_cluster_id(store_url: str, tmp_path: pathlib.Path) -> None:
+    url = store_url
     first = Store(url)
     made = first.tx_sync(identity.ensure, 1.0)
     assert made.startswith("cluster-") and first.tx_sync(identity.ensure, 2.0) == made
