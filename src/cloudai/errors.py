@@ -24,6 +24,7 @@ __all__ = [
     "RuntimeFailure",
     "Unauthenticated",
     "Unavailable",
+    "WrongCluster",
 ]
 
 
@@ -65,6 +66,20 @@ class Conflict(CloudAIError):
 
     code = grpc.StatusCode.FAILED_PRECONDITION
     exit_code = 5
+
+
+class WrongCluster(CloudAIError):
+    """A worker and a master of different clusters (a master started on another store): the
+    master refuses the call before it changes anything, and the worker refuses the master.
+    Not a Conflict: a worker must never drop a result or a task on it; it waits for the right
+    master. `cluster_id` is the master's."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    exit_code = 5
+
+    def __init__(self, message: str, cluster_id: str = "") -> None:
+        super().__init__(message)
+        self.cluster_id = cluster_id
 
 
 class NoCapacity(CloudAIError):

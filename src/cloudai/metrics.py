@@ -92,6 +92,16 @@ class MasterMetrics:
             ["loop"],
             registry=r,
         )
+        self.workers_refused = Counter(
+            "cloudai_workers_refused",
+            "Worker calls refused: the worker belongs to another cluster (another store).",
+            registry=r,
+        )
+        self.unknown_tasks = Counter(
+            "cloudai_unknown_tasks",
+            "Tasks a worker runs that the store has no record of (kept running, not stopped).",
+            registry=r,
+        )
 
     def watch(self, snapshot: Callable[[], tuple[dict[str, int], list[Any]]]) -> None:
         """Scrape-time gauges: tasks by status and workers by state, from the store."""
@@ -147,6 +157,11 @@ class WorkerMetrics:
         )
         self.report_retries = Counter(
             "cloudai_worker_report_retries", "Result reports that had to be retried.", registry=r
+        )
+        self.masters_refused = Counter(
+            "cloudai_worker_masters_refused",
+            "Answers refused from a master of another cluster (its tasks kept running).",
+            registry=r,
         )
         self.rpc_errors = Counter(
             "cloudai_rpc_errors",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from dataclasses import dataclass
 
 from cloudai.api.v1 import master_pb2, master_pb2_grpc
@@ -16,7 +17,7 @@ from cloudai.metrics import start_metrics
 from cloudai.rpc.server import Served, new_server
 from cloudai.security.pki import Pki
 from cloudai.security.tls import Tls
-from cloudai.store import Store
+from cloudai.store import Store, identity
 from cloudai.store.engine import masked_url
 
 __all__ = ["MasterSecurity", "run_master", "serve_master"]
@@ -43,7 +44,9 @@ async def serve_master(
     """Start a master; returns (cluster, served, port). Used by `run_master` and by tests."""
     store = await asyncio.to_thread(Store, db_url)
     tls = Tls.for_master(security.pki) if security else None
-    cluster = Cluster(store, config, tls)
+    # Before serving: a worker is never admitted by a master that does not know its cluster.
+    cluster_id = await store.tx(identity.ensure, time.time())
+    cluster = Cluster(store, config, tls, cluster_id)
     cfg = cluster.config
     auth = Auth(
         store,
@@ -79,16 +82,21 @@ async def serve_master(
             served.port,
         )
         log.info(
-            "master serving on %s (port %d), store %s", listen, served.port, masked_url(db_url)
+            "master serving on %s (port %d), store %s, cluster %s",
+            listen,
+            served.port,
+            masked_url(db_url),
+            cluster_id,
         )
     else:
         log.info(
             "master serving on %s (port %d, TLS and tokens); workers on port %d (mutual TLS); "
-            "store %s",
+            "store %s, cluster %s",
             listen,
             served.port,
             served.peer_port,
             masked_url(db_url),
+            cluster_id,
         )
     return cluster, served, served.port
 

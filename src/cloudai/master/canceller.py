@@ -131,6 +131,7 @@ def stop_orders_tx(
     running: Iterable[str],
     stopping: Iterable[str],
     now: float,
+    unknown: list[str] | None = None,
 ) -> list[types_pb2.CancelTaskRequest]:
     """Reconcile what a worker says it runs with the store, in its heartbeat or registration:
 
@@ -138,7 +139,10 @@ def stop_orders_tx(
     - an open stop for a task it does not hold any more is confirmed (it ended and was
       removed, or never arrived) — the order still goes out, so a late assignment is refused;
     - each open stop is sent (again) until confirmed;
-    - a task it runs that the store has as finished, unknown or elsewhere gets a stop order."""
+    - a task it runs that the store has as finished or placed elsewhere gets a stop order;
+    - a task the store has no record of is left alone and added to `unknown`, for the caller
+      to report: a master that does not know some work (an older copy of the store) must not
+      destroy it."""
     running, stopping = set(running), set(stopping)
     orders: list[types_pb2.CancelTaskRequest] = []
     ordered: set[str] = set()
@@ -158,8 +162,12 @@ def stop_orders_tx(
     known = tasks.statuses(conn, sorted(running - ordered))
     terminal = {s.value for s in TERMINAL}
     for task_id in sorted(running - ordered):
-        status, placed_on = known.get(task_id, ("", None))
-        if not status or status in terminal or placed_on != worker_id:
+        if task_id not in known:
+            if unknown is not None:
+                unknown.append(task_id)
+            continue
+        status, placed_on = known[task_id]
+        if status in terminal or placed_on != worker_id:
             orders.append(types_pb2.CancelTaskRequest(task_id=task_id, reason="not yours"))
     return orders
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from cloudai.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    WrongCluster,
     check,
 )
 from cloudai.loops import Loops
@@ -63,11 +65,13 @@ from cloudai.metrics import MasterMetrics
 from cloudai.security.tls import Tls
 from cloudai.store import Store, assignments, events, results, tasks, workers
 from cloudai.store._dialect import lock_row
+from cloudai.store.engine import masked_url
 from cloudai.store.schema import workers as workers_table
 
 __all__ = ["Cluster", "MasterConfig"]
 
 log = logging.getLogger("cloudai.master")
+REFUSAL_LOG_EVERY = 60.0  # seconds between two ERROR lines about one refused worker
 
 
 @dataclass(frozen=True)
@@ -101,9 +105,16 @@ def _summaries(found: list[Task]) -> list[Task]:
 
 class Cluster:
     def __init__(
-        self, store: Store, config: MasterConfig | None = None, tls: Tls | None = None
+        self,
+        store: Store,
+        config: MasterConfig | None = None,
+        tls: Tls | None = None,
+        cluster_id: str = "",
     ) -> None:
         self.store = store
+        self.cluster_id = cluster_id  # the store's identity (store/identity.py); "": none
+        self._refusals_logged: dict[str, float] = {}  # worker_id -> when last logged
+        self._unknown_reported: set[tuple[str, str]] = set()  # (worker, task) said once
         self.config = config or MasterConfig()
         self.peers = WorkerPeers(tls)
         self.dispatcher = Dispatcher(store, self.peers, self.config)
@@ -154,6 +165,30 @@ class Cluster:
 
     # ---- workers -------------------------------------------------------------------------
 
+    def admit(self, worker_id: str, claimed: str) -> None:
+        """Refuse, before anything is written, a worker of another cluster: it learnt another
+        cluster ID from an earlier master (this master runs on another store). A worker that
+        names none (new, or older than cluster IDs) is admitted."""
+        if not claimed or not self.cluster_id or claimed == self.cluster_id:
+            return
+        now = time.monotonic()
+        if now - self._refusals_logged.get(worker_id, -math.inf) >= REFUSAL_LOG_EVERY:
+            self._refusals_logged[worker_id] = now
+            log.error(
+                "✗ worker %s belongs to cluster %s, this master is cluster %s (store %s): "
+                "refused. Is this master on the wrong --db?",
+                worker_id,
+                claimed[:64],
+                self.cluster_id,
+                masked_url(self.store.url),
+            )
+        self.metrics.workers_refused.inc()
+        raise WrongCluster(
+            f"this master is cluster {self.cluster_id}, not {claimed[:64]}: it runs on another "
+            "store",
+            self.cluster_id,
+        )
+
     async def register_worker(
         self,
         worker_id: str,
@@ -199,7 +234,25 @@ class Cluster:
     ) -> list[types_pb2.CancelTaskRequest]:
         workers.register_self(conn, worker_id, address, capacity, runtime, now, gpu_ids)
         self._reconcile(conn, worker_id, set(running), set(), now)
-        return stop_orders_tx(conn, worker_id, running, [], now)
+        unknown: list[str] = []
+        orders = stop_orders_tx(conn, worker_id, running, [], now, unknown)
+        self._report_unknown(worker_id, unknown)
+        return orders
+
+    def _report_unknown(self, worker_id: str, unknown: list[str]) -> None:
+        """Tasks a worker runs that the store has no record of: kept running (this master may
+        be on an older copy of the store), said once each per master process."""
+        for task_id in unknown:
+            if (worker_id, task_id) in self._unknown_reported:
+                continue
+            self._unknown_reported.add((worker_id, task_id))
+            self.metrics.unknown_tasks.inc()
+            log.warning(
+                "⚠ worker %s runs task %s, which this store has no record of: left running "
+                "(not stopped); is this master on the right --db?",
+                worker_id,
+                task_id,
+            )
 
     def _reconcile(self, conn, worker_id: str, running: set[str], stopping: set[str], now: float):  # type: ignore[no-untyped-def]
         lost = reconcile_tx(conn, worker_id, running, stopping, now, self.config.heartbeat_interval)
@@ -283,7 +336,10 @@ class Cluster:
         if usage:
             tasks.record_usage(conn, usage, worker_id, now)
         self._reconcile(conn, worker_id, set(running), set(stopping), now)
-        return True, stop_orders_tx(conn, worker_id, running, stopping, now)
+        unknown: list[str] = []
+        orders = stop_orders_tx(conn, worker_id, running, stopping, now, unknown)
+        self._report_unknown(worker_id, unknown)
+        return True, orders
 
     async def drain(self, worker_id: str, drain: bool) -> Worker:
         """Stop (or resume) placing new tasks on a worker; its running tasks go on."""

@@ -61,6 +61,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         self, request: master_pb2.RegisterWorkerRequest, context: Ctx
     ) -> master_pb2.RegisterWorkerResponse:
         self.auth.worker(context, request.worker_id)
+        self.cluster.admit(request.worker_id, request.cluster_id)
         orders = await self.cluster.register_worker(
             request.worker_id,
             request.address,
@@ -74,6 +75,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
             message=f"worker {request.worker_id} registered",
             heartbeat_interval=self.cluster.config.heartbeat_interval,
             stop_orders=orders,
+            cluster_id=self.cluster.cluster_id,
         )
 
     @translate
@@ -89,6 +91,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         self, request: master_pb2.HeartbeatRequest, context: Ctx
     ) -> master_pb2.HeartbeatResponse:
         self.auth.worker(context, request.worker_id)
+        self.cluster.admit(request.worker_id, request.cluster_id)
         telemetry = {
             "cpu_percent": _finite(request.cpu_percent),
             "mem_used_gb": _finite(request.mem_used_gb),
@@ -104,7 +107,10 @@ class MasterService(master_pb2_grpc.MasterServicer):
             [gpu_from_pb(g) for g in request.gpus],
         )
         return master_pb2.HeartbeatResponse(
-            known=known, stop_task_ids=[o.task_id for o in orders], stop_orders=orders
+            known=known,
+            stop_task_ids=[o.task_id for o in orders],
+            stop_orders=orders,
+            cluster_id=self.cluster.cluster_id,
         )
 
     @translate
@@ -112,6 +118,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         self, request: types_pb2.TaskResult, context: Ctx
     ) -> types_pb2.TaskAck:
         self.auth.worker(context, request.worker_id)
+        self.cluster.admit(request.worker_id, request.cluster_id)
         _require_task_id(request.task_id)
         message = await self.cluster.report(result_from_pb(request))
         return types_pb2.TaskAck(success=True, message=message)

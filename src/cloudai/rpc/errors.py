@@ -29,6 +29,7 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.CloudAIError]] = {
     grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
 RETRY_AFTER = "cloudai-retry-after"  # trailing metadata of a rate-limited call: seconds
+CLUSTER_ID = "cloudai-cluster-id"  # trailing metadata of a WrongCluster refusal: the master's
 
 
 # Trailing metadata naming the CloudAIError a server raised on purpose: a client tells it from
@@ -70,6 +71,8 @@ async def _abort(
     trailing: tuple[tuple[str, str], ...] = ((_KIND_KEY, kind),)
     if isinstance(exc, errors.RateLimited):
         trailing += ((RETRY_AFTER, f"{exc.retry_after:.3f}"),)
+    if isinstance(exc, errors.WrongCluster):
+        trailing += ((CLUSTER_ID, exc.cluster_id),)
     await context.abort(code, detail, trailing_metadata=trailing)
 
 
@@ -136,6 +139,8 @@ def from_rpc_error(exc: grpc.RpcError, peer: str) -> errors.CloudAIError:
         return errors.Unavailable(f"cannot reach {peer}: {why}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return errors.Unavailable(f"{peer} did not answer in time")
+    if kind == errors.WrongCluster.__name__:
+        return errors.WrongCluster(detail, _trailer(exc, CLUSTER_ID))
     if kind == errors.RateLimited.__name__:
         try:
             return errors.RateLimited(detail, float(_trailer(exc, RETRY_AFTER)))

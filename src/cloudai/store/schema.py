@@ -166,3 +166,13 @@ join_tokens = Table(
     Column("used_at", Float, nullable=True),
     Column("used_by", String(64), nullable=True),  # the worker ID that joined with it
 )
+
+# The cluster's identity: one row, made when the master first opens an empty store. Workers
+# learn it at their first registration and refuse a master that answers with another one.
+cluster = Table(
+    "cluster",
+    metadata,
+    Column("row", Integer, primary_key=True, autoincrement=False),  # always 1: one row
+    Column("cluster_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)

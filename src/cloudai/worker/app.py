@@ -21,6 +21,7 @@ from cloudai.rpc.server import Served, new_server
 from cloudai.runtime import Runtime, open_runtime
 from cloudai.security.tls import Tls
 from cloudai.worker.gpus import Gpus
+from cloudai.worker.identity import ClusterIdentity
 from cloudai.worker.link import MasterLink
 from cloudai.worker.service import WorkerService
 from cloudai.worker.supervisor import Supervisor
@@ -124,6 +125,7 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         cfg.heartbeat_interval,
         cfg.tls,
         gpus.ids,
+        ClusterIdentity(cfg.state_dir),
     )
     metrics = WorkerMetrics()
     link.metrics = metrics

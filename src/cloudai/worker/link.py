@@ -14,12 +14,20 @@ from cloudai.api.v1 import master_pb2, master_pb2_grpc
 from cloudai.core.gpus import GpuDevice
 from cloudai.core.models import TaskResult
 from cloudai.core.resources import Resources
-from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound, PermissionDenied
+from cloudai.errors import (
+    CloudAIError,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    WrongCluster,
+)
 from cloudai.metrics import WorkerMetrics
 from cloudai.rpc.convert import gpu_to_pb, resources_to_pb, result_to_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
 from cloudai.security.tls import Tls, master_target_options
+from cloudai.worker.identity import ClusterIdentity
 from cloudai.worker.orders import CancelOrder, order_from_pb
 
 __all__ = ["MasterLink"]
@@ -27,6 +35,7 @@ __all__ = ["MasterLink"]
 log = logging.getLogger("cloudai.worker.link")
 RPC_DEADLINE = 10.0
 Telemetry = Callable[[], tuple[dict[str, float], list[tuple[str, float, float]]]]
+REFUSED_LOG_EVERY = 12  # heartbeats refused between two ERROR lines (a minute at 5 s)
 
 
 def _channel_options(interval: float) -> list[tuple[str, int]]:
@@ -52,10 +61,12 @@ class MasterLink:
         heartbeat_interval: float = 5.0,
         tls: Tls | None = None,
         gpu_ids: Sequence[str] = (),
+        identity: ClusterIdentity | None = None,
     ) -> None:
         self.master = master
         self.gpu_ids = tuple(gpu_ids)
         self.tls = tls
+        self.identity = identity  # None: no cluster checks (tests of the link alone)
         self.worker_id = worker_id
         self.address = address
         self.capacity = capacity
@@ -111,6 +122,17 @@ class MasterLink:
         if channel is not None:
             await channel.close()
 
+    @property
+    def cluster_id(self) -> str:
+        """The cluster this worker belongs to, sent with each call; "": none yet."""
+        return self.identity.expected if self.identity is not None else ""
+
+    def _check_cluster(self, answered: str) -> None:
+        """Raise WrongCluster for an answer from a master of another cluster (nothing in it
+        is acted on); learn the cluster from the first master."""
+        if self.identity is not None:
+            self.identity.check(answered, self.master)
+
     async def register(self, running: list[str]) -> list[tuple[str, CancelOrder]]:
         """Register; returns the stop orders the master queued for this worker."""
         try:
@@ -122,11 +144,13 @@ class MasterLink:
                     runtime=self.runtime,
                     running_task_ids=running,
                     gpu_ids=list(self.gpu_ids),
+                    cluster_id=self.cluster_id,
                 ),
                 timeout=RPC_DEADLINE,
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, f"master at {self.master}") from exc
+        self._check_cluster(reply.cluster_id)
         self.registered.set()
         log.info(
             "✓ registered with master %s as %s (%s)", self.master, self.worker_id, self.capacity
@@ -152,6 +176,7 @@ class MasterLink:
                 for t, c, m in usage or []
             ],
             gpus=[gpu_to_pb(g) for g in gpus or []],
+            cluster_id=self.cluster_id,
         )
         for key, value in (node or {}).items():
             setattr(request, key, value)
@@ -159,6 +184,7 @@ class MasterLink:
             reply = await (await self._stub()).SendHeartbeat(request, timeout=RPC_DEADLINE)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, f"master at {self.master}") from exc
+        self._check_cluster(reply.cluster_id)
         return bool(reply.known), [order_from_pb(o) for o in reply.stop_orders]
 
     async def heartbeat_loop(
@@ -170,8 +196,9 @@ class MasterLink:
         gpus: Callable[[], list[GpuDevice]] = list,
     ) -> None:
         """heartbeat-loop: (re-)register when needed, beat every interval, carry out orders.
-        A master that cannot be reached is its normal weather: it keeps trying. Anything else
-        fails the loop, which the worker's Loops logs and restarts."""
+        A master that cannot be reached is its normal weather: it keeps trying. So is a master
+        of another cluster, refused loudly: its tasks run on, and the right master may come
+        back. Anything else fails the loop, which the worker's Loops logs and restarts."""
 
         async def beat() -> bool:
             """One heartbeat; False when the master does not know this worker."""
@@ -185,7 +212,7 @@ class MasterLink:
             return known
 
         self._beat = beat
-        failures = 0
+        failures = refused = 0
         while True:
             try:
                 if not self.registered.is_set():
@@ -195,7 +222,18 @@ class MasterLink:
                 self.metrics.heartbeats.labels("ok").inc()
                 if failures:
                     log.info("✓ master %s reachable again", self.master)
-                failures = 0
+                if refused:
+                    log.info("✓ master %s is cluster %s: accepted", self.master, self.cluster_id)
+                failures = refused = 0
+            except WrongCluster as exc:
+                self.metrics.heartbeats.labels("refused").inc()
+                self.metrics.masters_refused.inc()
+                self.registered.clear()  # register again with the right master
+                refused += 1
+                if refused % REFUSED_LOG_EVERY == 1:
+                    self._log_refused(exc, len(running()), refused)
+                if refused % 3 == 0:
+                    await self._reconnect()
             except CloudAIError as exc:
                 self.metrics.heartbeats.labels("failed").inc()
                 failures += 1
@@ -216,6 +254,20 @@ class MasterLink:
         except CloudAIError as exc:
             log.warning("⚠ heartbeat to %s failed: %s", self.master, exc)
 
+    def _log_refused(self, exc: WrongCluster, tasks: int, times: int) -> None:
+        where = self.identity.path if self.identity is not None else "cluster_id"
+        log.error(
+            "✗ REFUSED master %s (%d time(s)): %s. This worker's %d task(s) keep running and "
+            "their results wait; retrying every %gs, the right master may come back. To join "
+            "that master's cluster on purpose, stop this worker and remove %s",
+            self.master,
+            times,
+            exc,
+            tasks,
+            self.interval,
+            where,
+        )
+
     async def report(self, result: TaskResult) -> None:
         """Send a result until the master acknowledges it (it stores each task's result once)."""
         delay = 0.2
@@ -223,9 +275,9 @@ class MasterLink:
         while True:
             attempt += 1
             try:
-                ack = await (await self._stub()).ReportTaskCompletion(
-                    result_to_pb(result), timeout=RPC_DEADLINE
-                )
+                message = result_to_pb(result)
+                message.cluster_id = self.cluster_id  # a master of another cluster refuses it
+                ack = await (await self._stub()).ReportTaskCompletion(message, timeout=RPC_DEADLINE)
                 log.info("[Task %s] ✓ result reported to master: %s", result.task_id, ack.message)
                 self.report_attempts.pop(result.task_id, None)
                 return

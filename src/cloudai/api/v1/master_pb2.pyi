@@ -104,32 +104,36 @@ class WhoAmIRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker_id", "address", "capacity", "runtime", "running_task_ids", "gpu_ids")
+    __slots__ = ("worker_id", "address", "capacity", "runtime", "running_task_ids", "gpu_ids", "cluster_id")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     capacity: _types_pb2.Resources
     runtime: str
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
     gpu_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., runtime: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., runtime: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., gpu_ids: _Optional[_Iterable[str]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
-    __slots__ = ("accepted", "message", "heartbeat_interval", "stop_orders")
+    __slots__ = ("accepted", "message", "heartbeat_interval", "stop_orders", "cluster_id")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     STOP_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     message: str
     heartbeat_interval: float
     stop_orders: _containers.RepeatedCompositeFieldContainer[_types_pb2.CancelTaskRequest]
-    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ..., stop_orders: _Optional[_Iterable[_Union[_types_pb2.CancelTaskRequest, _Mapping]]] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ..., stop_orders: _Optional[_Iterable[_Union[_types_pb2.CancelTaskRequest, _Mapping]]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class ManualRegisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "address")
@@ -140,7 +144,7 @@ class ManualRegisterWorkerRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("worker_id", "running_task_ids", "cpu_percent", "mem_used_gb", "disk_free_gb", "stopping_task_ids", "usage", "gpus")
+    __slots__ = ("worker_id", "running_task_ids", "cpu_percent", "mem_used_gb", "disk_free_gb", "stopping_task_ids", "usage", "gpus", "cluster_id")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +153,7 @@ class HeartbeatRequest(_message.Message):
     STOPPING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
     cpu_percent: float
@@ -157,7 +162,8 @@ class HeartbeatRequest(_message.Message):
     stopping_task_ids: _containers.RepeatedScalarFieldContainer[str]
     usage: _containers.RepeatedCompositeFieldContainer[TaskUsage]
     gpus: _containers.RepeatedCompositeFieldContainer[_types_pb2.GpuDevice]
-    def __init__(self, worker_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., stopping_task_ids: _Optional[_Iterable[str]] = ..., usage: _Optional[_Iterable[_Union[TaskUsage, _Mapping]]] = ..., gpus: _Optional[_Iterable[_Union[_types_pb2.GpuDevice, _Mapping]]] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, worker_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., stopping_task_ids: _Optional[_Iterable[str]] = ..., usage: _Optional[_Iterable[_Union[TaskUsage, _Mapping]]] = ..., gpus: _Optional[_Iterable[_Union[_types_pb2.GpuDevice, _Mapping]]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class TaskUsage(_message.Message):
     __slots__ = ("task_id", "cpu_percent", "mem_used_gb")
@@ -184,14 +190,16 @@ class RemoveWorkerRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("known", "stop_task_ids", "stop_orders")
+    __slots__ = ("known", "stop_task_ids", "stop_orders", "cluster_id")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     STOP_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     STOP_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     known: bool
     stop_task_ids: _containers.RepeatedScalarFieldContainer[str]
     stop_orders: _containers.RepeatedCompositeFieldContainer[_types_pb2.CancelTaskRequest]
-    def __init__(self, known: _Optional[bool] = ..., stop_task_ids: _Optional[_Iterable[str]] = ..., stop_orders: _Optional[_Iterable[_Union[_types_pb2.CancelTaskRequest, _Mapping]]] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, known: _Optional[bool] = ..., stop_task_ids: _Optional[_Iterable[str]] = ..., stop_orders: _Optional[_Iterable[_Union[_types_pb2.CancelTaskRequest, _Mapping]]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("task_ids", "force", "grace_seconds", "reason", "stop_signal")

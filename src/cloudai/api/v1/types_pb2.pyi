@@ -205,7 +205,7 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., usage_at: _Optional[float] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at", "stop")
+    __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at", "stop", "cluster_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +216,7 @@ class TaskResult(_message.Message):
     OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     worker_id: str
     status: str
@@ -226,7 +227,8 @@ class TaskResult(_message.Message):
     oom_killed: bool
     started_at: float
     stop: StopReport
-    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., status: _Optional[str] = ..., logs: _Optional[str] = ..., exit_code: _Optional[int] = ..., completed_at: _Optional[float] = ..., error: _Optional[str] = ..., oom_killed: _Optional[bool] = ..., started_at: _Optional[float] = ..., stop: _Optional[_Union[StopReport, _Mapping]] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., status: _Optional[str] = ..., logs: _Optional[str] = ..., exit_code: _Optional[int] = ..., completed_at: _Optional[float] = ..., error: _Optional[str] = ..., oom_killed: _Optional[bool] = ..., started_at: _Optional[float] = ..., stop: _Optional[_Union[StopReport, _Mapping]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
     __slots__ = ("task_id", "follow")
