@@ -10,6 +10,8 @@ __all__ = [
     "DEFAULT_MASTER_PORT",
     "DEFAULT_WORKER_METRICS",
     "DEFAULT_WORKER_PORT",
+    "LOCAL_MASTER_METRICS",
+    "LOCAL_WORKER_METRICS",
     "home",
     "metrics_address",
 ]
@@ -27,6 +29,9 @@ def home() -> pathlib.Path:
 
 DEFAULT_MASTER_METRICS = "0.0.0.0:9105"
 DEFAULT_WORKER_METRICS = "0.0.0.0:9106"
+# `cloudai up` keeps everything on this machine, /metrics too.
+LOCAL_MASTER_METRICS = "127.0.0.1:9105"
+LOCAL_WORKER_METRICS = "127.0.0.1:9106"
 
 
 def metrics_address(given: str | None, default: str) -> tuple[str, bool]:

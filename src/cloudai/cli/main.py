@@ -22,6 +22,8 @@ from cloudai.config import (
     DEFAULT_MASTER_PORT,
     DEFAULT_WORKER_METRICS,
     DEFAULT_WORKER_PORT,
+    LOCAL_MASTER_METRICS,
+    LOCAL_WORKER_METRICS,
     home,
     metrics_address,
 )
@@ -242,12 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--no-shell", action="store_true", help="serve until interrupted, no shell")
     _insecure_option(up)
-    _metrics_option(up, DEFAULT_MASTER_METRICS, "the master's ")
+    _metrics_option(up, LOCAL_MASTER_METRICS, "the master's ")
     up.add_argument(
         "--worker-metrics-listen",
         default=None,
         metavar="ADDR",
-        help=f"the local worker's /metrics (default: {DEFAULT_WORKER_METRICS}; off: none)",
+        help=f"the local worker's /metrics (default: {LOCAL_WORKER_METRICS}; off: none)",
     )
     _log_options(up)
 

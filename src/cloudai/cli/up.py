@@ -17,7 +17,7 @@ from rich.console import Console
 
 from cloudai.cli.render import Renderer
 from cloudai.client import Client, Credentials
-from cloudai.config import DEFAULT_MASTER_METRICS, DEFAULT_WORKER_METRICS, home, metrics_address
+from cloudai.config import LOCAL_MASTER_METRICS, LOCAL_WORKER_METRICS, home, metrics_address
 from cloudai.core.models import validate_address
 from cloudai.errors import CloudAIError, InvalidArgument, Unavailable
 from cloudai.logsetup import setup_logging
@@ -107,8 +107,8 @@ def run_up(args: argparse.Namespace) -> int:
     servers.start()
     try:
         runtime = servers.run(_pick_runtime(args.runtime, args.worker_id, console))
-        mlisten, mrequired = metrics_address(args.metrics_listen, DEFAULT_MASTER_METRICS)
-        wlisten, wrequired = metrics_address(args.worker_metrics_listen, DEFAULT_WORKER_METRICS)
+        mlisten, mrequired = metrics_address(args.metrics_listen, LOCAL_MASTER_METRICS)
+        wlisten, wrequired = metrics_address(args.worker_metrics_listen, LOCAL_WORKER_METRICS)
         master_cfg = MasterConfig(metrics_listen=mlisten, metrics_required=mrequired)
         cluster, served, _ = servers.run(serve_master(args.listen, db, master_cfg, security))
         state_dir = data / f"worker-{args.worker_id}"
