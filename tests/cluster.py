@@ -295,6 +295,16 @@ class ProcCluster:
         creds = Credentials(self.token if token is None else token, ca)
         return Client(f"127.0.0.1:{self.port}", credentials=creds)
 
+    def __enter__(self) -> ProcCluster:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        """Print the processes' logs when something failed on the way (a setup that broke),
+        then stop them all."""
+        if exc_type is not None:
+            print(self.logs())
+        self.close()
+
     @property
     def security_args(self) -> list[str]:
         return [] if self.secure else ["--insecure"]

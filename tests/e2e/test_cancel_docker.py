@@ -332,7 +332,10 @@ def test_bulk_cancel_all_fifty_running_tasks(
     assert all(a["success"] and a["status"] == "cancelled" and not a["already"] for a in acks)
     assert cluster.cli_json("task", "ls", "--status", "running") == []
     for w in cluster.cli_json("workers"):
-        assert w["allocated"]["cpu"] == pytest.approx(0) and w["running_tasks"] == []
+        assert w["running_tasks"] == []  # desired: cancelled, at once
+        # Actual: each task holds its share until its container is gone (core/stop.py).
+        assert set(w["releasing_tasks"]) <= ids
+        assert w["allocated"]["cpu"] == pytest.approx(w["releasing"]["cpu"])
 
     def all_gone() -> bool:
         left = {
@@ -343,6 +346,14 @@ def test_bulk_cancel_all_fifty_running_tasks(
         return True
 
     eventually(all_gone, timeout=60, interval=0.5, what="all 50 containers removed")
+
+    def all_released() -> bool:
+        for w in cluster.cli_json("workers"):
+            assert w["allocated"]["cpu"] == pytest.approx(0), w
+            assert w["releasing_tasks"] == [], w
+        return True
+
+    eventually(all_released, timeout=30, interval=0.5, what="every share released")
 
     def all_recorded() -> bool:
         tasks = [cluster.client.get_task(t) for t in ids]  # 50 CLI calls would be slow

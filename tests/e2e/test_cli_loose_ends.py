@@ -22,18 +22,14 @@ ON_INT = "trap 'echo got INT; exit 0' INT; echo ready; while :; do sleep 0.05; d
 
 @pytest.fixture
 def cluster(tmp_path: pathlib.Path) -> Iterator[ProcCluster]:
-    c = ProcCluster(tmp_path)
-    try:
-        c.add_worker("w1", runtime="process")
-        yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        for p in c.workers.values():
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGCONT)
-        c.close()
+    with ProcCluster(tmp_path) as c:
+        try:
+            c.add_worker("w1", runtime="process")
+            yield c
+        finally:
+            for p in c.workers.values():
+                if p.poll() is None:
+                    os.kill(p.pid, signal.SIGCONT)
 
 
 def run(c: ProcCluster, script: str, *options: str) -> dict[str, Any]:

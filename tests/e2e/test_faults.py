@@ -45,14 +45,8 @@ def worker_id(docker: Any) -> Iterator[str]:
 
 @contextlib.contextmanager
 def cluster(tmp_path: pathlib.Path, *master_args: str) -> Iterator[ProcCluster]:
-    c = ProcCluster(tmp_path, master_args=master_args)
-    try:
+    with ProcCluster(tmp_path, master_args=master_args) as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.close()
 
 
 def run(c: ProcCluster, worker_id: str, *command: str) -> str:

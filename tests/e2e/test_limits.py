@@ -30,15 +30,9 @@ STORE_GROWTH_MAX = 8 * MIB
 
 @pytest.fixture
 def process_cluster(tmp_path: pathlib.Path) -> Iterator[ProcCluster]:
-    c = ProcCluster(tmp_path)
-    try:
+    with ProcCluster(tmp_path) as c:
         c.add_worker("w1", runtime="process")
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.close()
 
 
 class PeakRss:

@@ -60,14 +60,8 @@ def last_line(done: subprocess.CompletedProcess[str]) -> str:
 def pc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcCluster]:
     """A master process with no worker: submitted tasks stay pending, so users' tasks exist
     without any container."""
-    c = ProcCluster(tmp_path_factory.mktemp("sec"))
-    try:
+    with ProcCluster(tmp_path_factory.mktemp("sec")) as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.close()
 
 
 def as_user(pc: ProcCluster, token: str) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 The decision is one transaction: a compare-and-set of the task's status from `pending` or
 `running` to `cancelled`, the cancellations row (who, when, why, how) and an audit event. The
-resources are free from that moment (they are derived from the tasks that hold them).
+task keeps its worker's resources until its container has exited (core/stop.py; they are
+derived from the tasks that hold them, in store/tasks.py).
 
 Then the stop order goes to the worker over gRPC (30 s deadline), in the background: the caller
 waits only a moment for the worker's acknowledgement, so an unreachable or frozen worker never

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["Dispatcher"]
 
 log = logging.getLogger("cloudai.master.dispatch")
-MAX_DELIVERY_ATTEMPTS = 1000  # about a quarter of an hour of retries at the default pace
 
 
 class Dispatcher:
