@@ -122,3 +122,23 @@ async def _ready(rt: Runtime, h: Any) -> None:
         return "ready" in await rt.read_logs(h)
 
     await aeventually(said_ready, what="the task to print ready")
+
+
+async def test_docker_leaves_another_clusters_containers_alone(tmp_path: pathlib.Path) -> None:
+    """Two clusters on one engine, with the same worker ID: each lists (and so re-adopts) only
+    its own containers; one from before cluster labels counts as anyone's."""
+    docker_client()  # skips locally / fails under CI when no engine answers
+    worker_id = f"clusters-{time.monotonic_ns()}"
+    ours, theirs, unlabelled = (open_runtime("docker", worker_id, str(tmp_path)) for _ in "abc")
+    ours.cluster, theirs.cluster = (lambda: "cluster-a"), (lambda: "cluster-b")
+    try:
+        await start(ours, "t-a", spec("sleep", "30"))
+        await start(theirs, "t-b", spec("sleep", "30"))
+        assert [h.task_id for h in await ours.list()] == ["t-a"]
+        assert [h.task_id for h in await theirs.list()] == ["t-b"]
+        assert sorted(h.task_id for h in await unlabelled.list()) == ["t-a", "t-b"]
+    finally:
+        for h in await unlabelled.list():
+            await unlabelled.destroy(h)
+        for rt in (ours, theirs, unlabelled):
+            await rt.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from cloudai.core.limits import LOG_TAIL_BYTES
@@ -36,6 +36,10 @@ class Exit:
 
 class Runtime(abc.ABC):
     name: str
+    # The cluster this worker belongs to ("" until it knows): a runtime that labels what it
+    # starts marks it, and `list` leaves another cluster's alone (two clusters on one engine
+    # never adopt each other's containers, even with the same worker ID).
+    cluster: Callable[[], str] = staticmethod(lambda: "")
 
     @abc.abstractmethod
     async def ping(self) -> None:

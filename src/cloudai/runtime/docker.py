@@ -30,6 +30,7 @@ from cloudai.errors import RuntimeFailure, Unavailable
 from cloudai.runtime.base import LOG_LIMIT, Exit, Handle, Runtime
 
 __all__ = [
+    "LABEL_CLUSTER",
     "LABEL_GPUS",
     "LABEL_TASK",
     "LABEL_WORKER",
@@ -43,6 +44,7 @@ T = TypeVar("T")
 LABEL_TASK = "cloudai.task"
 LABEL_WORKER = "cloudai.worker"
 LABEL_GPUS = "cloudai.gpus"  # the devices it was started with: "0,1"
+LABEL_CLUSTER = "cloudai.cluster"  # the cluster of the worker that started it
 _API_TIMEOUT = 30
 _WAIT_SLICE = 30
 
@@ -141,6 +143,8 @@ class DockerRuntime(Runtime):
         )
         name = f"cloudai-{task_id}"
         labels = {LABEL_TASK: task_id, LABEL_WORKER: self.worker_id}
+        if cluster := self.cluster():
+            labels[LABEL_CLUSTER] = cluster
         if gpu_ids:
             labels[LABEL_GPUS] = ",".join(gpu_ids)
         try:
@@ -231,8 +235,13 @@ class DockerRuntime(Runtime):
                 gpu_ids=tuple(g for g in c["Labels"].get(LABEL_GPUS, "").split(",") if g),
             )
             for c in found
-            if LABEL_TASK in (c.get("Labels") or {})
+            if LABEL_TASK in (c.get("Labels") or {}) and self._ours(c["Labels"])
         ]
+
+    def _ours(self, labels: dict[str, str]) -> bool:
+        """Not another cluster's (a container from before cluster labels counts as ours)."""
+        mine, its = self.cluster(), labels.get(LABEL_CLUSTER, "")
+        return not (mine and its and its != mine)
 
     async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
         try:

@@ -110,6 +110,8 @@ def _log_isolation(cfg: WorkerConfig) -> None:
 async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     check(cfg.problems())  # before anything starts: a worker the master refuses never runs
     runtime = open_runtime(cfg.runtime, cfg.worker_id, cfg.state_dir, cfg.policy)
+    identity = ClusterIdentity(cfg.state_dir)
+    runtime.cluster = lambda: identity.expected
     await runtime.ping()
     _log_isolation(cfg)
     gpus = await asyncio.to_thread(Gpus.open, cfg.gpu_ids)  # NVML calls block
@@ -125,7 +127,7 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
         cfg.heartbeat_interval,
         cfg.tls,
         gpus.ids,
-        ClusterIdentity(cfg.state_dir),
+        identity,
     )
     metrics = WorkerMetrics()
     link.metrics = metrics
