@@ -805,7 +805,7 @@ def _run_server(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     if args.command == "master":
         from cloudai.master.app import run_master
-        from cloudai.master.cluster import MasterConfig
+        from cloudai.master.config import MasterConfig
         from cloudai.store import default_sqlite_url
 
         db = args.db or default_sqlite_url(home())

@@ -70,7 +70,7 @@ class _Servers:
 def run_up(args: argparse.Namespace) -> int:
     from cloudai.cli.secure import init_pki, pki_of
     from cloudai.master.app import MasterSecurity, serve_master, shutdown_master
-    from cloudai.master.cluster import MasterConfig
+    from cloudai.master.config import MasterConfig
     from cloudai.security.tls import Tls
     from cloudai.store import default_sqlite_url
     from cloudai.store.engine import masked_url

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from cloudai.api.v1 import master_pb2, master_pb2_grpc
 from cloudai.master.accounts import Accounts
 from cloudai.master.auth import Auth, RateLimit
-from cloudai.master.cluster import Cluster, MasterConfig
+from cloudai.master.cluster import Cluster
+from cloudai.master.config import MasterConfig
 from cloudai.master.service import MasterService
 from cloudai.metrics import start_metrics
 from cloudai.rpc.server import Served, new_server

@@ -36,7 +36,7 @@ from cloudai.metrics import MasterMetrics
 from cloudai.store import Store, assignments, cancellations, events, results, tasks, workers
 
 if TYPE_CHECKING:
-    from cloudai.master.cluster import MasterConfig
+    from cloudai.master.config import MasterConfig
 
 __all__ = ["CancelOutcome", "Canceller", "stop_orders_tx"]
 

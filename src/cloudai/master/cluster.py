@@ -8,7 +8,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Connection
@@ -58,6 +57,7 @@ from cloudai.loops import Loops
 from cloudai.master import planner
 from cloudai.master.auth import Caller
 from cloudai.master.canceller import Canceller, CancelOutcome, stop_orders_tx
+from cloudai.master.config import MasterConfig
 from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.liveness import reap_lost_workers_tx, reconcile_tx
 from cloudai.master.peers import WorkerPeers
@@ -72,24 +72,6 @@ __all__ = ["Cluster", "MasterConfig"]
 
 log = logging.getLogger("cloudai.master")
 REFUSAL_LOG_EVERY = 60.0  # seconds between two ERROR lines about one refused worker
-
-
-@dataclass(frozen=True)
-class MasterConfig:
-    heartbeat_interval: float = 5.0
-    dispatch_interval: float = 1.0
-    cancel_deadline: float = 30.0  # the CancelTask RPC to a worker
-    cancel_ack_wait: float = 0.05  # how long a cancel waits for the worker's ack before "queued"
-    cancel_retry_interval: float = 2.0  # between deliveries of an unacknowledged stop order
-    cancel_webhook: str = ""  # POST cancellation events here (JSON), when set
-    # A worker silent this long (counted from the later of its last heartbeat and this
-    # master's start: core/lease.py) is lost, and its running tasks end failed.
-    worker_lost_after: float = 300.0
-    metrics_listen: str = ""  # HOST:PORT for /metrics; empty: none
-    metrics_required: bool = False  # False: a busy (default) address is only a warning
-    max_pending_per_user: int = 10_000  # a user's pending tasks beyond this are refused
-    submit_rate: float = 200.0  # per user and second, bursts of twice as many; 0: no limit
-    cancel_rate: float = 200.0
 
 
 def _worker_problems(capacity: Resources, runtime: str) -> list[str]:

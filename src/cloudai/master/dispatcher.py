@@ -23,7 +23,7 @@ from cloudai.scheduler.placement import propose
 from cloudai.store import Store, assignments, events, tasks, workers
 
 if TYPE_CHECKING:
-    from cloudai.master.cluster import MasterConfig
+    from cloudai.master.config import MasterConfig
 
 __all__ = ["Dispatcher"]
 
