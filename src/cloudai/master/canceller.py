@@ -10,18 +10,18 @@ waits only a moment for the worker's acknowledgement, so an unreachable or froze
 makes a cancel hang. An order not acknowledged stays in the store and reaches the worker by
 whichever comes first: a retry of the delivery, the worker's next heartbeat, or its
 re-registration. The worker confirms each stage (signal sent, killed, exited, removed), so
-the task shows how far the stop has got, and an unconfirmed stop stays visible."""
+the task shows how far the stop has got, and an unconfirmed stop stays visible.
+
+Beside this module: `stop_orders.py` (the orders a worker is owed, a query over the store, for
+heartbeat and registration replies) and `webhook.py` (each event POSTed to the operator)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-import urllib.request
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
@@ -32,13 +32,15 @@ from cloudai.core.models import Cancellation, TaskResult, worker_state
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
 from cloudai.logsetup import box
 from cloudai.master.peers import WorkerPeers
+from cloudai.master.stop_orders import order_pb, store_unrun_result
+from cloudai.master.webhook import Webhook
 from cloudai.metrics import MasterMetrics
-from cloudai.store import Store, assignments, cancellations, events, results, tasks, workers
+from cloudai.store import Store, assignments, cancellations, events, tasks, workers
 
 if TYPE_CHECKING:
     from cloudai.master.config import MasterConfig
 
-__all__ = ["CancelOutcome", "Canceller", "stop_orders_tx"]
+__all__ = ["PROGRESS_STAGES", "CancelOutcome", "Canceller"]
 
 log = logging.getLogger("cloudai.master.cancel")
 PROGRESS_STAGES = ("signal_sent", "killed", "kill_failed", "removed", "remove_failed")
@@ -95,7 +97,7 @@ def _decide_tx(
         raise Conflict(f"task {task_id} already {now_status.status.value}: nothing to cancel")
     worker_id = assignments.worker_of(conn, task_id)
     if worker_id is None:  # never placed: this is its end, and its one result
-        _store_unrun_result(conn, task_id, "", "cancelled before it was placed", now)
+        store_unrun_result(conn, task_id, "", "cancelled before it was placed", now)
     signal = "SIGKILL" if force else (stop_signal or task.spec.signal)
     grace_s = 0.0 if force else (task.spec.grace if grace is None else grace)
     cancellations.create(conn, task_id, worker_id, actor, reason, force, grace_s, signal, now)
@@ -104,73 +106,6 @@ def _decide_tx(
     detail = f"{how}; {where}" + (f"; reason: {reason}" if reason else "")
     events.add(conn, task_id, "cancel_requested", actor, detail, now)
     return "cancelled", cancellations.get(conn, task_id)
-
-
-def _store_unrun_result(
-    conn: Connection, task_id: str, worker_id: str, why: str, now: float
-) -> None:
-    """The result of a cancelled task that never ran: no logs, no exit code, and why."""
-    results.insert_once(
-        conn, TaskResult(task_id, worker_id, TaskStatus.CANCELLED, error=why, completed_at=now), now
-    )
-
-
-def _order_pb(c: Cancellation) -> types_pb2.CancelTaskRequest:
-    return types_pb2.CancelTaskRequest(
-        task_id=c.task_id,
-        stop_signal=c.stop_signal,
-        grace_seconds=c.grace_seconds,
-        force=c.force,
-        reason=c.reason,
-        requested_by=c.requested_by,
-    )
-
-
-def stop_orders_tx(
-    conn: Connection,
-    worker_id: str,
-    running: Iterable[str],
-    stopping: Iterable[str],
-    now: float,
-    unknown: list[str] | None = None,
-) -> list[types_pb2.CancelTaskRequest]:
-    """Reconcile what a worker says it runs with the store, in its heartbeat or registration:
-
-    - a stop it says it is carrying out counts as delivered;
-    - an open stop for a task it does not hold any more is confirmed (it ended and was
-      removed, or never arrived) — the order still goes out, so a late assignment is refused;
-    - each open stop is sent (again) until confirmed;
-    - a task it runs that the store has as finished or placed elsewhere gets a stop order;
-    - a task the store has no record of is left alone and added to `unknown`, for the caller
-      to report: a master that does not know some work (an older copy of the store) must not
-      destroy it."""
-    running, stopping = set(running), set(stopping)
-    orders: list[types_pb2.CancelTaskRequest] = []
-    ordered: set[str] = set()
-    for c in cancellations.open_for_worker(conn, worker_id):
-        if c.task_id in stopping and cancellations.mark_delivered(conn, c.task_id, now):
-            events.add(conn, c.task_id, "stop_delivered", worker_id, "by heartbeat", now)
-        gone = c.task_id not in running and c.task_id not in stopping
-        if gone and cancellations.mark_stage(conn, c.task_id, "removed", now):
-            events.add(conn, c.task_id, "removed", worker_id, "confirmed by heartbeat: gone", now)
-            if results.get(conn, c.task_id) is None:
-                # The worker reports a result before it forgets a task; with none, the task
-                # never started there (the order reached it first).
-                why = f"cancelled before it started on {worker_id}"
-                _store_unrun_result(conn, c.task_id, worker_id, why, now)
-        orders.append(_order_pb(c))
-        ordered.add(c.task_id)
-    known = tasks.statuses(conn, sorted(running - ordered))
-    terminal = {s.value for s in TERMINAL}
-    for task_id in sorted(running - ordered):
-        if task_id not in known:
-            if unknown is not None:
-                unknown.append(task_id)
-            continue
-        status, placed_on = known[task_id]
-        if status in terminal or placed_on != worker_id:
-            orders.append(types_pb2.CancelTaskRequest(task_id=task_id, reason="not yours"))
-    return orders
 
 
 class Canceller:
@@ -183,7 +118,7 @@ class Canceller:
         self.config = config
         self._delivering: dict[str, asyncio.Task[bool]] = {}
         self._next_try: dict[str, float] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self.webhook = Webhook(config.cancel_webhook)
 
     # ---- the decision -------------------------------------------------------------------
 
@@ -266,7 +201,7 @@ class Canceller:
             return CancelOutcome(
                 task_id, True, f"task {task_id} already cancelled", "cancelled", already=True
             )
-        self._notify("cancel_requested", c)
+        self.webhook.notify("cancel_requested", c)
         lines = [f"Task ID: {task_id}", f"Requested by: {actor}"]
         if reason:
             lines.append(f"Reason: {reason}")
@@ -326,7 +261,7 @@ class Canceller:
         assert c.worker_id is not None
         try:
             message = await self.peers.cancel(
-                c.worker_id or "", address, _order_pb(c), timeout=self.config.cancel_deadline
+                c.worker_id or "", address, order_pb(c), timeout=self.config.cancel_deadline
             )
         except NotFound as exc:
             # The worker does not hold it: it never arrived, or it ended meanwhile (its
@@ -390,7 +325,7 @@ class Canceller:
             raise InvalidArgument(f"unknown stop stage {quote(stage)}")
         confirmed = await self.store.tx(self._progress_tx, task_id, worker_id, stage, at, detail)
         if confirmed is not None:
-            self._notify("cancel_confirmed", confirmed)
+            self.webhook.notify("cancel_confirmed", confirmed)
 
     @staticmethod
     def _progress_tx(
@@ -450,50 +385,9 @@ class Canceller:
         events.add(conn, result.task_id, "stopped", result.worker_id, detail, time.time())
         return max(took, 0.0), "forced" if stop.forced else "graceful"
 
-    # ---- notifications ------------------------------------------------------------------
-
-    def _notify(self, kind: str, c: Cancellation) -> None:
-        """POST the event to the cancellation webhook, when one is set (in the background)."""
-        url = self.config.cancel_webhook
-        if not url:
-            return
-        body = json.dumps(
-            {
-                "event": kind,
-                "task_id": c.task_id,
-                "worker_id": c.worker_id,
-                "requested_by": c.requested_by,
-                "requested_at": c.requested_at,
-                "reason": c.reason,
-                "force": c.force,
-                "state": c.state,
-                "exit_code": c.exit_code,
-                "forced": c.forced,
-                "stop_seconds": c.stop_seconds,
-            }
-        ).encode()
-        t = asyncio.create_task(asyncio.to_thread(_post, url, body), name=f"webhook-{kind}")
-        self._background.add(t)
-        t.add_done_callback(self._background.discard)
-
     async def close(self) -> None:
-        pending = [*self._delivering.values(), *self._background]
+        pending = list(self._delivering.values())
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _post(url: str, body: bytes, attempts: int = 3) -> None:
-    for attempt in range(attempts):
-        req = urllib.request.Request(
-            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - operator's URL
-                if resp.status < 300:
-                    return
-        except OSError as exc:
-            if attempt == attempts - 1:
-                log.warning("⚠ cancellation webhook %s failed: %s", url, exc)
-                return
-        time.sleep(0.5 * 2**attempt)
+        await self.webhook.close()

@@ -56,11 +56,12 @@ from cloudai.errors import (
 from cloudai.loops import Loops
 from cloudai.master import planner
 from cloudai.master.auth import Caller
-from cloudai.master.canceller import Canceller, CancelOutcome, stop_orders_tx
+from cloudai.master.canceller import Canceller, CancelOutcome
 from cloudai.master.config import MasterConfig
 from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.liveness import reap_lost_workers_tx, reconcile_tx
 from cloudai.master.peers import WorkerPeers
+from cloudai.master.stop_orders import stop_orders_tx
 from cloudai.metrics import MasterMetrics
 from cloudai.security.tls import Tls
 from cloudai.store import Store, assignments, events, results, tasks, workers
