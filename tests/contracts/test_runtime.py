@@ -142,3 +142,16 @@ async def test_docker_leaves_another_clusters_containers_alone(tmp_path: pathlib
             await unlabelled.destroy(h)
         for rt in (ours, theirs, unlabelled):
             await rt.close()
+
+
+async def test_read_logs_keeps_the_tail_and_says_what_it_dropped(runtime: Runtime) -> None:
+    """3 MiB of output read with a 64 KiB limit: the last 64 KiB at most, the end of the
+    output intact, and a first line saying how many bytes were dropped."""
+    script = "i=0; while [ $i -lt 3072 ]; do printf '%1023d\\n' $i; i=$((i+1)); done; echo THE-END"
+    h = await start(runtime, "t-big", spec("sh", "-c", script))
+    assert (await asyncio.wait_for(runtime.wait(h), 60)).exit_code == 0
+    tail = await runtime.read_logs(h, limit=64 * 1024)
+    assert len(tail.encode()) <= 64 * 1024
+    first, _, rest = tail.partition("\n")
+    assert first.startswith("[cloudai: ") and "bytes of earlier output dropped" in first, first
+    assert rest.rstrip().endswith("THE-END")

@@ -25,6 +25,7 @@ from docker.types import DeviceRequest
 from docker.utils import parse_repository_tag
 
 from cloudai.core.hardening import ContainerPolicy, container_limits
+from cloudai.core.limits import log_tail
 from cloudai.core.models import TaskSpec
 from cloudai.errors import RuntimeFailure, Unavailable
 from cloudai.runtime.base import LOG_LIMIT, Exit, Handle, Runtime
@@ -244,11 +245,22 @@ class DockerRuntime(Runtime):
         return not (mine and its and its != mine)
 
     async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
+        """The last `limit` bytes of the container's output, streamed through a rolling buffer:
+        a task that printed gigabytes never has them in the worker's memory at once."""
         try:
-            raw: bytes = await self._call(self.api.logs, handle.ref, stdout=True, stderr=True)
+            kept, total = await self._call(self._tail, handle.ref, limit)
         except docker.errors.NotFound:
             return ""
-        return raw[-limit:].decode("utf-8", errors="replace")
+        return log_tail(kept, total=total, limit=limit)
+
+    def _tail(self, ref: str, limit: int) -> tuple[bytes, int]:
+        buf, total = bytearray(), 0
+        for chunk in self.api.logs(ref, stdout=True, stderr=True, stream=True, follow=False):
+            total += len(chunk)
+            buf += chunk
+            if len(buf) > 2 * limit:  # trim now and then, not at every chunk
+                del buf[: len(buf) - limit]
+        return bytes(buf[-limit:]), total
 
     async def follow_logs(self, handle: Handle, follow: bool) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
