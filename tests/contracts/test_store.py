@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, inspect, select
@@ -22,13 +21,6 @@ from cloudai.store.schema import tasks as tasks_table
 
 NOW = 1_000_000.0
 INTERVAL = 5.0
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    yield s
-    s.close()
 
 
 def add_worker(store: Store, wid: str, cpu: float = 2.0, mem: float = 4.0) -> None:

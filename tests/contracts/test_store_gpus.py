@@ -4,9 +4,6 @@ the transaction that locks the worker, so no device ever goes to two active task
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from cloudai.core.gpus import GpuDevice
 from cloudai.core.lifecycle import TaskStatus
@@ -18,13 +15,6 @@ from cloudai.store.engine import Store
 
 NOW = 1_000_000.0
 INTERVAL = 5.0
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    yield s
-    s.close()
 
 
 def add_gpu_worker(store: Store, wid: str, gpu_ids: tuple[str, ...] | None) -> None:
