@@ -207,7 +207,7 @@ def free_port() -> int:
 
 
 WORKER_CALLS = frozenset(
-    {"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "ReportStopProgress"}
+    {"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "UpdateStop"}
 )
 
 

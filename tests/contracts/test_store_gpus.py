@@ -9,6 +9,7 @@ from cloudai.core.gpus import GpuDevice
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import TaskSpec
 from cloudai.core.resources import Resources
+from cloudai.core.stop import StopStage
 from cloudai.master import planner
 from cloudai.store import cancellations, tasks, workers
 from cloudai.store.engine import Store
@@ -71,9 +72,9 @@ def test_a_cancelled_task_holds_its_devices_until_its_container_exited(store: St
     store.tx_sync(cancellations.create, "a", "w1", "ann", "", False, 10.0, "SIGTERM", NOW)
     assert store.tx_sync(tasks.held_gpus_by_worker, "w1") == {"w1": {"0": "a"}}
     assert not place(store, "b", 1)  # its container still runs
-    store.tx_sync(cancellations.mark_stage, "a", "signal_sent", NOW + 1)
+    store.tx_sync(cancellations.advance, "a", StopStage.SIGNALLED, NOW + 1)
     assert not place(store, "b", 1)
-    store.tx_sync(cancellations.mark_stage, "a", "exited", NOW + 2)
+    store.tx_sync(cancellations.advance, "a", StopStage.EXITED, NOW + 2)
     assert store.tx_sync(tasks.held_gpus_by_worker, "w1") == {}
     assert place(store, "b", 1) and devices(store, "b") == ("0",)
 

@@ -55,7 +55,7 @@ from cloudai.core.models import (
     validate_worker_id,
 )
 from cloudai.core.resources import Resources
-from cloudai.master.canceller import PROGRESS_STAGES
+from cloudai.core.stop_update import WORKER_STAGES
 from cloudai.security.tls import master_target_options
 from cloudai.worker import app as worker_app
 from tests.cluster import LocalCluster
@@ -92,7 +92,7 @@ CODES: dict[str, Counter[str]] = {}  # how the fuzz went: replies by code, per R
 # worker's certificate (the rest go to its client port, with the admin's token), so the fuzz
 # reaches past authentication into the handlers; tests/integration/test_security.py covers
 # the callers that are turned away.
-WORKER_CALLS = {"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "ReportStopProgress"}
+WORKER_CALLS = {"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "UpdateStop"}
 
 
 @dataclass
@@ -205,7 +205,7 @@ def _hints(env: FuzzEnv, method: MethodDescriptor) -> Hints:
         "status": st.sampled_from([s.value for s in TaskStatus]),
         "stop_signal": st.sampled_from(["", *sorted(STOP_SIGNALS)]),
         "signal": st.sampled_from(["", *sorted(STOP_SIGNALS)]),
-        "stage": st.sampled_from(PROGRESS_STAGES),
+        "stage": st.sampled_from(sorted(s.value for s in WORKER_STAGES)),
         "address": st.sampled_from(
             ["127.0.0.1:1", "localhost:1", "[::1]:1", "127.0.0.1:0", "h:99999", worker_address]
         ),

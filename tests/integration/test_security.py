@@ -82,8 +82,8 @@ def worker_rpcs(task_id: str, worker_id: str) -> dict[str, Callable[[Any], Any]]
         "ReportTaskCompletion": lambda stub: stub.ReportTaskCompletion(
             forged_result(task_id, worker_id, "failed"), timeout=5
         ),
-        "ReportStopProgress": lambda stub: stub.ReportStopProgress(
-            master_pb2.StopProgress(
+        "UpdateStop": lambda stub: stub.UpdateStop(
+            master_pb2.StopUpdate(
                 task_id=task_id, worker_id=worker_id, stage="removed", at=time.time()
             ),
             timeout=5,
@@ -284,8 +284,8 @@ def test_a_worker_cannot_report_on_another_workers_task(
         )
         assert (
             code_of(
-                lambda: stub.ReportStopProgress(
-                    master_pb2.StopProgress(
+                lambda: stub.UpdateStop(
+                    master_pb2.StopUpdate(
                         task_id=task.task_id, worker_id="w2", stage="killed", at=time.time()
                     ),
                     timeout=5,

@@ -33,8 +33,10 @@ from cloudai.core.limits import (
     text_problem,
     validate_task_id,
 )
-from cloudai.core.models import StopReport, TaskResult, TaskSpec, new_task_id
+from cloudai.core.models import TaskResult, TaskSpec, new_task_id
 from cloudai.core.resources import Resources
+from cloudai.core.stop import StopStage
+from cloudai.core.stop_update import StopUpdate
 from cloudai.rpc.errors import from_rpc_error
 
 # --- task IDs ---------------------------------------------------------------------------------
@@ -246,9 +248,6 @@ def _result(**kw: Any) -> TaskResult:
         ({"completed_at": math.nan}, "completed_at must be a finite number"),
         ({"started_at": math.inf}, "started_at must be a finite number"),
         ({"completed_at": -5.0}, "completed_at must be a non-negative number"),
-        ({"stop": StopReport(received_at=math.nan, signal="SIGTERM")}, "stop.received_at"),
-        ({"stop": StopReport(received_at=1.0, signal="SIGFOO")}, "unknown stop signal"),
-        ({"stop": StopReport(received_at=1.0, signal="", exited_at=1e300)}, "stop.exited_at"),
     ],
 )
 def test_a_report_that_cannot_be_stored_is_refused(kw: dict[str, Any], fragment: str) -> None:
@@ -259,12 +258,14 @@ def test_a_stored_report_is_bounded() -> None:
     result = _result(
         logs="x" * (3 * LOG_TAIL_BYTES) + "\x00",
         error="e" * (ERROR_MAX * 2),
-        stop=StopReport(received_at=1.0, signal="SIGTERM", error="k" * 10_000),
     ).bounded()
     assert len(result.logs.encode()) <= LOG_TAIL_BYTES and "bytes of earlier output" in result.logs
     assert result.logs.endswith("\ufffd")
-    assert len(result.error) == ERROR_MAX and result.stop is not None
-    assert len(result.stop.error) <= 2000
+    assert len(result.error) == ERROR_MAX
+    # How a stop went now comes as stop updates (tests/unit/test_stop_updates.py), whose
+    # detail is bounded the same way.
+    update = StopUpdate(result.task_id, "w1", StopStage.STOP_FAILED, 1.0, "k" * 10_000)
+    assert len(update.bounded().detail) <= 2000
     assert bounded_text("a\x00b", 10) == "a\ufffdb"
 
 

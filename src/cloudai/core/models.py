@@ -13,7 +13,6 @@ from cloudai.core.hardening import PIDS_LIMIT_CEILING
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.limits import (
     ADDRESS_MAX,
-    DETAIL_MAX,
     ERROR_MAX,
     GRACE_MAX,
     IMAGE_MAX,
@@ -37,7 +36,6 @@ from cloudai.core.stop import StopStage, holds_resources, stage_of
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
     "Cancellation",
-    "StopReport",
     "STOP_SIGNALS",
     "Task",
     "TaskEvent",
@@ -274,20 +272,11 @@ class TaskResult:
     error: str = ""
     oom_killed: bool = False
     started_at: float | None = None
-    stop: StopReport | None = None  # how the worker stopped it, when it had a stop order
 
     def problems(self) -> list[str]:
         """Reasons a worker's report cannot be stored (empty when it can)."""
         out = [p for p in (validate_task_id(self.task_id), validate_worker_id(self.worker_id)) if p]
         times = [("completed_at", self.completed_at), ("started_at", self.started_at or 0.0)]
-        if self.stop is not None:
-            s = self.stop
-            times += [
-                ("stop.received_at", s.received_at),
-                *((f"stop.{k}", v or 0.0) for k, v in s.times()),
-            ]
-            if s.signal and s.signal not in STOP_SIGNALS:
-                out.append(f"unknown stop signal {quote(s.signal)}")
         for name, at in times:
             if (err := number_problem(name, at, 0.0, TIME_MAX)) is not None:
                 out.append(err)
@@ -299,32 +288,7 @@ class TaskResult:
         logs = self.logs
         if len(logs) > LOG_TAIL_BYTES // 4 or "\x00" in logs:  # else it is short enough
             logs = log_tail(logs.encode("utf-8", "replace"))
-        stop = self.stop
-        if stop is not None and stop.error:
-            stop = dataclasses.replace(stop, error=bounded_text(stop.error, DETAIL_MAX))
-        return dataclasses.replace(
-            self, logs=logs, error=bounded_text(self.error, ERROR_MAX), stop=stop
-        )
-
-
-@dataclass(slots=True)
-class StopReport:
-    """A worker's account of a stop, filled in step by step."""
-
-    received_at: float
-    signal: str
-    signal_at: float | None = None
-    killed_at: float | None = None  # SIGKILL after the grace ran out
-    exited_at: float | None = None
-    forced: bool = False  # it ended by SIGKILL
-    error: str = ""  # e.g. "kill failed: ..."
-
-    def times(self) -> list[tuple[str, float | None]]:
-        return [
-            ("signal_at", self.signal_at),
-            ("killed_at", self.killed_at),
-            ("exited_at", self.exited_at),
-        ]
+        return dataclasses.replace(self, logs=logs, error=bounded_text(self.error, ERROR_MAX))
 
 
 @dataclass(frozen=True, slots=True)

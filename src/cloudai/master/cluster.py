@@ -18,15 +18,9 @@ from cloudai.core.lease import Lease
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.limits import (
     ACTOR_MAX,
-    DETAIL_MAX,
-    GRACE_MAX,
     OWNER_MAX,
-    REASON_MAX,
     RUNTIME_MAX,
-    TIME_MAX,
-    bounded_text,
     ids_problems,
-    number_problem,
     quote,
     text_problem,
 )
@@ -38,10 +32,11 @@ from cloudai.core.models import (
     new_task_id,
     normalize_signal,
     validate_address,
-    validate_task_id,
     validate_worker_id,
 )
+from cloudai.core.requests import CancelRequest
 from cloudai.core.resources import Resources
+from cloudai.core.stop_update import StopUpdate
 from cloudai.errors import (
     AlreadyExists,
     CloudAIError,
@@ -62,6 +57,7 @@ from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.liveness import reap_lost_workers_tx, reconcile_tx
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import stop_orders_tx
+from cloudai.master.stop_updates import apply_update_tx
 from cloudai.metrics import MasterMetrics
 from cloudai.security.tls import Tls
 from cloudai.store import Store, assignments, events, results, tasks, workers
@@ -106,7 +102,6 @@ class Cluster:
         self.loops = Loops("master", self.metrics.loop_failures)
         self.metrics_server: Any = None
         self.canceller = Canceller(store, self.peers, self.config, self.metrics)
-        self.dispatcher.also.append(self.canceller.retry_undelivered)
         self.dispatcher.also.append(self._reap_lost_workers)
         self.dispatcher.on_placed = lambda w: self.metrics.placements.labels(w).inc()
         # Re-taken by start(), once workers can reach this master.
@@ -218,7 +213,7 @@ class Cluster:
         workers.register_self(conn, worker_id, address, capacity, runtime, now, gpu_ids)
         self._reconcile(conn, worker_id, set(running), set(), now)
         unknown: list[str] = []
-        orders = stop_orders_tx(conn, worker_id, running, [], now, unknown)
+        orders = stop_orders_tx(conn, worker_id, running, unknown)
         self._report_unknown(worker_id, unknown)
         return orders
 
@@ -320,7 +315,7 @@ class Cluster:
             tasks.record_usage(conn, usage, worker_id, now)
         self._reconcile(conn, worker_id, set(running), set(stopping), now)
         unknown: list[str] = []
-        orders = stop_orders_tx(conn, worker_id, running, stopping, now, unknown)
+        orders = stop_orders_tx(conn, worker_id, running, unknown)
         self._report_unknown(worker_id, unknown)
         return True, orders
 
@@ -454,14 +449,6 @@ class Cluster:
         )
         return _summaries(found), hidden, total
 
-    @staticmethod
-    def _report_tx(
-        conn: Connection, result: TaskResult, now: float
-    ) -> tuple[tuple[str, str], tuple[float, str] | None]:
-        outcome = planner.record_result(conn, result, now)
-        stopped = Canceller.record_stop_tx(conn, result) if result.stop is not None else None
-        return outcome, stopped
-
     async def report(self, result: TaskResult) -> str:
         check(result.problems())
         result = result.bounded()  # the logs' tail, short texts: what the store keeps
@@ -470,10 +457,7 @@ class Cluster:
             raise PermissionDenied(
                 f"task {result.task_id} is not assigned to worker {result.worker_id[:64]!r}"
             )
-        (outcome, message), stopped = await self.store.tx(self._report_tx, result, time.time())
-        if stopped is not None:
-            took, how = stopped
-            self.metrics.cancel_stop.labels(how).observe(took)
+        outcome, message = await self.store.tx(planner.record_result, result, time.time())
         log.info(
             "task %s reported %s by %s (exit %s): %s",
             result.task_id,
@@ -486,28 +470,15 @@ class Cluster:
         return message
 
     async def cancel(
-        self,
-        task_ids: list[str],
-        caller: Caller,
-        reason: str = "",
-        force: bool = False,
-        grace: float | None = None,
-        *,
-        stop_signal: str = "",
+        self, task_ids: list[str], caller: Caller, req: CancelRequest
     ) -> list[CancelOutcome]:
         """Cancel what the caller may; other users' tasks get a PERMISSION_DENIED ack each.
-        `stop_signal` (a name of STOP_SIGNALS; "": each task's own) overrides the task's."""
-        check(
-            ids_problems("task_ids", task_ids),
-            text_problem("reason", reason, REASON_MAX, multiline=True),
-            None if grace is None else number_problem("grace", grace, 0.0, GRACE_MAX, " s"),
-        )
+        `req.actor` is the caller's name."""
+        check(ids_problems("task_ids", task_ids), req.problems())
         with self.metrics.cancel_answer.time():
             denied = await self._not_permitted(task_ids, caller, "cancel")
             allowed = [t for t in task_ids if t not in denied]
-            done = await self.canceller.cancel_many(
-                allowed, caller.name, reason, force, grace, stop_signal=stop_signal
-            )
+            done = await self.canceller.cancel_many(allowed, req)
         by_id = {o.task_id: o for o in done}
         refusal = PermissionDenied("").code.name
         outcomes = [
@@ -540,25 +511,28 @@ class Cluster:
                 raise PermissionDenied(
                     f"{caller.name} may not cancel task {task_id}: not the owner"
                 )
-            outcome = await self.canceller.cancel_one(task_id, caller.name)
+            outcome = await self.canceller.cancel_one(task_id, CancelRequest(caller.name))
         self.dispatcher.wake()
         return outcome
 
-    async def stop_progress(
-        self, task_id: str, worker_id: str, stage: str, at: float, detail: str
-    ) -> None:
-        check(
-            validate_task_id(task_id),
-            validate_worker_id(worker_id),
-            number_problem("at", at, 0.0, TIME_MAX),
-        )
-        placed_on = await self.store.tx(assignments.worker_of, task_id)
-        if placed_on is not None and placed_on != worker_id:
-            raise PermissionDenied(f"task {task_id} is not assigned to worker {worker_id[:64]!r}")
-        await self.canceller.progress(
-            task_id, worker_id, stage, at, bounded_text(detail, DETAIL_MAX)
-        )
-        self.dispatcher.wake()  # an exit or a removal frees the task's resources
+    async def update_stop(self, update: StopUpdate) -> bool:
+        """A worker's stop update (the one channel for a stop's stages): applied once; True
+        when it changed something."""
+        check(update.problems())
+        update = update.bounded()
+        placed_on = await self.store.tx(assignments.worker_of, update.task_id)
+        if placed_on is not None and placed_on != update.worker_id:
+            raise PermissionDenied(
+                f"task {update.task_id} is not assigned to worker {update.worker_id[:64]!r}"
+            )
+        applied = await self.store.tx(apply_update_tx, update, time.time())
+        if applied.stop_seconds is not None:
+            self.metrics.cancel_stop.labels(applied.how).observe(applied.stop_seconds)
+        if applied.confirmed is not None:
+            self.canceller.webhook.notify("cancel_confirmed", applied.confirmed)
+        if applied.advanced:
+            self.dispatcher.wake()  # an exit or a removal frees the task's resources
+        return applied.advanced
 
     async def stream_logs(
         self, task_id: str, follow: bool, caller: Caller | None = None

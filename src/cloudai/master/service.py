@@ -9,16 +9,18 @@ from typing import TypeAlias
 import grpc
 
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
-from cloudai.core.models import normalize_signal, validate_task_id, validate_worker_id
+from cloudai.core.models import validate_task_id, validate_worker_id
 from cloudai.errors import InvalidArgument, check
 from cloudai.master.accounts import Accounts
 from cloudai.master.auth import Auth
 from cloudai.master.cluster import Cluster
 from cloudai.rpc.convert import (
+    cancel_request_from_pb,
     gpu_from_pb,
     resources_from_pb,
     result_from_pb,
     spec_from_pb,
+    stop_update_from_pb,
     task_to_pb,
     worker_to_pb,
 )
@@ -181,17 +183,9 @@ class MasterService(master_pb2_grpc.MasterServicer):
         if not request.task_ids:
             raise InvalidArgument("no task IDs given")
         ids = [_require_task_id(t) for t in request.task_ids]
-        grace = request.grace_seconds if request.HasField("grace_seconds") else None
-        if grace is not None and not math.isfinite(grace):
-            raise InvalidArgument("grace must be a number of seconds")
-        try:
-            stop_signal = normalize_signal(request.stop_signal)  # TERM, term, 15 -> SIGTERM
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
+        req = cancel_request_from_pb(request, caller.name)
         self.auth.limit_cancel(caller, len(ids))
-        outcomes = await self.cluster.cancel(
-            ids, caller, request.reason, request.force, grace, stop_signal=stop_signal
-        )
+        outcomes = await self.cluster.cancel(ids, caller, req)
         return master_pb2.CancelResponse(acks=[o.to_pb() for o in outcomes])
 
     @translate
@@ -213,15 +207,13 @@ class MasterService(master_pb2_grpc.MasterServicer):
         return worker_to_pb(await self.cluster.remove_worker(request.worker_id))
 
     @translate
-    async def ReportStopProgress(
-        self, request: master_pb2.StopProgress, context: Ctx
-    ) -> types_pb2.TaskAck:
+    async def UpdateStop(self, request: master_pb2.StopUpdate, context: Ctx) -> types_pb2.TaskAck:
         self.auth.worker(context, request.worker_id)
+        self.cluster.admit(request.worker_id, request.cluster_id)
         _require_task_id(request.task_id)
-        await self.cluster.stop_progress(
-            request.task_id, request.worker_id, request.stage, request.at, request.detail[:2000]
-        )
-        return types_pb2.TaskAck(success=True, message="recorded", task_id=request.task_id)
+        changed = await self.cluster.update_stop(stop_update_from_pb(request))
+        message = "recorded" if changed else "already recorded (or the stop is past it)"
+        return types_pb2.TaskAck(success=True, message=message, task_id=request.task_id)
 
     @translate_stream
     async def StreamTaskLogs(

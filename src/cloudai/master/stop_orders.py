@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.models import Cancellation, TaskResult
-from cloudai.store import cancellations, events, results, tasks
+from cloudai.store import cancellations, results, tasks
 
 __all__ = ["order_pb", "stop_orders_tx", "store_unrun_result"]
 
@@ -41,34 +41,23 @@ def stop_orders_tx(
     conn: Connection,
     worker_id: str,
     running: Iterable[str],
-    stopping: Iterable[str],
-    now: float,
     unknown: list[str] | None = None,
 ) -> list[types_pb2.CancelTaskRequest]:
-    """Reconcile what a worker says it runs with the store, in its heartbeat or registration:
+    """The orders a worker is owed, for its heartbeat or registration reply:
 
-    - a stop it says it is carrying out counts as delivered;
-    - an open stop for a task it does not hold any more is confirmed (it ended and was
-      removed, or never arrived) — the order still goes out, so a late assignment is refused;
-    - each open stop is sent (again) until confirmed;
+    - each stop on it not yet confirmed removed is sent (again), until the worker's `removed`
+      update arrives — for a task it does not hold, that update says so at once, and the
+      order is remembered there so a late assignment is refused;
     - a task it runs that the store has as finished or placed elsewhere gets a stop order;
     - a task the store has no record of is left alone and added to `unknown`, for the caller
       to report: a master that does not know some work (an older copy of the store) must not
-      destroy it."""
-    running, stopping = set(running), set(stopping)
+      destroy it.
+
+    A query only: it writes nothing (the worker's updates record how far each stop got)."""
+    running = set(running)
     orders: list[types_pb2.CancelTaskRequest] = []
     ordered: set[str] = set()
     for c in cancellations.open_for_worker(conn, worker_id):
-        if c.task_id in stopping and cancellations.mark_delivered(conn, c.task_id, now):
-            events.add(conn, c.task_id, "stop_delivered", worker_id, "by heartbeat", now)
-        gone = c.task_id not in running and c.task_id not in stopping
-        if gone and cancellations.mark_stage(conn, c.task_id, "removed", now):
-            events.add(conn, c.task_id, "removed", worker_id, "confirmed by heartbeat: gone", now)
-            if results.get(conn, c.task_id) is None:
-                # The worker reports a result before it forgets a task; with none, the task
-                # never started there (the order reached it first).
-                why = f"cancelled before it started on {worker_id}"
-                store_unrun_result(conn, c.task_id, worker_id, why, now)
         orders.append(order_pb(c))
         ordered.add(c.task_id)
     known = tasks.statuses(conn, sorted(running - ordered))

@@ -5,23 +5,31 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cloudai.api.v1 import master_pb2
 from cloudai.api.v1 import types_pb2 as pb
 from cloudai.core.gpus import GpuDevice
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.limits import quote
 from cloudai.core.models import (
     Cancellation,
-    StopReport,
     Task,
     TaskEvent,
     TaskResult,
     TaskSpec,
     Worker,
+    normalize_signal,
 )
+from cloudai.core.requests import CancelRequest, TaskFilter
 from cloudai.core.resources import Resources
+from cloudai.core.stop_update import StopUpdate, parse_stage
 from cloudai.errors import InvalidArgument
 
 __all__ = [
+    "cancel_request_from_pb",
+    "stop_update_from_pb",
+    "stop_update_to_pb",
+    "task_filter_from_pb",
+    "task_filter_to_pb",
     "cancellation_from_pb",
     "cancellation_to_pb",
     "gpu_from_pb",
@@ -155,19 +163,6 @@ def result_to_pb(r: TaskResult) -> pb.TaskResult:
     )
     if r.exit_code is not None:
         m.exit_code = r.exit_code
-    if r.stop is not None:
-        s = r.stop
-        m.stop.CopyFrom(
-            pb.StopReport(
-                received_at=s.received_at,
-                signal=s.signal,
-                signal_at=s.signal_at or 0.0,
-                killed_at=s.killed_at or 0.0,
-                exited_at=s.exited_at or 0.0,
-                forced=s.forced,
-                error=s.error,
-            )
-        )
     return m
 
 
@@ -187,19 +182,6 @@ def result_from_pb(m: pb.TaskResult) -> TaskResult:
         error=m.error,
         oom_killed=m.oom_killed,
         started_at=m.started_at or None,
-        stop=_stop_from_pb(m.stop) if m.HasField("stop") else None,
-    )
-
-
-def _stop_from_pb(s: pb.StopReport) -> StopReport:
-    return StopReport(
-        received_at=s.received_at,
-        signal=s.signal,
-        signal_at=s.signal_at or None,
-        killed_at=s.killed_at or None,
-        exited_at=s.exited_at or None,
-        forced=s.forced,
-        error=s.error,
     )
 
 
@@ -323,4 +305,54 @@ def gpu_from_pb(m: pb.GpuDevice) -> GpuDevice:
         memory_total_mb=stats["memory_total_mb"],
         memory_used_mb=stats["memory_used_mb"],
         utilization_percent=stats["utilization_percent"],
+    )
+
+
+def cancel_request_from_pb(m: master_pb2.CancelRequest, actor: str) -> CancelRequest:
+    """A cancel's options as a user sent them; the stop signal as its one name (TERM, term,
+    15 -> SIGTERM). Checked by `CancelRequest.problems()` where it is used."""
+    try:
+        stop_signal = normalize_signal(m.stop_signal)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    grace = m.grace_seconds if m.HasField("grace_seconds") else None
+    return CancelRequest(actor, m.reason, m.force, grace, stop_signal)
+
+
+def task_filter_from_pb(m: master_pb2.ListTasksRequest) -> TaskFilter:
+    return TaskFilter(m.status, m.worker_id, m.owner, m.cancelled_by, m.limit, m.newest)
+
+
+def task_filter_to_pb(f: TaskFilter) -> master_pb2.ListTasksRequest:
+    return master_pb2.ListTasksRequest(
+        status=f.status,
+        worker_id=f.worker_id,
+        owner=f.owner,
+        cancelled_by=f.cancelled_by,
+        limit=f.limit,
+        newest=f.newest,
+    )
+
+
+def stop_update_to_pb(u: StopUpdate) -> master_pb2.StopUpdate:
+    m = master_pb2.StopUpdate(
+        task_id=u.task_id, worker_id=u.worker_id, stage=u.stage.value, at=u.at, detail=u.detail
+    )
+    if u.result is not None:
+        m.result.CopyFrom(result_to_pb(u.result))
+    return m
+
+
+def stop_update_from_pb(m: master_pb2.StopUpdate) -> StopUpdate:
+    try:
+        stage = parse_stage(m.stage)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return StopUpdate(
+        task_id=m.task_id,
+        worker_id=m.worker_id,
+        stage=stage,
+        at=m.at,
+        detail=m.detail,
+        result=result_from_pb(m.result) if m.HasField("result") else None,
     )

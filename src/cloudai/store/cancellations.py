@@ -1,8 +1,11 @@
 """cancellations: who cancelled a task, how, and how far its stop has got. Only this module
 writes the table.
 
-The decision (`tasks.status = cancelled`) and this row are written in one transaction; the
-stop's stages are filled in as the worker confirms them, each at most once."""
+The decision (`tasks.status = cancelled`) and this row are written in one transaction
+(`create`); the stop's stages are filled in as the worker's updates arrive (`advance`), each
+at most once and never behind a later one. Each column has one writer: the decision writes
+who/when/why/how, the nudge writes `delivery_attempts` and `last_error`, the worker's updates
+write the stage times, `forced`, `exit_code` and `stop_error`."""
 
 from __future__ import annotations
 
@@ -12,28 +15,10 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, select
 
 from cloudai.core.models import Cancellation
+from cloudai.core.stop import STAGE_COLUMNS, TRANSITIONS, StopStage
 from cloudai.store.schema import cancellations
 
-__all__ = [
-    "STAGES",
-    "create",
-    "get",
-    "mark_attempt",
-    "mark_delivered",
-    "mark_stage",
-    "open_for_worker",
-    "record_error",
-    "record_exit",
-    "undelivered",
-]
-
-# Stage -> the column its time goes in.
-STAGES = {
-    "signal_sent": "signal_at",
-    "killed": "killed_at",
-    "exited": "exited_at",
-    "removed": "removed_at",
-}
+__all__ = ["advance", "create", "get", "mark_attempt", "open_for_worker"]
 
 
 _FIELDS = [f.name for f in fields(Cancellation)]
@@ -91,35 +76,9 @@ def open_for_worker(conn: Connection, worker_id: str) -> list[Cancellation]:
     return [_from_row(r) for r in rows]
 
 
-def undelivered(conn: Connection) -> list[Cancellation]:
-    rows = conn.execute(
-        select(cancellations)
-        .where(
-            cancellations.c.worker_id.is_not(None),
-            cancellations.c.delivered_at.is_(None),
-            cancellations.c.removed_at.is_(None),
-        )
-        .order_by(cancellations.c.requested_at)
-    ).mappings()
-    return [_from_row(r) for r in rows]
-
-
-def mark_delivered(conn: Connection, task_id: str, now: float) -> bool:
-    """The worker acknowledged the order; True the first time."""
-    res = conn.execute(
-        cancellations.update()
-        .where(cancellations.c.task_id == task_id, cancellations.c.delivered_at.is_(None))
-        .values(
-            delivered_at=now,
-            delivery_attempts=cancellations.c.delivery_attempts + 1,
-            last_error="",
-        )
-    )
-    return res.rowcount == 1
-
-
 def mark_attempt(conn: Connection, task_id: str, error: str) -> None:
-    """A delivery attempt that did not reach the worker."""
+    """A nudge (the direct CancelTask call) that did not reach the worker: counted, with
+    its error. The order itself waits in the store for the worker's next heartbeat."""
     conn.execute(
         cancellations.update()
         .where(cancellations.c.task_id == task_id, cancellations.c.delivered_at.is_(None))
@@ -127,65 +86,40 @@ def mark_attempt(conn: Connection, task_id: str, error: str) -> None:
     )
 
 
-def mark_stage(conn: Connection, task_id: str, stage: str, at: float, error: str = "") -> bool:
-    """Record a stage of the stop once; True when this call recorded it. A stage implies the
-    order was delivered."""
-    column = STAGES[stage]
-    values: dict[str, Any] = {column: at}
-    if error:
-        values["stop_error"] = error[:2000]
-    res = conn.execute(
-        cancellations.update()
-        .where(cancellations.c.task_id == task_id, cancellations.c[column].is_(None))
-        .values(**values)
-    )
-    conn.execute(
-        cancellations.update()
-        .where(cancellations.c.task_id == task_id, cancellations.c.delivered_at.is_(None))
-        .values(delivered_at=at)
-    )
-    return res.rowcount == 1
+def _later_columns(stage: StopStage) -> list[str]:
+    return [STAGE_COLUMNS[s] for s in TRANSITIONS[stage] if s in STAGE_COLUMNS]
 
 
-def record_error(conn: Connection, task_id: str, error: str) -> None:
-    conn.execute(
-        cancellations.update()
-        .where(cancellations.c.task_id == task_id)
-        .values(stop_error=error[:2000])
-    )
-
-
-def record_exit(
+def advance(
     conn: Connection,
     task_id: str,
-    exit_code: int | None,
-    forced: bool,
-    signal_at: float | None,
-    killed_at: float | None,
-    exited_at: float | None,
-    error: str,
-    received_at: float | None = None,
-) -> None:
-    """What the worker's cancelled result says of the stop; fills only what is still empty."""
-    row = get(conn, task_id)
-    if row is None:
-        return
-    values: dict[str, Any] = {}
-    for column, value in (
-        ("signal_at", signal_at),
-        ("killed_at", killed_at),
-        ("exited_at", exited_at),
-        ("exit_code", exit_code),
-    ):
-        if value is not None and getattr(row, column) is None:
-            values[column] = value
+    stage: StopStage,
+    at: float,
+    *,
+    error: str = "",
+    forced: bool = False,
+    exit_code: int | None = None,
+) -> bool:
+    """Record that the stop reached `stage` at `at`: one guarded UPDATE, which changes
+    nothing when the stage is recorded already or the stop is past it (core/stop.py's table).
+    True when this call recorded it. `stop_failed` records `error` (the first one kept);
+    `forced` marks that a SIGKILL was sent; `exit_code` comes with `exited`."""
+    t = cancellations
+    values: dict[str, Any]
+    if stage is StopStage.REQUESTED:
+        raise ValueError("`requested` is recorded by create(), with the decision")
+    if stage is StopStage.STOP_FAILED:
+        guard = [t.c.stop_error == "", t.c.removed_at.is_(None)]
+        values = {"stop_error": (error or "stop failed")[:2000]}
+    else:
+        column = STAGE_COLUMNS[stage]
+        guard = [t.c[c].is_(None) for c in (column, *_later_columns(stage))]
+        if stage not in TRANSITIONS[StopStage.STOP_FAILED]:  # a failed stop only ends
+            guard.append(t.c.stop_error == "")
+        values = {column: at}
+        if exit_code is not None and stage is StopStage.EXITED:
+            values["exit_code"] = exit_code
     if forced:
         values["forced"] = True
-    if error and not row.stop_error:
-        values["stop_error"] = error[:2000]
-    if row.delivered_at is None:
-        values["delivered_at"] = received_at or signal_at or exited_at
-    if values:
-        conn.execute(
-            cancellations.update().where(cancellations.c.task_id == task_id).values(**values)
-        )
+    res = conn.execute(t.update().where(t.c.task_id == task_id, *guard).values(**values))
+    return res.rowcount == 1

@@ -10,10 +10,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
-from cloudai.api.v1 import master_pb2, master_pb2_grpc
+from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
 from cloudai.core.gpus import GpuDevice
 from cloudai.core.models import TaskResult
 from cloudai.core.resources import Resources
+from cloudai.core.stop import StopStage
+from cloudai.core.stop_update import StopUpdate
 from cloudai.errors import (
     CloudAIError,
     Conflict,
@@ -23,7 +25,7 @@ from cloudai.errors import (
     WrongCluster,
 )
 from cloudai.metrics import WorkerMetrics
-from cloudai.rpc.convert import gpu_to_pb, resources_to_pb, result_to_pb
+from cloudai.rpc.convert import gpu_to_pb, resources_to_pb, result_to_pb, stop_update_to_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
 from cloudai.security.tls import Tls, master_target_options
@@ -77,6 +79,7 @@ class MasterLink:
         self._connecting = asyncio.Lock()
         self.registered = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._updates: dict[str, asyncio.Task[None]] = {}  # each task's latest stop update
         self.metrics: WorkerMetrics = WorkerMetrics()  # replaced by the worker's own
         self.report_attempts: dict[str, int] = {}  # task_id -> failed attempts, while retrying
         self._beat: Callable[[], Awaitable[bool]] | None = None  # set by heartbeat_loop
@@ -270,17 +273,70 @@ class MasterLink:
 
     async def report(self, result: TaskResult) -> None:
         """Send a result until the master acknowledges it (it stores each task's result once)."""
+        message = result_to_pb(result)
+        message.cluster_id = self.cluster_id  # a master of another cluster refuses it
+
+        async def send() -> types_pb2.TaskAck:
+            ack: types_pb2.TaskAck = await (await self._stub()).ReportTaskCompletion(
+                message, timeout=RPC_DEADLINE
+            )
+            return ack
+
+        answered = await self._until_answered(result.task_id, "result", send)
+        if answered is not None:
+            log.info("[Task %s] ✓ result reported to master: %s", result.task_id, answered)
+
+    def update(
+        self, task_id: str, stage: StopStage, detail: str = "", result: TaskResult | None = None
+    ) -> asyncio.Task[None]:
+        """Tell the master a stop reached `stage` (with the exit: the task's result): the one
+        channel for a stop's stages. Updates of one task go in order, each sent until the
+        master answers (it applies each once: a repeat changes nothing); a refusal ends it.
+        Await the returned task to know the master has it."""
+        u = StopUpdate(task_id, self.worker_id, stage, time.time(), detail, result)
+        message = stop_update_to_pb(u)
+        message.cluster_id = self.cluster_id
+        before = self._updates.get(task_id)
+        t = asyncio.create_task(self._send_update(message, before), name=f"stop-{task_id}-{stage}")
+        self._updates[task_id] = t
+        self._background.add(t)
+
+        def done(_t: asyncio.Task[None]) -> None:
+            self._background.discard(t)
+            if self._updates.get(task_id) is t:
+                del self._updates[task_id]
+
+        t.add_done_callback(done)
+        return t
+
+    async def _send_update(
+        self, message: master_pb2.StopUpdate, before: asyncio.Task[None] | None
+    ) -> None:
+        if before is not None:
+            await asyncio.wait({before})  # the earlier stage first; its outcome is its own
+
+        async def send() -> types_pb2.TaskAck:
+            ack: types_pb2.TaskAck = await (await self._stub()).UpdateStop(
+                message, timeout=RPC_DEADLINE
+            )
+            return ack
+
+        await self._until_answered(message.task_id, f"stop stage {message.stage}", send)
+
+    async def _until_answered(
+        self, task_id: str, what: str, send: Callable[[], Awaitable[types_pb2.TaskAck]]
+    ) -> str | None:
+        """Retry `send` with backoff until the master answers; its message, or None when the
+        master refused it (NOT_FOUND, FAILED_PRECONDITION, INVALID_ARGUMENT, PERMISSION_DENIED:
+        a retry would be refused too)."""
         delay = 0.2
         attempt = 0
         while True:
             attempt += 1
             try:
-                message = result_to_pb(result)
-                message.cluster_id = self.cluster_id  # a master of another cluster refuses it
-                ack = await (await self._stub()).ReportTaskCompletion(message, timeout=RPC_DEADLINE)
-                log.info("[Task %s] ✓ result reported to master: %s", result.task_id, ack.message)
-                self.report_attempts.pop(result.task_id, None)
-                return
+                ack = await send()
+                self.report_attempts.pop(task_id, None)
+                return ack.message
             except (grpc.aio.AioRpcError, CloudAIError) as exc:
                 err = (
                     from_rpc_error(exc, f"master at {self.master}")
@@ -288,47 +344,21 @@ class MasterLink:
                     else exc
                 )
                 if isinstance(err, (NotFound, Conflict, InvalidArgument, PermissionDenied)):
-                    log.warning("[Task %s] ✗ master refused the result: %s", result.task_id, err)
-                    self.report_attempts.pop(result.task_id, None)
-                    return
-                self.report_attempts[result.task_id] = attempt
+                    log.warning("[Task %s] ✗ master refused the %s: %s", task_id, what, err)
+                    self.report_attempts.pop(task_id, None)
+                    return None
+                self.report_attempts[task_id] = attempt
                 self.metrics.report_retries.inc()
                 if attempt in (1, 10) or attempt % 100 == 0:
                     log.warning(
-                        "[Task %s] ⚠ result report failed (attempt %d), retrying: %s",
-                        result.task_id,
+                        "[Task %s] ⚠ %s report failed (attempt %d), retrying: %s",
+                        task_id,
+                        what,
                         attempt,
                         err,
                     )
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
-
-    def progress(self, task_id: str, stage: str, detail: str = "") -> None:
-        """Tell the master how far a stop has got (signal sent, killed, removed), in the
-        background. A few tries: the cancelled result carries the same facts, and the
-        master's heartbeat reconciliation confirms a removal that was never reported."""
-        msg = master_pb2.StopProgress(
-            task_id=task_id, worker_id=self.worker_id, stage=stage, at=time.time(), detail=detail
-        )
-        t = asyncio.create_task(self._send_progress(msg), name=f"progress-{task_id}-{stage}")
-        self._background.add(t)
-        t.add_done_callback(self._background.discard)
-
-    async def _send_progress(self, msg: master_pb2.StopProgress) -> None:
-        for attempt in range(5):
-            try:
-                await (await self._stub()).ReportStopProgress(msg, timeout=RPC_DEADLINE)
-                return
-            except (grpc.aio.AioRpcError, CloudAIError) as exc:
-                err = (
-                    from_rpc_error(exc, f"master at {self.master}")
-                    if isinstance(exc, grpc.aio.AioRpcError)
-                    else exc
-                )
-                if isinstance(err, (NotFound, Conflict, InvalidArgument)):
-                    return
-                await asyncio.sleep(0.5 * 2**attempt)
-        log.warning("[Task %s] ⚠ could not report stop stage %s", msg.task_id, msg.stage)
 
     async def close(self) -> None:
         for t in list(self._background):

@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from cloudai.core.lifecycle import TaskStatus
-from cloudai.core.models import DEFAULT_GRACE_SECONDS, StopReport, TaskResult, TaskSpec
+from cloudai.core.models import DEFAULT_GRACE_SECONDS, TaskResult, TaskSpec
+from cloudai.core.stop import StopStage
 from cloudai.errors import CloudAIError, Conflict, NotFound
 from cloudai.logsetup import box
 from cloudai.metrics import WorkerMetrics
@@ -38,13 +39,27 @@ STEP_DEADLINE = 30.0  # each engine step of a stop (signal, kill, remove) has it
 TOMBSTONES = 10_000  # cancelled task IDs remembered, so a late assignment is refused
 
 
+@dataclass(slots=True)
+class _Stop:
+    """How this worker stopped a task (for its metrics; the master hears each stage as a
+    stop update)."""
+
+    received_at: float
+    signal: str
+    signal_at: float | None = None
+    killed_at: float | None = None  # SIGKILL after the grace ran out
+    exited_at: float | None = None
+    forced: bool = False  # it ended by SIGKILL
+    error: str = ""  # e.g. "kill failed: ..."
+
+
 @dataclass
 class _Entry:
     task_id: str
     spec: TaskSpec | None  # None for a task re-adopted after a restart
     handle: Handle | None = None
     cancel: CancelOrder | None = None
-    stop: StopReport | None = None
+    stop: _Stop | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
@@ -66,6 +81,7 @@ class Supervisor:
         self.worker_id = worker_id
         self._tasks: dict[str, _Entry] = {}
         self._tombstones: OrderedDict[str, float] = OrderedDict()
+        self._confirming: set[str] = set()  # tasks not here whose removal is being confirmed
         # Checks the devices a task let go, before its end is reported (worker/gpus.py).
         self.on_gpus_released: Callable[[tuple[str, ...]], Awaitable[object]] | None = None
 
@@ -183,7 +199,6 @@ class Supervisor:
             error=exit_.error,
             oom_killed=exit_.oom_killed,
             started_at=started_at if entry.handle else None,
-            stop=entry.stop,
         )
         log.info(
             "[Task %s] ended %s (exit %s)%s",
@@ -192,7 +207,12 @@ class Supervisor:
             exit_.exit_code,
             f": {exit_.error}" if exit_.error else "",
         )
-        await self.link.report(result)
+        if entry.cancel is None:
+            await self.link.report(result)
+        else:  # a stop's end: its exit (or, never started, its end) carries the result
+            stage = StopStage.EXITED if entry.handle is not None else StopStage.REMOVED
+            detail = "" if entry.handle is not None else "never started"
+            await self.link.update(entry.task_id, stage, detail, result)
         self.metrics.tasks_ended.labels(status.value).inc()
         if entry.stop is not None:
             self._count_stop(entry.stop)
@@ -203,17 +223,15 @@ class Supervisor:
                 await asyncio.wait_for(self.runtime.destroy(entry.handle), STEP_DEADLINE)
                 if entry.cancel is not None:
                     log.info("[Task %s] ✓ container removed", entry.task_id)
-                    self.link.progress(entry.task_id, "removed")
+                    self.link.update(entry.task_id, StopStage.REMOVED)
             except (CloudAIError, TimeoutError) as exc:
                 error = f"remove failed: {exc or 'the engine did not answer'}"
                 log.warning("[Task %s] ✗ %s", entry.task_id, error)
                 if entry.cancel is not None:
-                    self.link.progress(entry.task_id, "remove_failed", error)
-        elif entry.cancel is not None:  # it never started: nothing to remove
-            self.link.progress(entry.task_id, "removed", "never started")
+                    self.link.update(entry.task_id, StopStage.STOP_FAILED, error)
         self._tasks.pop(entry.task_id, None)
 
-    def _count_stop(self, stop: StopReport) -> None:
+    def _count_stop(self, stop: _Stop) -> None:
         if stop.error:
             how = "kill_failed"
         elif stop.signal_at is None and stop.killed_at is None:
@@ -231,12 +249,18 @@ class Supervisor:
             self._tombstones.popitem(last=False)
 
     def cancel(self, task_id: str, order: CancelOrder) -> str:
-        """Record the order and carry it out in the background; answers at once."""
+        """Record the order and carry it out in the background; answers at once. For a task
+        this worker does not hold, the master hears at once that there is nothing to stop
+        (and the task never starts here: the order is remembered); NotFound says so."""
         self._tombstone(task_id)
-        entry = self.handle_of(task_id)
+        entry = self._tasks.get(task_id)
+        if entry is None:
+            self._confirm_gone(task_id)
+            raise NotFound(f"task {task_id} is not on worker {self.worker_id}")
         if entry.cancel is not None:
             return f"task {task_id} is already stopping on {self.worker_id}"
         entry.cancel = order
+        self.link.update(task_id, StopStage.DELIVERED, f"order from {order.requested_by or '-'}")
         log.info(
             box(
                 "TASK CANCELLATION REQUEST",
@@ -253,6 +277,15 @@ class Supervisor:
         if entry.handle is not None and entry.stopper is None:
             entry.stopper = asyncio.create_task(self._stop(entry), name=f"stop-{task_id}")
         return f"task {task_id} stopping on {self.worker_id}"
+
+    def _confirm_gone(self, task_id: str) -> None:
+        """Tell the master a task it asks to stop is not here: it never started here, or it
+        ended and was removed. Once per order in flight."""
+        if task_id in self._confirming:
+            return
+        self._confirming.add(task_id)
+        sent = self.link.update(task_id, StopStage.REMOVED, f"not on {self.worker_id}")
+        sent.add_done_callback(lambda _t: self._confirming.discard(task_id))
 
     def _signal_of(self, entry: _Entry) -> str:
         assert entry.cancel is not None
@@ -271,7 +304,7 @@ class Supervisor:
         assert entry.handle is not None and entry.cancel is not None
         handle, tid = entry.handle, entry.task_id
         signal, grace = self._signal_of(entry), self._grace_of(entry)
-        stop = entry.stop = StopReport(received_at=entry.cancel.received_at, signal=signal)
+        stop = entry.stop = _Stop(received_at=entry.cancel.received_at, signal=signal)
         log.info("[Task %s] Cancelling task (container: %s)...", tid, handle.ref[:12])
         if not await self._send(entry, signal):
             return
@@ -291,7 +324,7 @@ class Supervisor:
         except TimeoutError:
             stop.error = f"kill failed: still running {STEP_DEADLINE:g}s after SIGKILL"
             log.error("[Task %s] ✗ %s", tid, stop.error)
-            self.link.progress(tid, "kill_failed", stop.error)
+            self.link.update(tid, StopStage.STOP_FAILED, stop.error)
 
     async def _send(self, entry: _Entry, signal: str) -> bool:
         """One signal under its deadline; False when there is nothing more to do."""
@@ -303,7 +336,7 @@ class Supervisor:
             what = "kill" if signal == "SIGKILL" else signal
             stop.error = f"{what} failed: {exc or 'the engine did not answer'}"
             log.error("[Task %s] ✗ %s", tid, stop.error)
-            self.link.progress(tid, "kill_failed", stop.error)
+            self.link.update(tid, StopStage.STOP_FAILED, stop.error)
             return False
         if not sent:
             log.info("[Task %s] ✓ already stopped (no %s needed)", tid, signal)
@@ -311,10 +344,12 @@ class Supervisor:
         now = time.time()
         if signal == "SIGKILL" and stop.signal != "SIGKILL":
             stop.killed_at = now
-            self.link.progress(tid, "killed", f"SIGKILL after {self._grace_of(entry):g}s grace")
+            self.link.update(
+                tid, StopStage.KILLED, f"SIGKILL after {self._grace_of(entry):g}s grace"
+            )
         else:
             stop.signal_at = now
-            self.link.progress(tid, "signal_sent", signal)
+            self.link.update(tid, StopStage.SIGNALLED, signal)
         log.info("[Task %s] ✓ %s sent", tid, signal)
         return True
 
@@ -325,6 +360,7 @@ class Supervisor:
             entry = self._tasks.get(task_id)
             if entry is None:
                 self._tombstone(task_id)
+                self._confirm_gone(task_id)
             elif entry.cancel is None:
                 self.cancel(task_id, order)
 

@@ -221,19 +221,23 @@ class CancelResponse(_message.Message):
     acks: _containers.RepeatedCompositeFieldContainer[_types_pb2.TaskAck]
     def __init__(self, acks: _Optional[_Iterable[_Union[_types_pb2.TaskAck, _Mapping]]] = ...) -> None: ...
 
-class StopProgress(_message.Message):
-    __slots__ = ("task_id", "worker_id", "stage", "at", "detail")
+class StopUpdate(_message.Message):
+    __slots__ = ("task_id", "worker_id", "stage", "at", "detail", "result", "cluster_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     worker_id: str
     stage: str
     at: float
     detail: str
-    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., stage: _Optional[str] = ..., at: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
+    result: _types_pb2.TaskResult
+    cluster_id: str
+    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., stage: _Optional[str] = ..., at: _Optional[float] = ..., detail: _Optional[str] = ..., result: _Optional[_Union[_types_pb2.TaskResult, _Mapping]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("spec",)

@@ -85,9 +85,9 @@ class MasterStub:
                 request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.CancelRequest.SerializeToString,
                 response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.CancelResponse.FromString,
                 _registered_method=True)
-        self.ReportStopProgress = channel.unary_unary(
-                '/cloudai.api.v1.Master/ReportStopProgress',
-                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopProgress.SerializeToString,
+        self.UpdateStop = channel.unary_unary(
+                '/cloudai.api.v1.Master/UpdateStop',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopUpdate.SerializeToString,
                 response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
                 _registered_method=True)
         self.DrainWorker = channel.unary_unary(
@@ -208,8 +208,8 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ReportStopProgress(self, request, context):
-        """Workers: how far a stop has got (signal sent, killed, removed)
+    def UpdateStop(self, request, context):
+        """Workers: how far a stop has got, one stage per call (the one channel for a stop)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -335,9 +335,9 @@ def add_MasterServicer_to_server(servicer, server):
                     request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.CancelRequest.FromString,
                     response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.CancelResponse.SerializeToString,
             ),
-            'ReportStopProgress': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReportStopProgress,
-                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopProgress.FromString,
+            'UpdateStop': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStop,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopUpdate.FromString,
                     response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.SerializeToString,
             ),
             'DrainWorker': grpc.unary_unary_rpc_method_handler(
@@ -672,7 +672,7 @@ class Master:
             _registered_method=True)
 
     @staticmethod
-    def ReportStopProgress(request,
+    def UpdateStop(request,
             target,
             options=(),
             channel_credentials=None,
@@ -685,8 +685,8 @@ class Master:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cloudai.api.v1.Master/ReportStopProgress',
-            cloudai_dot_api_dot_v1_dot_master__pb2.StopProgress.SerializeToString,
+            '/cloudai.api.v1.Master/UpdateStop',
+            cloudai_dot_api_dot_v1_dot_master__pb2.StopUpdate.SerializeToString,
             cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
             options,
             channel_credentials,

@@ -98,24 +98,6 @@ class CancelTaskRequest(_message.Message):
     requested_by: str
     def __init__(self, task_id: _Optional[str] = ..., stop_signal: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ..., requested_by: _Optional[str] = ...) -> None: ...
 
-class StopReport(_message.Message):
-    __slots__ = ("received_at", "signal", "signal_at", "killed_at", "exited_at", "forced", "error")
-    RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
-    SIGNAL_FIELD_NUMBER: _ClassVar[int]
-    SIGNAL_AT_FIELD_NUMBER: _ClassVar[int]
-    KILLED_AT_FIELD_NUMBER: _ClassVar[int]
-    EXITED_AT_FIELD_NUMBER: _ClassVar[int]
-    FORCED_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
-    received_at: float
-    signal: str
-    signal_at: float
-    killed_at: float
-    exited_at: float
-    forced: bool
-    error: str
-    def __init__(self, received_at: _Optional[float] = ..., signal: _Optional[str] = ..., signal_at: _Optional[float] = ..., killed_at: _Optional[float] = ..., exited_at: _Optional[float] = ..., forced: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
-
 class Cancellation(_message.Message):
     __slots__ = ("requested_by", "requested_at", "reason", "force", "grace_seconds", "stop_signal", "delivered_at", "delivery_attempts", "last_error", "signal_at", "killed_at", "exited_at", "exit_code", "forced", "removed_at", "stop_error", "state")
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
@@ -205,7 +187,7 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., usage_at: _Optional[float] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at", "stop", "cluster_id")
+    __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at", "cluster_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -215,7 +197,6 @@ class TaskResult(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
-    STOP_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     worker_id: str
@@ -226,9 +207,8 @@ class TaskResult(_message.Message):
     error: str
     oom_killed: bool
     started_at: float
-    stop: StopReport
     cluster_id: str
-    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., status: _Optional[str] = ..., logs: _Optional[str] = ..., exit_code: _Optional[int] = ..., completed_at: _Optional[float] = ..., error: _Optional[str] = ..., oom_killed: _Optional[bool] = ..., started_at: _Optional[float] = ..., stop: _Optional[_Union[StopReport, _Mapping]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., status: _Optional[str] = ..., logs: _Optional[str] = ..., exit_code: _Optional[int] = ..., completed_at: _Optional[float] = ..., error: _Optional[str] = ..., oom_killed: _Optional[bool] = ..., started_at: _Optional[float] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
     __slots__ = ("task_id", "follow")
