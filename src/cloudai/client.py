@@ -15,8 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
 from cloudai.config import home
 from cloudai.core.models import Task, TaskSpec, Worker
+from cloudai.core.requests import TaskFilter
 from cloudai.errors import CloudAIError, InvalidArgument, Unavailable, exit_code_for
-from cloudai.rpc.convert import spec_to_pb, task_from_pb, worker_from_pb
+from cloudai.rpc.convert import spec_to_pb, task_filter_to_pb, task_from_pb, worker_from_pb
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.rpc.server import CHANNEL_OPTIONS
 from cloudai.security.tls import master_target_options
@@ -218,6 +219,13 @@ class Client:
     def get_task(self, task_id: str) -> Task:
         return task_from_pb(self._call(self._stub.GetTask, types_pb2.TaskID(task_id=task_id)))
 
+    def find_tasks(self, f: TaskFilter) -> TaskPage:
+        """The tasks `f` matches that the caller may see, with how many match in all and how
+        many of other users' it may not see. The master checks the filter."""
+        reply = self._call(self._stub.ListTasks, task_filter_to_pb(f))
+        found = [task_from_pb(t) for t in reply.tasks]
+        return TaskPage(found, total=max(int(reply.total), len(found)), hidden=int(reply.hidden))
+
     def list_tasks(
         self,
         status: str = "",
@@ -226,7 +234,7 @@ class Client:
         owner: str = "",
         cancelled_by: str = "",
     ) -> list[Task]:
-        return self.list_tasks_counted(status, worker_id, limit, owner, cancelled_by)[0]
+        return self.find_tasks(TaskFilter(status, worker_id, owner, cancelled_by, limit)).tasks
 
     def list_tasks_counted(
         self,
@@ -237,17 +245,8 @@ class Client:
         cancelled_by: str = "",
     ) -> tuple[list[Task], int]:
         """The matching tasks the caller may see, and how many others match but are hidden."""
-        reply = self._call(
-            self._stub.ListTasks,
-            master_pb2.ListTasksRequest(
-                status=status,
-                worker_id=worker_id,
-                limit=limit,
-                owner=owner,
-                cancelled_by=cancelled_by,
-            ),
-        )
-        return [task_from_pb(t) for t in reply.tasks], int(reply.hidden)
+        page = self.find_tasks(TaskFilter(status, worker_id, owner, cancelled_by, limit))
+        return page.tasks, page.hidden
 
     def list_tasks_page(
         self,
@@ -259,19 +258,7 @@ class Client:
         limit: int = 0,
     ) -> TaskPage:
         """The newest `limit` matching tasks (0: all), oldest first, with how many match."""
-        reply = self._call(
-            self._stub.ListTasks,
-            master_pb2.ListTasksRequest(
-                status=status,
-                worker_id=worker_id,
-                limit=limit,
-                owner=owner,
-                cancelled_by=cancelled_by,
-                newest=True,
-            ),
-        )
-        found = [task_from_pb(t) for t in reply.tasks]
-        return TaskPage(found, total=max(int(reply.total), len(found)), hidden=int(reply.hidden))
+        return self.find_tasks(TaskFilter(status, worker_id, owner, cancelled_by, limit, True))
 
     def list_workers(self) -> list[Worker]:
         reply = self._call(self._stub.ListWorkers, master_pb2.ListWorkersRequest())

@@ -10,6 +10,7 @@ from sqlalchemy import func, inspect, select
 
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import TaskResult, TaskSpec
+from cloudai.core.requests import TaskFilter
 from cloudai.core.resources import Resources
 from cloudai.errors import Conflict, NoCapacity, NotFound
 from cloudai.master import planner
@@ -152,7 +153,7 @@ def test_concurrent_placements_never_overcommit_a_worker(store: Store) -> None:
     assert len(placed) == 2
     held = store.tx_sync(tasks.allocated_by_worker, "w1")["w1"]
     assert held.cpu == pytest.approx(2.0) and held.mem_gb == pytest.approx(1.0)
-    running = store.tx_sync(tasks.list_tasks, "running")
+    running = store.tx_sync(tasks.list_tasks, TaskFilter("running"))
     assert sorted(t.task_id for t in running) == sorted(placed)
     assert all(t.worker_id == "w1" for t in running)
 
@@ -294,7 +295,7 @@ def test_list_filters_by_status_and_worker(store: Store) -> None:
     store.tx_sync(tasks.transition, "b", TaskStatus.COMPLETED)
 
     def ids(status: str = "", worker: str = "") -> list[str]:
-        return [t.task_id for t in store.tx_sync(tasks.list_tasks, status, worker)]
+        return [t.task_id for t in store.tx_sync(tasks.list_tasks, TaskFilter(status, worker))]
 
     assert ids() == ["a", "b", "c"]
     assert ids(status="running") == ["a"]

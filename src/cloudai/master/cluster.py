@@ -17,8 +17,6 @@ from cloudai.core.gpus import GpuDevice, validate_gpu_ids
 from cloudai.core.lease import Lease
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.limits import (
-    ACTOR_MAX,
-    OWNER_MAX,
     RUNTIME_MAX,
     ids_problems,
     quote,
@@ -34,7 +32,7 @@ from cloudai.core.models import (
     validate_address,
     validate_worker_id,
 )
-from cloudai.core.requests import CancelRequest
+from cloudai.core.requests import CancelRequest, TaskFilter
 from cloudai.core.resources import Resources
 from cloudai.core.stop_update import StopUpdate
 from cloudai.errors import (
@@ -405,47 +403,26 @@ class Cluster:
         log.warning("⛔ %s may not %s %s: not the owner", caller.name, action, ", ".join(task_ids))
 
     async def list_tasks(
-        self,
-        status: str = "",
-        worker_id: str = "",
-        limit: int = 0,
-        owner: str = "",
-        cancelled_by: str = "",
-        caller: Caller | None = None,
-        newest: bool = False,
+        self, f: TaskFilter, caller: Caller | None = None
     ) -> tuple[list[Task], int, int]:
-        """The matching tasks the caller may see (admins: all) — the first `limit`, or with
-        `newest` the newest `limit` — how many it may not see, and how many it may."""
-        if status and status not in TaskStatus.__members__.values():
-            raise InvalidArgument(
-                f"unknown status {quote(status)}: use one of "
-                + ", ".join(s.value for s in TaskStatus)
-            )
-        check(
-            validate_worker_id(worker_id) if worker_id else None,
-            text_problem("owner", owner, OWNER_MAX),
-            text_problem("cancelled_by", cancelled_by, ACTOR_MAX),
-        )
+        """The tasks `f` matches that the caller may see (admins: all) — the first `f.limit`,
+        or with `f.newest` the newest — how many it may not see, and how many it may."""
+        check(f.problems())
         # Each task as a summary (the command and env cut to LIST_FIELD_MAX): a list of
         # thousands of tasks stays well within a reply. `get_task` has them whole.
         if caller is None or caller.admin:
-            found, total = await self.store.tx(
-                _page_tx, status, worker_id, limit, owner, cancelled_by, newest
-            )
+            found, total = await self.store.tx(_page_tx, f)
             return _summaries(found), 0, total
-        if owner and owner != caller.name:
-            hidden = await self.store.tx(
-                tasks.count_matching, status, worker_id, caller.name, owner
-            )
+        others = dataclasses.replace(f, cancelled_by="", limit=0)  # counted, not listed
+        if f.owner and f.owner != caller.name:
+            hidden = await self.store.tx(tasks.count_tasks, others, caller.name)
             return [], hidden, 0
-        found, total = await self.store.tx(
-            _page_tx, status, worker_id, limit, caller.name, cancelled_by, newest
-        )
+        found, total = await self.store.tx(_page_tx, dataclasses.replace(f, owner=caller.name))
         # Asked for its own tasks (or by canceller): nothing of others matched to hide.
         hidden = (
             0
-            if cancelled_by or owner
-            else await self.store.tx(tasks.count_matching, status, worker_id, caller.name)
+            if f.cancelled_by or f.owner
+            else await self.store.tx(tasks.count_tasks, others, caller.name)
         )
         return _summaries(found), hidden, total
 
@@ -577,20 +554,12 @@ class Cluster:
         return await self.store.tx(assignments.worker_of, task_id)
 
 
-def _page_tx(
-    conn: Connection,
-    status: str,
-    worker_id: str,
-    limit: int,
-    owner: str,
-    cancelled_by: str,
-    newest: bool,
-) -> tuple[list[Task], int]:
+def _page_tx(conn: Connection, f: TaskFilter) -> tuple[list[Task], int]:
     """A page of tasks, and how many match in all (counted only when the page is full)."""
-    found = tasks.list_tasks(conn, status, worker_id, limit, owner, cancelled_by, newest=newest)
-    if not limit or len(found) < limit:
+    found = tasks.list_tasks(conn, f)
+    if not f.limit or len(found) < f.limit:
         return found, len(found)
-    return found, tasks.count_tasks(conn, status, worker_id, owner, cancelled_by)
+    return found, tasks.count_tasks(conn, f)
 
 
 def _remove_worker_tx(conn: Connection, worker_id: str, now: float) -> None:

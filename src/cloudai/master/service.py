@@ -21,6 +21,7 @@ from cloudai.rpc.convert import (
     result_from_pb,
     spec_from_pb,
     stop_update_from_pb,
+    task_filter_from_pb,
     task_to_pb,
     worker_to_pb,
 )
@@ -143,17 +144,7 @@ class MasterService(master_pb2_grpc.MasterServicer):
         self, request: master_pb2.ListTasksRequest, context: Ctx
     ) -> master_pb2.ListTasksResponse:
         caller = await self.auth.user(context)
-        if request.limit < 0:
-            raise InvalidArgument("limit must not be negative")
-        found, hidden, total = await self.cluster.list_tasks(
-            request.status,
-            request.worker_id,
-            request.limit,
-            request.owner,
-            request.cancelled_by,
-            caller=caller,
-            newest=request.newest,
-        )
+        found, hidden, total = await self.cluster.list_tasks(task_filter_from_pb(request), caller)
         return master_pb2.ListTasksResponse(
             tasks=[task_to_pb(t) for t in found], hidden=hidden, total=total
         )

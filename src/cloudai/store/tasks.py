@@ -11,6 +11,7 @@ from sqlalchemy import Connection, RowMapping, and_, func, or_, select
 
 from cloudai.core.lifecycle import ACTIVE, HOLDS_RESOURCES, TaskStatus, allowed_sources
 from cloudai.core.models import Task, TaskEvent, TaskSpec
+from cloudai.core.requests import TaskFilter
 from cloudai.core.resources import Resources
 from cloudai.core.stop import RELEASED, STAGE_COLUMNS
 from cloudai.store import events as events_table
@@ -25,7 +26,6 @@ __all__ = [
     "get",
     "held_gpus_by_worker",
     "insert",
-    "count_matching",
     "count_tasks",
     "list_tasks",
     "owners",
@@ -35,6 +35,8 @@ __all__ = [
     "releasing_by_worker",
     "transition",
 ]
+
+_ALL = TaskFilter()
 
 _COLUMNS = [*tasks.c, assignments.c.worker_id, assignments.c.gpu_ids]
 # tasks.grace_seconds: a grace not given is stored as this (migration 0007 turned the older
@@ -130,51 +132,41 @@ def get(conn: Connection, task_id: str, events: bool = False) -> Task | None:
     return _row_to_task(row, events_table.for_task(conn, task_id) if events else ())
 
 
-def list_tasks(
-    conn: Connection,
-    status: str = "",
-    worker_id: str = "",
-    limit: int = 0,
-    owner: str = "",
-    cancelled_by: str = "",
-    *,
-    newest: bool = False,
-) -> list[Task]:
-    """The matching tasks, oldest first: the first `limit` (0: all), or with `newest` the
-    newest `limit`."""
+def list_tasks(conn: Connection, f: TaskFilter = _ALL) -> list[Task]:
+    """The tasks `f` matches, oldest first: the first `f.limit` (0: all), or with `f.newest`
+    the newest `f.limit`."""
     order = (tasks.c.created_at, tasks.c.task_id)
-    stmt = select(*_COLUMNS).select_from(_joined())
-    stmt = _filtered(stmt, status, worker_id, owner, cancelled_by)
-    stmt = stmt.order_by(*(c.desc() for c in order) if newest and limit else order)
-    if limit:
-        stmt = stmt.limit(limit)
+    newest = f.newest and f.limit
+    stmt = _filtered(select(*_COLUMNS).select_from(_joined()), f)
+    stmt = stmt.order_by(*(c.desc() for c in order) if newest else order)
+    if f.limit:
+        stmt = stmt.limit(f.limit)
     found = [_row_to_task(r) for r in conn.execute(stmt).mappings()]
-    return found[::-1] if newest and limit else found
+    return found[::-1] if newest else found
 
 
-def count_tasks(
-    conn: Connection,
-    status: str = "",
-    worker_id: str = "",
-    owner: str = "",
-    cancelled_by: str = "",
-) -> int:
-    """How many tasks `list_tasks` would list without a limit."""
-    stmt = select(func.count()).select_from(_joined())
-    return int(conn.execute(_filtered(stmt, status, worker_id, owner, cancelled_by)).scalar_one())
+def count_tasks(conn: Connection, f: TaskFilter = _ALL, owner_not: str | None = None) -> int:
+    """How many tasks `list_tasks` would list without a limit; with `owner_not`, only those
+    not of that owner (what a user may not see)."""
+    stmt = _filtered(select(func.count()).select_from(_joined()), f)
+    if owner_not is not None:
+        stmt = stmt.where(tasks.c.owner != owner_not)
+    return int(conn.execute(stmt).scalar_one())
 
 
-def _filtered(stmt: Any, status: str, worker_id: str, owner: str, cancelled_by: str) -> Any:
-    if status:
-        stmt = stmt.where(tasks.c.status == status)
-    if worker_id:
-        stmt = stmt.where(assignments.c.worker_id == worker_id)
-    if owner:
-        stmt = stmt.where(tasks.c.owner == owner)
-    if cancelled_by:
+def _filtered(stmt: Any, f: TaskFilter) -> Any:
+    if f.status:
+        stmt = stmt.where(tasks.c.status == f.status)
+    if f.worker_id:
+        stmt = stmt.where(assignments.c.worker_id == f.worker_id)
+    if f.owner:
+        stmt = stmt.where(tasks.c.owner == f.owner)
+    if f.cancelled_by:
         stmt = stmt.where(
             tasks.c.task_id.in_(
-                select(cancellations.c.task_id).where(cancellations.c.requested_by == cancelled_by)
+                select(cancellations.c.task_id).where(
+                    cancellations.c.requested_by == f.cancelled_by
+                )
             )
         )
     return stmt
@@ -354,21 +346,6 @@ def owners(conn: Connection, task_ids: list[str]) -> dict[str, str]:
     """task_id -> owner, for the IDs that exist."""
     rows = conn.execute(select(tasks.c.task_id, tasks.c.owner).where(tasks.c.task_id.in_(task_ids)))
     return {r[0]: r[1] for r in rows}
-
-
-def count_matching(
-    conn: Connection, status: str = "", worker_id: str = "", owner_not: str = "", owner: str = ""
-) -> int:
-    """How many tasks match a filter (`owner` too, when given) and are not `owner_not`'s
-    (what a user may not see)."""
-    stmt = select(func.count()).select_from(_joined()).where(tasks.c.owner != owner_not)
-    if status:
-        stmt = stmt.where(tasks.c.status == status)
-    if worker_id:
-        stmt = stmt.where(assignments.c.worker_id == worker_id)
-    if owner:
-        stmt = stmt.where(tasks.c.owner == owner)
-    return int(conn.execute(stmt).scalar_one())
 
 
 def pending_of(conn: Connection, owner: str) -> int:

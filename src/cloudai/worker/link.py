@@ -287,13 +287,19 @@ class MasterLink:
             log.info("[Task %s] ✓ result reported to master: %s", result.task_id, answered)
 
     def update(
-        self, task_id: str, stage: StopStage, detail: str = "", result: TaskResult | None = None
+        self,
+        task_id: str,
+        stage: StopStage,
+        detail: str = "",
+        result: TaskResult | None = None,
+        *,
+        at: float | None = None,
     ) -> asyncio.Task[None]:
         """Tell the master a stop reached `stage` (with the exit: the task's result): the one
         channel for a stop's stages. Updates of one task go in order, each sent until the
         master answers (it applies each once: a repeat changes nothing); a refusal ends it.
-        Await the returned task to know the master has it."""
-        u = StopUpdate(task_id, self.worker_id, stage, time.time(), detail, result)
+        Await the returned task to know the master has it. `at`: when it happened (now)."""
+        u = StopUpdate(task_id, self.worker_id, stage, at or time.time(), detail, result)
         message = stop_update_to_pb(u)
         message.cluster_id = self.cluster_id
         before = self._updates.get(task_id)

@@ -65,6 +65,7 @@ class _Entry:
     runner: asyncio.Task[None] | None = None
     stopper: asyncio.Task[None] | None = None
     gpu_ids: tuple[str, ...] = ()  # its devices, held until its process has exited
+    exited_at: float | None = None  # when the runtime saw its process end
 
 
 class Supervisor:
@@ -164,7 +165,7 @@ class Supervisor:
     async def _finish(self, entry: _Entry) -> None:
         assert entry.handle is not None
         exit_ = await self.runtime.wait(entry.handle)
-        exited_at = time.time()
+        exited_at = entry.exited_at = time.time()
         entry.exited.set()
         if entry.stopper is not None:  # let the stop record how it ended
             try:
@@ -212,7 +213,7 @@ class Supervisor:
         else:  # a stop's end: its exit (or, never started, its end) carries the result
             stage = StopStage.EXITED if entry.handle is not None else StopStage.REMOVED
             detail = "" if entry.handle is not None else "never started"
-            await self.link.update(entry.task_id, stage, detail, result)
+            await self.link.update(entry.task_id, stage, detail, result, at=entry.exited_at)
         self.metrics.tasks_ended.labels(status.value).inc()
         if entry.stop is not None:
             self._count_stop(entry.stop)
@@ -260,7 +261,12 @@ class Supervisor:
         if entry.cancel is not None:
             return f"task {task_id} is already stopping on {self.worker_id}"
         entry.cancel = order
-        self.link.update(task_id, StopStage.DELIVERED, f"order from {order.requested_by or '-'}")
+        self.link.update(
+            task_id,
+            StopStage.DELIVERED,
+            f"order from {order.requested_by or '-'}",
+            at=order.received_at,
+        )
         log.info(
             box(
                 "TASK CANCELLATION REQUEST",
