@@ -17,7 +17,7 @@ from cloudai.core.lifecycle import TERMINAL
 from cloudai.core.limits import quote
 from cloudai.core.models import Task, TaskSpec, validate_address, validate_worker_id
 from cloudai.core.resources import Resources
-from cloudai.errors import InvalidArgument
+from cloudai.errors import CloudAIError, InvalidArgument
 
 __all__ = [
     "Selection",
@@ -335,6 +335,6 @@ def monitor(client: Client, out: Renderer, task_id: str, interval: float = 1.0) 
 def _tail(client: Client, task_id: str, lines: int = 10) -> str:
     try:
         data = b"".join(client.logs(task_id, follow=False))
-    except Exception:  # logs are a nicety in the monitor view; the status is what matters
+    except CloudAIError:  # logs are a nicety in the monitor view; the status is what matters
         return ""
     return log_tail(data.decode("utf-8", errors="replace"), lines).text

@@ -150,7 +150,8 @@ def submit(conn: Connection, task_id: str, spec: TaskSpec, now: float, interval:
             f"(available: {target.available})"
         )
     task = tasks.get(conn, task_id)
-    assert task is not None
+    if task is None:  # inserted above, in this transaction
+        raise NotFound(f"task {task_id!r} not found")
     return task
 
 

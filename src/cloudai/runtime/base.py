@@ -1,4 +1,7 @@
-"""The runtime contract. The worker speaks only these verbs; each runtime implements them.
+"""The runtime contract. The worker speaks only these verbs: prepare, start, wait, stop,
+destroy, and list (to re-adopt after a restart), plus its logs and usage. Each runtime
+implements the primitives `signal` and `is_running`; `stop` is the one stop sequence built on
+them, here, for every runtime.
 
 A runtime labels what it starts with the task and worker IDs, so `list` finds it again after
 the worker restarts (re-adoption)."""
@@ -8,15 +11,17 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from cloudai.core.limits import LOG_TAIL_BYTES
 from cloudai.core.models import TaskSpec
+from cloudai.errors import CloudAIError, RuntimeFailure
 
-__all__ = ["LOG_LIMIT", "Exit", "Handle", "Runtime"]
+__all__ = ["LOG_LIMIT", "STEP_DEADLINE", "Exit", "Handle", "Runtime"]
 
 LOG_LIMIT = LOG_TAIL_BYTES  # the result keeps the last MiB of a task's output
+STEP_DEADLINE = 30.0  # each engine step of a stop (signal, kill, remove) has its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,33 +65,67 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     async def is_running(self, handle: Handle) -> bool:
-        """Whether the task's main process is still running."""
+        """Whether the task's main process is still running (a primitive of `stop`)."""
 
     @abc.abstractmethod
     async def signal(self, handle: Handle, signal: str) -> bool:
         """Send `signal` (a name such as "SIGTERM") to the task: the container's PID 1, or the
         process group. False when the task is not running; RuntimeFailure when the engine
-        refuses."""
+        refuses. A primitive of `stop`: the worker calls `stop`."""
 
-    async def stop(self, handle: Handle, signal: str, grace: float) -> str:
-        """Send `signal`, wait up to `grace` seconds, then SIGKILL. Returns how it went:
-        "exited" (ended within the grace), "killed" (needed SIGKILL) or "not running".
+    async def stop(
+        self,
+        handle: Handle,
+        signal: str,
+        grace: float,
+        *,
+        exited: Callable[[], Awaitable[object]] | None = None,
+        on_step: Callable[[str, float], object] = lambda step, at: None,
+        step_deadline: float = STEP_DEADLINE,
+    ) -> str:
+        """The stop sequence, the one the worker runs: send `signal`, wait up to `grace`
+        seconds for the exit, then SIGKILL and wait for the exit. Each engine call and the
+        wait after SIGKILL have their own deadline (`step_deadline`), so a hung engine is a
+        failure, never a hung caller.
 
-        The worker's supervisor runs these steps itself, each under its own deadline; this is
-        the same sequence for callers that need no more than the outcome."""
+        `exited` returns when the task's process has ended (default: poll `is_running`);
+        `on_step("signalled" | "killed", at)` is told each signal sent (SIGKILL as the first
+        signal is "signalled"). Returns "exited" (ended within the grace), "killed" (needed
+        SIGKILL) or "not running"; raises RuntimeFailure saying which step failed."""
+        wait_exit = exited or (lambda: self._poll_exit(handle))
+        if not await self._send(handle, signal, step_deadline):
+            return "not running"
+        on_step("signalled", time.time())
         if signal != "SIGKILL":
-            if not await self.signal(handle, signal):
-                return "not running"
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if not await self.is_running(handle):
-                    return "exited"
-                await asyncio.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
-            if not await self.is_running(handle):
+            try:
+                await asyncio.wait_for(wait_exit(), grace)
                 return "exited"
-        if not await self.signal(handle, "SIGKILL"):
-            return "exited" if signal != "SIGKILL" else "not running"
+            except TimeoutError:
+                pass
+            if not await self._send(handle, "SIGKILL", step_deadline):
+                return "exited"
+            on_step("killed", time.time())
+        try:
+            await asyncio.wait_for(wait_exit(), step_deadline)
+        except TimeoutError:
+            raise RuntimeFailure(
+                f"kill failed: still running {step_deadline:g}s after SIGKILL"
+            ) from None
         return "killed"
+
+    async def _send(self, handle: Handle, signal: str, deadline: float) -> bool:
+        """One signal under its deadline; False when the task is not running."""
+        what = "kill" if signal == "SIGKILL" else signal
+        try:
+            return await asyncio.wait_for(self.signal(handle, signal), deadline)
+        except TimeoutError:
+            raise RuntimeFailure(f"{what} failed: the engine did not answer") from None
+        except CloudAIError as exc:
+            raise RuntimeFailure(f"{what} failed: {exc}") from exc
+
+    async def _poll_exit(self, handle: Handle) -> None:
+        while await self.is_running(handle):
+            await asyncio.sleep(0.05)
 
     @abc.abstractmethod
     async def destroy(self, handle: Handle) -> None:

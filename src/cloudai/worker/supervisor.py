@@ -28,14 +28,13 @@ from cloudai.core.stop import StopStage
 from cloudai.errors import CloudAIError, Conflict, NotFound
 from cloudai.logsetup import box
 from cloudai.metrics import WorkerMetrics
-from cloudai.runtime.base import Exit, Handle, Runtime
+from cloudai.runtime.base import STEP_DEADLINE, Exit, Handle, Runtime
 from cloudai.worker.link import MasterLink
 from cloudai.worker.orders import CancelOrder
 
 __all__ = ["CancelOrder", "Supervisor"]
 
 log = logging.getLogger("cloudai.worker")
-STEP_DEADLINE = 30.0  # each engine step of a stop (signal, kill, remove) has its own
 TOMBSTONES = 10_000  # cancelled task IDs remembered, so a late assignment is refused
 
 
@@ -116,7 +115,9 @@ class Supervisor:
             entry = _Entry(handle.task_id, None, handle, gpu_ids=handle.gpu_ids)
             entry.started.set()
             self._tasks[handle.task_id] = entry
-            entry.runner = asyncio.create_task(self._finish(entry), name=f"task-{handle.task_id}")
+            entry.runner = asyncio.create_task(
+                self._finish(entry, handle), name=f"task-{handle.task_id}"
+            )
             log.info("[Task %s] re-adopted (%s)", handle.task_id, handle.ref[:12])
         return len(handles)
 
@@ -127,44 +128,45 @@ class Supervisor:
             return f"task {task_id} already on {self.worker_id}"
         entry = _Entry(task_id, spec, gpu_ids=tuple(gpu_ids))
         self._tasks[task_id] = entry
-        entry.runner = asyncio.create_task(self._run(entry), name=f"task-{task_id}")
+        entry.runner = asyncio.create_task(self._run(entry, spec), name=f"task-{task_id}")
         return f"task {task_id} accepted by {self.worker_id}"
 
-    async def _run(self, entry: _Entry) -> None:
-        assert entry.spec is not None
-        spec = entry.spec
+    async def _run(self, entry: _Entry, spec: TaskSpec) -> None:
         try:
-            for step in ("placed", "pull", "create+start"):
-                if entry.cancel is not None:
-                    log.info("[Task %s] cancelled before %s: not starting", entry.task_id, step)
-                    entry.started.set()
-                    await self._report_and_forget(entry, Exit(None), time.time())
-                    return
-                if step == "pull":
-                    await self.runtime.prepare(entry.task_id, spec)
-                elif step == "create+start":
-                    entry.handle = await self.runtime.start(entry.task_id, spec, entry.gpu_ids)
-                    entry.started.set()
-                    self.metrics.tasks_started.inc()
-                    log.info("[Task %s] started (%s)", entry.task_id, entry.handle.ref[:12])
+            handle = await self._start(entry, spec)
         except CloudAIError as exc:
             log.warning("[Task %s] ✗ could not start: %s", entry.task_id, exc)
-            entry.started.set()
-            await self._report_and_forget(entry, Exit(None, error=str(exc)), time.time())
-            return
+            handle, error = None, str(exc)
         except Exception as exc:  # a task's runner must end in a report, whatever broke
             log.exception("[Task %s] ✗ unexpected error while starting", entry.task_id)
+            handle, error = None, f"worker error while starting: {type(exc).__name__}: {exc}"
+        else:
+            error = ""
+        if handle is None:  # cancelled before it started, or it could not start
             entry.started.set()
-            error = f"worker error while starting: {type(exc).__name__}: {exc}"
             await self._report_and_forget(entry, Exit(None, error=error), time.time())
             return
         if entry.cancel is not None and entry.stopper is None:  # cancelled while starting
             entry.stopper = asyncio.create_task(self._stop(entry), name=f"stop-{entry.task_id}")
-        await self._finish(entry)
+        await self._finish(entry, handle)
 
-    async def _finish(self, entry: _Entry) -> None:
-        assert entry.handle is not None
-        exit_ = await self.runtime.wait(entry.handle)
+    async def _start(self, entry: _Entry, spec: TaskSpec) -> Handle | None:
+        """Pull, then create and start, re-checking for a cancel before each step; None when
+        a cancel came first."""
+        for step in ("pull", "create+start"):
+            if entry.cancel is not None:
+                log.info("[Task %s] cancelled before %s: not starting", entry.task_id, step)
+                return None
+            if step == "pull":
+                await self.runtime.prepare(entry.task_id, spec)
+        handle = entry.handle = await self.runtime.start(entry.task_id, spec, entry.gpu_ids)
+        entry.started.set()
+        self.metrics.tasks_started.inc()
+        log.info("[Task %s] started (%s)", entry.task_id, handle.ref[:12])
+        return handle
+
+    async def _finish(self, entry: _Entry, handle: Handle) -> None:
+        exit_ = await self.runtime.wait(handle)
         exited_at = entry.exited_at = time.time()
         entry.exited.set()
         if entry.stopper is not None:  # let the stop record how it ended
@@ -174,7 +176,7 @@ class Supervisor:
                 log.warning("[Task %s] ⚠ stop still busy after the exit", entry.task_id)
         if entry.stop is not None:
             entry.stop.exited_at = exited_at
-        await self._report_and_forget(entry, exit_, entry.handle.started_at)
+        await self._report_and_forget(entry, exit_, handle.started_at)
 
     async def _report_and_forget(self, entry: _Entry, exit_: Exit, started_at: float) -> None:
         entry.exited.set()  # its devices are let go (it never started, or it has exited)
@@ -276,7 +278,8 @@ class Supervisor:
                     f"Reason: {order.reason or '-'}",
                     "Mode: force (SIGKILL now)"
                     if order.force
-                    else f"Mode: {self._signal_of(entry)}, grace {self._grace_of(entry):g}s",
+                    else f"Mode: {self._signal_of(entry, order)}, "
+                    f"grace {self._grace_of(entry, order):g}s",
                 ],
             )
         )
@@ -293,71 +296,51 @@ class Supervisor:
         sent = self.link.update(task_id, StopStage.REMOVED, f"not on {self.worker_id}")
         sent.add_done_callback(lambda _t: self._confirming.discard(task_id))
 
-    def _signal_of(self, entry: _Entry) -> str:
-        assert entry.cancel is not None
-        if entry.cancel.force:
+    @staticmethod
+    def _signal_of(entry: _Entry, order: CancelOrder) -> str:
+        if order.force:
             return "SIGKILL"
-        return entry.cancel.signal or (entry.spec.signal if entry.spec else "SIGTERM")
+        return order.signal or (entry.spec.signal if entry.spec else "SIGTERM")
 
-    def _grace_of(self, entry: _Entry) -> float:
-        assert entry.cancel is not None
-        if entry.cancel.grace is not None:
-            return entry.cancel.grace
+    @staticmethod
+    def _grace_of(entry: _Entry, order: CancelOrder) -> float:
+        if order.grace is not None:
+            return order.grace
         return entry.spec.grace if entry.spec else DEFAULT_GRACE_SECONDS
 
     async def _stop(self, entry: _Entry) -> None:
-        """Signal, grace, SIGKILL: each step under its own deadline."""
-        assert entry.handle is not None and entry.cancel is not None
-        handle, tid = entry.handle, entry.task_id
-        signal, grace = self._signal_of(entry), self._grace_of(entry)
-        stop = entry.stop = _Stop(received_at=entry.cancel.received_at, signal=signal)
+        """The runtime's stop sequence (signal, grace, SIGKILL, each step under its own
+        deadline), each step told to the master as it happens."""
+        handle, order, tid = entry.handle, entry.cancel, entry.task_id
+        if handle is None or order is None:
+            return  # not started, or no order: nothing to stop (yet)
+        signal, grace = self._signal_of(entry, order), self._grace_of(entry, order)
+        stop = entry.stop = _Stop(received_at=order.received_at, signal=signal)
         log.info("[Task %s] Cancelling task (container: %s)...", tid, handle.ref[:12])
-        if not await self._send(entry, signal):
-            return
-        if signal != "SIGKILL":
-            try:
-                await asyncio.wait_for(entry.exited.wait(), grace)
-                log.info("[Task %s] ✓ exited within the grace after %s", tid, signal)
-                return
-            except TimeoutError:
-                log.info("[Task %s] still running after %gs grace: SIGKILL", tid, grace)
-            if not await self._send(entry, "SIGKILL"):
-                return
-        stop.forced = True
-        try:
-            await asyncio.wait_for(entry.exited.wait(), STEP_DEADLINE)
-            log.info("[Task %s] ✓ killed", tid)
-        except TimeoutError:
-            stop.error = f"kill failed: still running {STEP_DEADLINE:g}s after SIGKILL"
-            log.error("[Task %s] ✗ %s", tid, stop.error)
-            self.link.update(tid, StopStage.STOP_FAILED, stop.error)
 
-    async def _send(self, entry: _Entry, signal: str) -> bool:
-        """One signal under its deadline; False when there is nothing more to do."""
-        assert entry.handle is not None and entry.stop is not None
-        tid, stop = entry.task_id, entry.stop
+        def on_step(step: str, at: float) -> None:
+            if step == "killed":
+                stop.killed_at, stop.forced = at, True
+                self.link.update(tid, StopStage.KILLED, f"SIGKILL after {grace:g}s grace", at=at)
+                log.info("[Task %s] still running after %gs grace: SIGKILL sent", tid, grace)
+                return
+            stop.signal_at, stop.forced = at, signal == "SIGKILL"
+            self.link.update(tid, StopStage.SIGNALLED, signal, at=at)
+            log.info("[Task %s] ✓ %s sent", tid, signal)
+
         try:
-            sent = await asyncio.wait_for(self.runtime.signal(entry.handle, signal), STEP_DEADLINE)
-        except (CloudAIError, TimeoutError) as exc:
-            what = "kill" if signal == "SIGKILL" else signal
-            stop.error = f"{what} failed: {exc or 'the engine did not answer'}"
+            how = await self.runtime.stop(
+                handle, signal, grace, exited=entry.exited.wait, on_step=on_step
+            )
+        except CloudAIError as exc:
+            stop.error = str(exc)
             log.error("[Task %s] ✗ %s", tid, stop.error)
             self.link.update(tid, StopStage.STOP_FAILED, stop.error)
-            return False
-        if not sent:
+            return
+        if how == "not running":
             log.info("[Task %s] ✓ already stopped (no %s needed)", tid, signal)
-            return False
-        now = time.time()
-        if signal == "SIGKILL" and stop.signal != "SIGKILL":
-            stop.killed_at = now
-            self.link.update(
-                tid, StopStage.KILLED, f"SIGKILL after {self._grace_of(entry):g}s grace"
-            )
         else:
-            stop.signal_at = now
-            self.link.update(tid, StopStage.SIGNALLED, signal)
-        log.info("[Task %s] ✓ %s sent", tid, signal)
-        return True
+            log.info("[Task %s] ✓ %s", tid, "killed" if how == "killed" else "exited in its grace")
 
     def stop_orders(self, orders: list[tuple[str, CancelOrder]]) -> None:
         """Orders from the master's heartbeat or registration reply: stop these tasks.

@@ -11,7 +11,8 @@ if connection is None:  # pragma: no cover - used only by the `alembic` CLI
     from sqlalchemy import create_engine
 
     url = context.config.get_main_option("sqlalchemy.url")
-    assert url, "set sqlalchemy.url or pass a connection"
+    if not url:
+        raise RuntimeError("set sqlalchemy.url or pass a connection")
     connection = create_engine(url).connect()
 
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
