@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,10 +15,12 @@ from cloudai.core.models import Cancellation, TaskResult, TaskSpec
 from cloudai.core.resources import Resources
 from cloudai.core.stop import StopStage, can_advance, stage_of
 from cloudai.core.stop_update import WORKER_STAGES, StopUpdate
+from cloudai.errors import NotFound
 from cloudai.master import planner
 from cloudai.master.stop_updates import apply_update_tx
 from cloudai.store import cancellations, events, results, tasks, workers
 from cloudai.store.engine import Store
+from cloudai.store.schema import cancellations as cancellations_table
 
 NOW = 1_000_000.0
 _ids = itertools.count()
@@ -135,3 +138,16 @@ def test_removed_without_a_result_ends_a_task_that_never_started(store: Store) -
     assert apply(store, StopUpdate(tid, "w1", StopStage.REMOVED, NOW + 1, "not on w1"))
     stored = store.tx_sync(results.get, tid)
     assert stored is not None and "before it started" in stored["error"]
+
+
+def test_the_result_of_a_stop_without_a_cancel_is_kept_as_a_report(store: Store) -> None:
+    """A task the master ordered stopped as "not yours" (it has it as ended): no cancellation,
+    but the worker's result is still a report, kept once; an update without one is refused."""
+    tid = cancelled_task(store)
+    store.tx_sync(lambda conn: conn.execute(cancellations_table.delete()))
+    result = TaskResult(tid, "w1", TaskStatus.CANCELLED, "late", exit_code=137, completed_at=NOW)
+    assert not apply(store, StopUpdate(tid, "w1", StopStage.EXITED, NOW + 1, result=result))
+    stored = store.tx_sync(results.get, tid)
+    assert stored is not None and stored["exit_code"] == 137
+    with pytest.raises(NotFound):
+        apply(store, StopUpdate(tid, "w1", StopStage.REMOVED, NOW + 2))

@@ -14,7 +14,6 @@ class MasterConfig:
     dispatch_interval: float = 1.0
     cancel_deadline: float = 30.0  # the CancelTask RPC to a worker
     cancel_ack_wait: float = 0.05  # how long a cancel waits for the worker's ack before "queued"
-    cancel_retry_interval: float = 2.0  # between deliveries of an unacknowledged stop order
     cancel_webhook: str = ""  # POST cancellation events here (JSON), when set
     # A worker silent this long (counted from the later of its last heartbeat and this
     # master's start: core/lease.py) is lost, and its running tasks end failed.

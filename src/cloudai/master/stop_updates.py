@@ -53,6 +53,11 @@ def _how(c: Cancellation) -> str:
 def apply_update_tx(conn: Connection, u: StopUpdate, now: float) -> Applied:
     """Apply one worker's update (validated and bounded by the caller)."""
     c = cancellations.get(conn, u.task_id)
+    if c is None and u.result is not None:
+        # A stop the master ordered without a cancel (a task it has as ended, or as placed
+        # elsewhere: "not yours"): the result is a report like any other, kept as an event.
+        planner.record_result(conn, u.result, now)
+        return Applied(False)
     if c is None:
         raise NotFound(f"task {u.task_id} has no cancellation")
     if c.worker_id != u.worker_id:
