@@ -105,6 +105,7 @@ class Cluster:
         self.metrics.watch(self._metrics_snapshot)
         self.loops = Loops("master", self.metrics.loop_failures)
         self.metrics_server: Any = None
+        self.web_server: Any = None  # web.WebServer, when --http-listen is given
         self.canceller = Canceller(store, self.peers, self.config, self.metrics)
         self.dispatcher.also.append(self.canceller.retry_undelivered)
         self.dispatcher.also.append(self._reap_lost_workers)
