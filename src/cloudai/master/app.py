@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from cloudai.api.v1 import master_pb2, master_pb2_grpc
-from cloudai.errors import Unavailable
+from cloudai.errors import CloudAIError, Unavailable
 from cloudai.master.accounts import Accounts
 from cloudai.master.auth import Auth, RateLimit
 from cloudai.master.cluster import Cluster
@@ -84,8 +84,8 @@ async def serve_master(
             cluster.web_server = await start_web(
                 cluster, auth, cfg.http_listen, security.pki if security else None
             )
-        except Unavailable as exc:
-            if cfg.http_required:
+        except CloudAIError as exc:
+            if cfg.http_required or not isinstance(exc, Unavailable):
                 await shutdown_master(cluster, served)
                 raise
             log.warning("⚠ %s: no web console (--http-listen to pick another address)", exc)

@@ -4,6 +4,7 @@ status that says what went wrong (web/errors.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -121,7 +122,11 @@ class _Api:
         force, grace, reason = _cancel_options(body)
         self.auth.limit_cancel(caller, 1)
         (outcome,) = await self.cluster.cancel([task_id], caller, reason, force, grace)
-        return web.json_response(_ack(outcome), status=outcome_status(outcome))
+        status = outcome_status(outcome)
+        body = _ack(outcome)
+        if status != 200:  # an error as every error is, with the ack's fields beside it
+            body["error"] = {"status": status, "message": outcome.message}
+        return web.json_response(body, status=status)
 
     async def cancel_many(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
@@ -173,7 +178,7 @@ class _Api:
             await _sse(resp, "hello", {"user": caller.name, "admin": caller.admin})
             while True:
                 try:
-                    kind, data = await _wait(sub.queue.get(), KEEPALIVE)
+                    kind, data = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
                 except TimeoutError:
                     await resp.write(b": keepalive\n\n")
                     continue
@@ -183,12 +188,6 @@ class _Api:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
-
-
-async def _wait(aw: Any, timeout: float) -> Any:
-    import asyncio
-
-    return await asyncio.wait_for(aw, timeout)
 
 
 async def _first(chunks: AsyncIterator[bytes]) -> bytes | None:

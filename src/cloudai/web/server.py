@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from cloudai.core.models import validate_address
+from cloudai.core.limits import quote
 from cloudai.errors import InvalidArgument, Unavailable
 from cloudai.master.auth import Auth
 from cloudai.master.cluster import Cluster
@@ -83,9 +83,9 @@ def build_app(cluster: Cluster, auth: Auth, https: bool) -> tuple[web.Applicatio
 
 async def start_web(cluster: Cluster, auth: Auth, listen: str, pki: Pki | None) -> WebServer:
     """Serve the console on `listen` (HOST:PORT; port 0: any free one)."""
-    if (problem := validate_address(listen)) is not None:
-        raise InvalidArgument(f"--http-listen: {problem}")
     host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise InvalidArgument(f"--http-listen: invalid address {quote(listen)}: expected HOST:PORT")
     app, feed = build_app(cluster, auth, https=pki is not None)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
