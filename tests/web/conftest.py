@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from cloudai.core.models import TaskSpec, new_task_id
+from cloudai.core.resources import Resources
+from cloudai.master import planner
 from tests.cluster import LocalCluster
+from tests.helpers import need
+
+CHROMIUM = os.environ.get("CLOUDAI_TEST_CHROMIUM", "/usr/bin/chromium")
 
 
 class Http:
@@ -62,3 +71,69 @@ def web_cluster(sqlite_url: str, tmp_path: Any) -> Iterator[LocalCluster]:
 @pytest.fixture
 def http(web_cluster: LocalCluster) -> Http:
     return Http(web_cluster)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (its own browser download cannot work here)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        need("Playwright", f"{exc} (scripts/test.sh installs it)")
+    if not shutil.which(CHROMIUM):
+        need("Chromium", f"no {CHROMIUM} (apt-get install chromium; scripts/test.sh does)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page_for(browser: Any) -> Iterator[Any]:
+    """page_for(cluster, token): a fresh browser context, logged in to the console."""
+    contexts: list[Any] = []
+
+    def open_as(cluster: LocalCluster, token: str) -> Any:
+        ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1366, "height": 800})
+        ctx.set_default_timeout(20_000)
+        contexts.append(ctx)
+        page = ctx.new_page()
+        login(page, cluster.master[0].web_server.url, token)
+        return page
+
+    yield open_as
+    for ctx in contexts:
+        ctx.close()
+
+
+def login(page: Any, url: str, token: str) -> None:
+    page.goto(url + "login")
+    page.get_by_label("Your user token").fill(token)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/tasks")
+    page.wait_for_selector("#live.on")  # the event stream is connected
+
+
+def seed_tasks(
+    cluster: LocalCluster, n: int, owners: tuple[str, ...] = ("ann", "bob")
+) -> list[str]:
+    """`n` pending tasks straight into the store (as many submits would leave them)."""
+    store = cluster.master[0].store
+    ids = [new_task_id() for _ in range(n)]
+
+    def insert(conn: Any) -> None:
+        now = time.time()
+        for i, task_id in enumerate(ids):
+            spec = TaskSpec(
+                image="busybox",
+                command=("true",),
+                resources=Resources(cpu=0.1, mem_gb=0.01),
+                owner=owners[i % len(owners)],
+                name=f"job-{i}",
+            )
+            planner.submit(conn, task_id, spec, now + i * 1e-3, 1.0)
+
+    store.tx_sync(insert)
+    return ids
