@@ -163,11 +163,14 @@ class _Api:
         chunks = self.cluster.stream_logs(task_id, follow, caller)
         first = await _first(chunks)  # errors (403, 404) before the stream starts
         resp = await _sse_start(request)
-        if first is not None:
-            await _sse(resp, "log", {"data": first.decode("utf-8", "replace")})
-            async for chunk in chunks:
-                await _sse(resp, "log", {"data": chunk.decode("utf-8", "replace")})
-        await _sse(resp, "end", {"task_id": task_id})
+        try:
+            if first is not None:
+                await _sse(resp, "log", {"data": first.decode("utf-8", "replace")})
+                async for chunk in chunks:
+                    await _sse(resp, "log", {"data": chunk.decode("utf-8", "replace")})
+            await _sse(resp, "end", {"task_id": task_id})
+        except ConnectionResetError:  # the reader went away: nothing left to do
+            log.debug("log stream of %s: the client left", task_id)
         return resp
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -183,6 +186,9 @@ class _Api:
                     await resp.write(b": keepalive\n\n")
                     continue
                 await _sse(resp, kind, data)
+        except ConnectionResetError:  # the reader went away
+            log.debug("event stream of %s: the client left", caller.name)
+            return resp
         finally:
             self.feed.unsubscribe(sub)
 

@@ -1,0 +1,189 @@
+"""`python -m bench.console`: the web console's tasks view with 1,000 tasks in Chromium — how
+long it takes to render, and to filter (the figure docs/performance.md quotes). With
+`--screenshot PATH`, also a picture of the console with a worker and a few tasks (the README's).
+
+Needs Playwright and Debian's chromium (scripts/test.sh installs both)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import pathlib
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from cloudai.cli.secure import init_pki, pki_of
+from cloudai.core.models import TaskSpec, new_task_id
+from cloudai.core.resources import Resources
+from cloudai.master import planner
+from cloudai.master.app import MasterSecurity, serve_master, shutdown_master
+from cloudai.master.config import MasterConfig
+from cloudai.security.tls import Tls
+from cloudai.worker.app import WorkerConfig, serve_worker
+
+CHROMIUM = "/usr/bin/chromium"
+LONG = ("sh", "-c", "echo starting; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done")
+
+
+def _seed(store: Any, n: int) -> None:
+    def insert(conn: Any) -> None:
+        now = time.time()
+        for i in range(n):
+            spec = TaskSpec(
+                image="busybox",
+                command=("true",),
+                resources=Resources(cpu=0.1, mem_gb=0.01),
+                owner=("ann", "bob")[i % 2],
+                name=f"job-{i}",
+            )
+            planner.submit(conn, new_task_id(), spec, now + i * 1e-3, 1.0)
+
+    store.tx_sync(insert)
+
+
+def _login(page: Any, url: str, token: str) -> None:
+    page.goto(url + "login")
+    page.get_by_label("Your user token").fill(token)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/tasks")
+
+
+_FILTER = """(owner) => {
+  const input = document.getElementById("f-owner"), t0 = performance.now();
+  input.value = owner; input.dispatchEvent(new Event("input", {bubbles: true}));
+  return performance.now() - t0;
+}"""
+
+
+def measure(browser: Any, url: str, token: str, runs: int) -> dict[str, float]:
+    ctx = browser.new_context(ignore_https_errors=True)
+    page = ctx.new_page()
+    _login(page, url, token)
+    renders, filters = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        page.goto(url + "tasks")
+        page.locator("#count").filter(has_text="1000 of 1000 shown").wait_for()
+        renders.append(time.perf_counter() - t0)
+        for owner in ("ann", "", "bob", ""):
+            filters.append(page.evaluate(_FILTER, owner) / 1000)
+    ctx.close()
+    return {"render_s": statistics.median(renders), "filter_s": statistics.median(filters)}
+
+
+async def _start(tmp: pathlib.Path, with_worker: bool) -> tuple[Any, Any, Any, str]:
+    home = tmp / "home"
+    home.mkdir()
+    token = init_pki(home, [])
+    pki = pki_of(home)
+    cfg = MasterConfig(heartbeat_interval=0.5, dispatch_interval=0.1, http_listen="127.0.0.1:0")
+    cluster, served, port = await serve_master(
+        "127.0.0.1:0", f"sqlite:///{tmp / 'b.db'}", cfg, MasterSecurity(pki, "127.0.0.1:0")
+    )
+    worker = None
+    if with_worker:
+        pki.issue_worker("gpu-box-1")
+        worker = await serve_worker(
+            WorkerConfig(
+                worker_id="gpu-box-1",
+                master=f"127.0.0.1:{port}",
+                listen="127.0.0.1:0",
+                runtime="process",
+                capacity=Resources(cpu=8, mem_gb=16, storage_gb=50),
+                state_dir=str(tmp / "w"),
+                advertise="",
+                heartbeat_interval=0.5,
+                tls=Tls.for_worker(pki, "gpu-box-1"),
+                gpu_ids=(),
+            )
+        )
+    return cluster, served, worker, token
+
+
+def screenshot(browser: Any, path: pathlib.Path) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        loop = asyncio.new_event_loop()
+        import threading
+
+        threading.Thread(target=loop.run_forever, daemon=True).start()
+
+        def run(coro: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(60)
+
+        cluster, served, worker, token = run(_start(pathlib.Path(d), True))
+        try:
+            from cloudai.master.auth import Caller
+
+            admin = Caller("admin", True)
+            ids = []
+            for i, (cpu, mem) in enumerate([(2, 4), (1, 2), (0.5, 1), (4, 6), (6, 8)]):
+                spec = TaskSpec(
+                    image="busybox",
+                    command=LONG,
+                    resources=Resources(cpu=cpu, mem_gb=mem),
+                    name=["train-resnet", "etl-nightly", "notebook", "eval-llm", "render"][i],
+                )
+                ids.append(run(cluster.submit(spec, admin)).task_id)
+            time.sleep(2)
+            run(cluster.cancel([ids[1]], admin, "superseded by v2", False, 2.0))
+            time.sleep(3)
+            ctx = browser.new_context(
+                ignore_https_errors=True, viewport={"width": 1280, "height": 720}
+            )
+            page = ctx.new_page()
+            url = cluster.web_server.url
+            _login(page, url, token)
+            page.goto(f"{url}tasks/{ids[0]}")
+            page.locator("#log").filter(has_text="tick").wait_for()
+            page.screenshot(path=str(path.with_name(path.stem + "-task.png")))
+            page.goto(f"{url}workers")
+            page.locator('tr[data-worker="gpu-box-1"]').wait_for()
+            page.goto(f"{url}tasks")
+            page.locator("#tasks tbody tr").first.wait_for()
+            time.sleep(1)
+            page.screenshot(path=str(path))
+            ctx.close()
+            run(cluster.cancel(ids, admin, "screenshot taken", True, None))
+            time.sleep(1)
+        finally:
+            if worker is not None:
+                run(worker.shutdown())
+            run(shutdown_master(cluster, served))
+            loop.call_soon_threadsafe(loop.stop)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--screenshot", type=pathlib.Path, help="also write the README's screenshot")
+    args = p.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        with tempfile.TemporaryDirectory() as d:
+            loop = asyncio.new_event_loop()
+            import threading
+
+            threading.Thread(target=loop.run_forever, daemon=True).start()
+            cluster, served, _, token = asyncio.run_coroutine_threadsafe(
+                _start(pathlib.Path(d), False), loop
+            ).result(60)
+            _seed(cluster.store, 1000)
+            figures = measure(browser, cluster.web_server.url, token, args.runs)
+            asyncio.run_coroutine_threadsafe(shutdown_master(cluster, served), loop).result(30)
+            loop.call_soon_threadsafe(loop.stop)
+        print(
+            f"console, 1,000 tasks (median of {args.runs}): page load to rendered "
+            f"{figures['render_s'] * 1000:.0f} ms; a filter {figures['filter_s'] * 1000:.1f} ms"
+        )
+        if args.screenshot:
+            screenshot(browser, args.screenshot)
+            print(f"screenshot: {args.screenshot}")
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()
