@@ -58,9 +58,10 @@ class Http:
 
 
 @pytest.fixture
-def web_cluster(sqlite_url: str, tmp_path: Any) -> Iterator[LocalCluster]:
-    """A master with --http-listen on a free port and one process-runtime worker."""
-    c = LocalCluster(sqlite_url, tmp_path, http_listen="127.0.0.1:0")
+def web_cluster(store_url: str, tmp_path: Any) -> Iterator[LocalCluster]:
+    """A master (SQLite, then PostgreSQL) with --http-listen on a free port and one
+    process-runtime worker."""
+    c = LocalCluster(store_url, tmp_path, http_listen="127.0.0.1:0")
     try:
         c.add_worker("w1")
         yield c

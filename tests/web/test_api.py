@@ -3,13 +3,18 @@ errors as the gRPC API, as JSON with HTTP statuses; the OpenAPI document; the ev
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any
 
+import pytest
+import requests
 from openapi_spec_validator import validate
 
 from cloudai.core.models import TaskSpec
 from cloudai.core.resources import Resources
+from cloudai.errors import Unavailable
+from cloudai.security.tokens import new_user_token
 from cloudai.web.session import COOKIE, CSRF_HEADER, csrf_of
 from tests.cluster import LocalCluster
 from tests.helpers import eventually
@@ -42,7 +47,7 @@ def test_errors_are_json_with_the_right_status(web_cluster: LocalCluster, http: 
     # 401: no token, a malformed one, an unknown one
     assert "no token" in error(http.call("GET", "/api/v1/tasks"), 401)
     error(http.call("GET", "/api/v1/workers", "nonsense"), 401)
-    error(http.call("GET", "/api/v1/workers", "cai_" + "x" * 40), 401)
+    assert "unknown or revoked" in error(http.call("GET", "/api/v1/workers", new_user_token()), 401)
     # 404: a task or worker that does not exist
     assert "not found" in error(http.call("GET", "/api/v1/tasks/t-nope", admin), 404)
     error(http.call("POST", "/api/v1/workers/nope/drain", admin), 404)
@@ -197,3 +202,69 @@ def test_openapi_document(http: Http) -> None:
             assert op["responses"], path
             declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert declared == {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}
+
+
+def test_login_sets_a_strict_http_only_cookie_and_logout_needs_csrf(
+    web_cluster: LocalCluster, http: Http
+) -> None:
+    web = requests.Session()
+    url, ca = http.url, http.ca
+    assert web.get(f"{url}/tasks", verify=ca, allow_redirects=False).headers["Location"] == "/login"
+    bad = web.post(f"{url}/login", data={"token": new_user_token()}, verify=ca)
+    assert bad.status_code == 401 and "unknown or revoked" in bad.text
+    bad = web.post(f"{url}/login", data={"token": "letmein"}, verify=ca)
+    assert bad.status_code == 401 and "not a cloudai user token" in bad.text
+    assert COOKIE not in web.cookies
+    ok = web.post(
+        f"{url}/login", data={"token": web_cluster.token}, verify=ca, allow_redirects=False
+    )
+    assert ok.status_code == 303 and ok.headers["Location"] == "/tasks"
+    cookie = ok.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" in cookie
+    page = web.get(f"{url}/tasks", verify=ca)
+    assert page.status_code == 200 and 'data-admin="true"' in page.text
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert csrf_of(web_cluster.token) in page.text
+    refused = web.post(f"{url}/logout", data={"csrf": "forged"}, verify=ca, allow_redirects=False)
+    assert refused.status_code == 403
+    out = web.post(
+        f"{url}/logout", data={"csrf": csrf_of(web_cluster.token)}, verify=ca, allow_redirects=False
+    )
+    assert out.status_code == 303 and COOKIE not in web.cookies
+    assert web.get(f"{url}/workers", verify=ca, allow_redirects=False).status_code == 303
+
+
+def test_an_insecure_master_serves_plain_http_to_anyone(sqlite_url: str, tmp_path: Any) -> None:
+    c = LocalCluster(sqlite_url, tmp_path, secure=False, http_listen="127.0.0.1:0")
+    try:
+        url = c.master[0].web_server.url
+        assert url.startswith("http://")
+        resp = requests.get(f"{url}api/v1/workers", timeout=10)
+        assert resp.status_code == 200 and resp.json() == {"workers": []}
+        # a cross-site form cannot set headers: a POST needs one (Authorization or CSRF)
+        drain = requests.post(f"{url}api/v1/workers/nope/drain", timeout=10)
+        assert drain.status_code == 403
+        drain = requests.post(
+            f"{url}api/v1/workers/nope/drain", headers={"Authorization": "Bearer x"}, timeout=10
+        )
+        assert drain.status_code == 404
+    finally:
+        c.close()
+
+
+def test_a_busy_address_fails_the_master_unless_it_is_only_the_default(
+    sqlite_url: str, tmp_path: Any
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        with pytest.raises(Unavailable, match="cannot serve the web console"):
+            LocalCluster(sqlite_url, tmp_path / "a", http_listen=address)
+        other = f"sqlite:///{tmp_path / 'b.db'}"
+        c = LocalCluster(other, tmp_path / "b", http_listen=address, http_required=False)
+        try:
+            assert c.master[0].web_server is None
+            assert c.client.list_workers() == []  # the master runs on without its console
+        finally:
+            c.close()

@@ -29,11 +29,14 @@ def session_token(request: web.Request) -> str:
 
 
 async def caller_of(request: web.Request, auth: Auth) -> Caller:
+    """The caller, or UNAUTHENTICATED / PERMISSION_DENIED (a cookie POST without the CSRF
+    token). `--insecure`: anyone is an admin, but a POST still needs a header a cross-site
+    form cannot send (Authorization, or the CSRF token)."""
     header = request.headers.get("Authorization", "")
     if header:
-        return await auth.bearer(header)
+        return await auth.bearer(header, insecure_name=header.partition(" ")[2])
     token = session_token(request)
-    if not token:
+    if not token and auth.secure:
         raise Unauthenticated(
             "no token: send `Authorization: Bearer TOKEN` (the CLI's user token) or log in"
         )
