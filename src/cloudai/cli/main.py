@@ -828,6 +828,10 @@ def _run_server(args: argparse.Namespace) -> int:
             raise InvalidArgument(
                 f"--cancel-webhook must be an http(s) URL: {quote(args.cancel_webhook)}"
             )
+        if args.http_listen:
+            from cloudai.web.server import check_listen
+
+            check_listen(args.http_listen)
         security = None
         if args.insecure:
             logging.getLogger("cloudai").warning("⚠ --insecure: plaintext and no authentication")

@@ -86,6 +86,10 @@ def run_up(args: argparse.Namespace) -> int:
     for addr in (args.listen, args.worker_listen):
         if (problem := validate_address(addr)) is not None:
             raise InvalidArgument(problem)
+    if args.http_listen not in (None, "off", "none", ""):
+        from cloudai.web.server import check_listen
+
+        check_listen(args.http_listen)
     console = Console(highlight=False)
     data = home()
     log_path = data / "logs" / "up.log"

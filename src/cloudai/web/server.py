@@ -20,7 +20,7 @@ from cloudai.web.errors import error_middleware
 from cloudai.web.feed import Feed
 from cloudai.web.pages import add_page_routes
 
-__all__ = ["WebServer", "start_web"]
+__all__ = ["WebServer", "check_listen", "start_web"]
 
 log = logging.getLogger("cloudai.web")
 _CSP = (
@@ -66,6 +66,13 @@ class WebServer:
         log.info("web console stopped")
 
 
+def check_listen(listen: str) -> None:
+    """HOST:PORT (port 0: any free one), or INVALID_ARGUMENT."""
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise InvalidArgument(f"--http-listen: invalid address {quote(listen)}: expected HOST:PORT")
+
+
 def _ssl_context(pki: Pki) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -83,9 +90,8 @@ def build_app(cluster: Cluster, auth: Auth, https: bool) -> tuple[web.Applicatio
 
 async def start_web(cluster: Cluster, auth: Auth, listen: str, pki: Pki | None) -> WebServer:
     """Serve the console on `listen` (HOST:PORT; port 0: any free one)."""
+    check_listen(listen)
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise InvalidArgument(f"--http-listen: invalid address {quote(listen)}: expected HOST:PORT")
     app, feed = build_app(cluster, auth, https=pki is not None)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
