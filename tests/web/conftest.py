@@ -15,6 +15,7 @@ import requests
 from cloudai.core.models import TaskSpec, new_task_id
 from cloudai.core.resources import Resources
 from cloudai.master import planner
+from cloudai.store import Store
 from tests.cluster import LocalCluster
 from tests.helpers import need
 
@@ -98,30 +99,61 @@ def page_for(browser: Any) -> Iterator[Any]:
 
     def open_as(cluster: LocalCluster, token: str) -> Any:
         ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1366, "height": 800})
-        ctx.set_default_timeout(20_000)
+        ctx.set_default_timeout(30_000)
         contexts.append(ctx)
         page = ctx.new_page()
+        n = len(contexts)
+        # what the page said, printed at the end (pytest shows it when the test failed)
+        page.on("console", lambda m: print(f"page {n} console: {m.text}"))
+        page.on("requestfailed", lambda r: print(f"page {n} failed: {r.url} {r.failure}"))
+        page.on("framenavigated", lambda f: print(f"page {n} at {f.url}"))
         login(page, cluster.master[0].web_server.url, token)
         return page
 
     yield open_as
     for ctx in contexts:
+        for page in ctx.pages:
+            print(f"last seen at {page.url}; toast: {page.locator('#toast').all_inner_texts()}")
         ctx.close()
 
 
+# What Chromium says when it dropped a navigation over a network change (and went on to its
+# error page, or navigated again by itself).
+NETWORK_CHANGED = ("ERR_NETWORK_CHANGED", "chrome-error://", "interrupted by another navigation")
+
+
+def goto(page: Any, url: str) -> None:
+    """page.goto, again after ERR_NETWORK_CHANGED: Chromium aborts a navigation when a network
+    interface comes or goes (a container's veth on this machine: a known Chromium behaviour,
+    not the console's). The console's own reads retry the same way (console.js)."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for attempt in range(5):
+        try:
+            page.goto(url)
+            return
+        except PlaywrightError as exc:
+            if not any(m in str(exc) for m in NETWORK_CHANGED) or attempt == 4:
+                raise
+
+
 def login(page: Any, url: str, token: str) -> None:
-    page.goto(url + "login")
-    page.get_by_label("Your user token").fill(token)
-    page.get_by_role("button", name="Log in").click()
+    """The login form, as a user fills it in (again if the network blip above hit it)."""
+    for attempt in range(3):
+        goto(page, url + "login")
+        page.get_by_label("Your user token").fill(token)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(lambda u: u.endswith("/tasks") or u.startswith("chrome-error://"))
+        if page.url.endswith("/tasks") or attempt == 2:
+            break
     page.wait_for_url("**/tasks")
     page.wait_for_selector("#live.on")  # the event stream is connected
 
 
-def seed_tasks(
-    cluster: LocalCluster, n: int, owners: tuple[str, ...] = ("ann", "bob")
-) -> list[str]:
-    """`n` pending tasks straight into the store (as many submits would leave them)."""
-    store = cluster.master[0].store
+def seed_tasks(url: str, n: int, owners: tuple[str, ...] = ("ann", "bob")) -> list[str]:
+    """`n` pending tasks straight into the store at `url` (as many submits would leave them),
+    before a master starts on it: one long transaction need not hold up the master's loops."""
+    store = Store(url)
     ids = [new_task_id() for _ in range(n)]
 
     def insert(conn: Any) -> None:
@@ -136,5 +168,8 @@ def seed_tasks(
             )
             planner.submit(conn, task_id, spec, now + i * 1e-3, 1.0)
 
-    store.tx_sync(insert)
+    try:
+        store.tx_sync(insert)
+    finally:
+        store.close()
     return ids

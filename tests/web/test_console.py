@@ -5,17 +5,19 @@ with 1,000 tasks."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from docker.errors import NotFound as DockerNotFound
 
 from cloudai.core.models import TaskSpec
 from cloudai.core.resources import Resources
 from tests.cluster import LocalCluster
 from tests.helpers import TEST_IMAGE, eventually
-from tests.web.conftest import seed_tasks
+from tests.web.conftest import goto, seed_tasks
 
 LONG = ("sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done")
 
@@ -34,8 +36,9 @@ def docker_web(docker: Any, sqlite_url: str, tmp_path: Any) -> Iterator[tuple[Lo
         yield c, worker_id
     finally:
         c.close()
-        for container in docker.containers.list(all=True, filters={"label": "cloudai.task"}):
-            if container.labels.get("cloudai.worker") == worker_id:
+        mine = {"label": f"cloudai.worker={worker_id}"}
+        for container in docker.containers.list(all=True, sparse=True, filters=mine):
+            with contextlib.suppress(DockerNotFound):  # gone meanwhile
                 container.remove(force=True)
 
 
@@ -49,11 +52,14 @@ def test_log_in_watch_a_task_live_and_cancel_it(
     row = page.locator(f'tr[data-task="{task.task_id}"]')
     row.locator(".s-running").wait_for()  # appeared, and turned running, with no reload
     assert page.evaluate("window.__notReloaded") is True
-    assert docker.containers.list(filters={"label": f"cloudai.task={task.task_id}"})
 
-    row.get_by_role("link", name=task.task_id).click()
-    page.wait_for_url(f"**/tasks/{task.task_id}")
+    assert row.get_by_role("link", name=task.task_id).get_attribute("href") == (
+        f"/tasks/{task.task_id}"
+    )
+    goto(page, f"{cluster.master[0].web_server.url}tasks/{task.task_id}")
     page.locator("#log").filter(has_text="ready").wait_for()  # the live log tail
+    its = {"label": f"cloudai.task={task.task_id}"}
+    assert docker.containers.list(sparse=True, filters=its)  # it printed: its container runs
     page.evaluate("window.__notReloaded = true")
     page.get_by_label("Grace seconds").fill("5")
     page.get_by_label("Reason").fill("from the browser")
@@ -96,15 +102,15 @@ def test_a_user_without_rights_sees_no_controls_and_is_refused(
     base = web.master[0].web_server.url
 
     ann = page_for(web, ann_token)  # the owner: the control is there
-    ann.goto(f"{base}tasks/{task.task_id}")
+    goto(ann, f"{base}tasks/{task.task_id}")
     ann.get_by_role("button", name="Cancel task").wait_for()
 
     bob = page_for(web, bob_token)
-    bob.goto(f"{base}tasks/{task.task_id}")
+    goto(bob, f"{base}tasks/{task.task_id}")
     bob.locator("#toast").filter(has_text="may not show").wait_for()
     assert not bob.get_by_role("button", name="Cancel task").is_visible()
     assert bob.locator(f'tr[data-task="{task.task_id}"]').count() == 0
-    bob.goto(f"{base}workers")
+    goto(bob, f"{base}workers")
     bob.locator('tr[data-worker="w1"]').wait_for()
     assert bob.get_by_role("button", name="Drain worker w1").count() == 0
 
@@ -126,7 +132,7 @@ def test_a_user_without_rights_sees_no_controls_and_is_refused(
     assert {e.actor for e in denied} == {"bob"}
 
     admin = page_for(web, web.token)  # an admin does see drain
-    admin.goto(f"{base}workers")
+    goto(admin, f"{base}workers")
     admin.get_by_role("button", name="Drain worker w1").click()
     admin.get_by_role("button", name="Undrain worker w1").wait_for()
     assert web.client.list_workers()[0].drained
@@ -135,9 +141,9 @@ def test_a_user_without_rights_sees_no_controls_and_is_refused(
 def test_the_tasks_view_with_1000_tasks_renders_filters_and_bulk_cancels(
     sqlite_url: str, tmp_path: Any, page_for: Any
 ) -> None:
+    ids = seed_tasks(sqlite_url, 1000)
     c = LocalCluster(sqlite_url, tmp_path, http_listen="127.0.0.1:0")  # no worker: all pending
     try:
-        ids = seed_tasks(c, 1000)
         page = page_for(c, c.token)
         page.locator("#count").filter(has_text="1000 of 1000 shown").wait_for()
         assert page.locator("#tasks tbody tr").count() == 1000

@@ -27,9 +27,17 @@
     const headers = { "Accept": "application/json" };
     if (opts.body !== undefined) headers["Content-Type"] = "application/json";
     if (opts.method && opts.method !== "GET") headers["X-CSRF-Token"] = CSRF;
-    const r = await fetch("/api/v1" + path, { method: opts.method || "GET", headers,
+    const req = () => fetch("/api/v1" + path, { method: opts.method || "GET", headers,
       body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
       credentials: "same-origin" });
+    let r;
+    for (let attempt = 1; ; attempt++) {
+      try { r = await req(); break; } catch (err) {
+        // a network blip (the browser saw an interface change): a read is safe to repeat
+        if ((opts.method && opts.method !== "GET") || attempt >= 4) throw err;
+        await new Promise((ok) => setTimeout(ok, 250 * attempt));
+      }
+    }
     if (r.status === 401) { location.href = "/login?m=Your+session+ended."; throw new Error("401"); }
     const data = await r.json().catch(() => ({}));
     if (!r.ok && !opts.acks) throw new Error((data.error && data.error.message) || data.message || r.statusText);
@@ -57,7 +65,12 @@
   function live() {
     const es = new EventSource("/api/v1/events");
     const state = $("#live");
-    es.addEventListener("hello", () => { state.textContent = "live"; state.className = "live on"; });
+    let connected = false;
+    es.addEventListener("hello", () => {
+      state.textContent = "live"; state.className = "live on";
+      if (connected && handlers.resync) handlers.resync();  // back after a gap: re-read
+      connected = true;
+    });
     es.onerror = () => { state.textContent = "reconnecting…"; state.className = "live off"; };
     for (const kind of ["task", "worker", "worker_removed", "resync"]) {
       es.addEventListener(kind, (e) => { const f = handlers[kind]; if (f) f(JSON.parse(e.data)); });
@@ -192,11 +205,12 @@
     ["signalled", "signal_at"], ["exited", "exited_at"], ["removed", "removed_at"]];
   function taskView() {
     const id = app.dataset.taskId;
-    let logStarted = false;
+    let logStarted = false, current = null;
     function dl(target, pairs) {
       target.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v === null || v === undefined || v === "" ? "—" : String(v) })]));
     }
     function render(t) {
+      current = t;
       $("#t-status").replaceChildren(statusBadge(t.status));
       $("#cancel-box").hidden = !(ACTIVE.has(t.status) && mayCancel(t));
       const c = t.cancellation;
@@ -222,14 +236,20 @@
     function follow() {
       const pre = $("#log"), state = $("#log-state");
       const es = new EventSource(`/api/v1/tasks/${encodeURIComponent(id)}/logs?follow=1`);
+      let fresh = true;  // the stream sends the output from its start: replace, then append
       state.textContent = "(following)";
       es.addEventListener("log", (e) => {
-        let text = pre.textContent + JSON.parse(e.data).data;
+        let text = (fresh ? "" : pre.textContent) + JSON.parse(e.data).data;
+        fresh = false;
         if (text.length > 65536) text = text.slice(-65536);
         pre.textContent = text; pre.scrollTop = pre.scrollHeight;
       });
       es.addEventListener("end", () => { es.close(); state.textContent = "(ended)"; });
-      es.onerror = () => { es.close(); state.textContent = "(not available)"; };
+      es.onerror = () => {
+        es.close();
+        if (current && ACTIVE.has(current.status)) { state.textContent = "(reconnecting)"; setTimeout(follow, 1000); }
+        else state.textContent = "(not available)";
+      };
     }
     const load = () => api(`/tasks/${encodeURIComponent(id)}`).then(render).catch((e) => toast(e.message, true));
     handlers.task = (d) => { if (d.task_id === id) load(); };
