@@ -75,9 +75,11 @@ def http(web_cluster: LocalCluster) -> Http:
     return Http(web_cluster)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright (its own browser download cannot work here)."""
+    """Debian's Chromium driven by Playwright (its own browser download cannot work here).
+    Per module, not per session: Playwright's sync API keeps an event loop running in this
+    thread while it lives, and the asyncio tests that follow need the thread free."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
@@ -123,30 +125,44 @@ NETWORK_CHANGED = ("ERR_NETWORK_CHANGED", "chrome-error://", "interrupted by ano
 
 
 def goto(page: Any, url: str) -> None:
-    """page.goto, again after ERR_NETWORK_CHANGED: Chromium aborts a navigation when a network
-    interface comes or goes (a container's veth on this machine: a known Chromium behaviour,
-    not the console's). The console's own reads retry the same way (console.js)."""
+    """page.goto, again when Chromium dropped the page or its script over a network change
+    (ERR_NETWORK_CHANGED: it aborts requests when a network interface comes or goes, as a
+    container's veth does on this machine; a known Chromium behaviour, not the console's).
+    The console's own requests retry the same way (console.js)."""
     from playwright.sync_api import Error as PlaywrightError
 
     for attempt in range(5):
         try:
             page.goto(url)
-            return
+            if url.endswith("/login") or _script_runs(page):
+                return
         except PlaywrightError as exc:
             if not any(m in str(exc) for m in NETWORK_CHANGED) or attempt == 4:
                 raise
+    raise AssertionError(f"{url}: the console's script never ran (see the page log above)")
+
+
+def _script_runs(page: Any) -> bool:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("document.documentElement.dataset.console === 'up'", timeout=10_000)
+        return True
+    except PlaywrightTimeout:
+        return False
 
 
 def login(page: Any, url: str, token: str) -> None:
-    """The login form, as a user fills it in (again if the network blip above hit it)."""
+    """The login form, as a user fills it in (again if a network blip dropped it)."""
     for attempt in range(3):
         goto(page, url + "login")
         page.get_by_label("Your user token").fill(token)
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url(lambda u: u.endswith("/tasks") or u.startswith("chrome-error://"))
-        if page.url.endswith("/tasks") or attempt == 2:
+        if page.url.endswith("/tasks") and _script_runs(page):
             break
-    page.wait_for_url("**/tasks")
+        if attempt == 2:
+            raise AssertionError(f"could not log in: the page is at {page.url}")
     page.wait_for_selector("#live.on")  # the event stream is connected
 
 

@@ -33,8 +33,10 @@
     let r;
     for (let attempt = 1; ; attempt++) {
       try { r = await req(); break; } catch (err) {
-        // a network blip (the browser saw an interface change): a read is safe to repeat
-        if ((opts.method && opts.method !== "GET") || attempt >= 4) throw err;
+        // A network blip (Chromium drops requests when a network interface comes or goes):
+        // try again. Every call here is safe to repeat: reads, and cancel / drain / undrain,
+        // which answer the same when already done.
+        if (attempt >= 4) throw err;
         await new Promise((ok) => setTimeout(ok, 250 * attempt));
       }
     }
@@ -266,4 +268,5 @@
 
   ({ workers: workersView, tasks: tasksView, task: taskView })[app.dataset.view]();
   live();
+  document.documentElement.dataset.console = "up";  // for tests: the script runs
 })();
