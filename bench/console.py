@@ -71,6 +71,8 @@ def _login(page: Any, url: str, token: str) -> None:
 
 _FETCH = """() => performance.getEntriesByType("resource")
   .filter((e) => e.name.endsWith("/api/v1/tasks"))[0].duration"""
+# from the navigation's start to the first rendering of the list, in the page's own clock
+_RENDERED = """() => performance.getEntriesByName("tasks-rendered")[0].startTime"""
 _FILTER = """(owner) => {
   const input = document.getElementById("f-owner"), t0 = performance.now();
   input.value = owner; input.dispatchEvent(new Event("input", {bubbles: true}));
@@ -83,18 +85,20 @@ def measure(browser: Any, url: str, token: str, runs: int) -> dict[str, float]:
     ctx.set_default_timeout(120_000)  # a busy machine: a figure, however slow, not a failure
     page = ctx.new_page()
     _login(page, url, token)
-    renders, filters, fetches = [], [], []
+    renders, filters, fetches, walls = [], [], [], []
     for _ in range(runs):
         t0 = time.perf_counter()
         _goto(page, url + "tasks")
         page.locator("#count").filter(has_text="1000 of 1000 shown").wait_for()
-        renders.append(time.perf_counter() - t0)
+        walls.append(time.perf_counter() - t0)
+        renders.append(page.evaluate(_RENDERED) / 1000)
         fetches.append(page.evaluate(_FETCH) / 1000)
         for owner in ("ann", "", "bob", ""):
             filters.append(page.evaluate(_FILTER, owner) / 1000)
     ctx.close()
     return {
         "render_s": statistics.median(renders),
+        "wall_s": statistics.median(walls),
         "fetch_s": statistics.median(fetches),
         "filter_s": statistics.median(filters),
     }
@@ -206,9 +210,10 @@ def main() -> None:
             asyncio.run_coroutine_threadsafe(shutdown_master(cluster, served), loop).result(30)
             loop.call_soon_threadsafe(loop.stop)
         print(
-            f"console, 1,000 tasks (median of {args.runs}): page load to rendered "
-            f"{figures['render_s'] * 1000:.0f} ms (of which GET /api/v1/tasks "
-            f"{figures['fetch_s'] * 1000:.0f} ms); a filter {figures['filter_s'] * 1000:.1f} ms"
+            f"console, 1,000 tasks (median of {args.runs}): navigation start to the list "
+            f"rendered {figures['render_s'] * 1000:.0f} ms (of which GET /api/v1/tasks "
+            f"{figures['fetch_s'] * 1000:.0f} ms; {figures['wall_s'] * 1000:.0f} ms as Playwright "
+            f"sees it); a filter {figures['filter_s'] * 1000:.1f} ms"
         )
         if args.screenshot:
             screenshot(browser, args.screenshot)

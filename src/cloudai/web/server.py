@@ -33,24 +33,26 @@ _CSP = (
 async def _headers(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    # The script and stylesheet may be kept, and revalidated (304) at each use; the rest,
+    # which carries the cluster's state, is never stored.
+    cache = "no-cache" if request.path.startswith("/static/") else "no-store"
     try:
         resp = await handler(request)
     except web.HTTPException as exc:  # redirects and the like keep the headers too
-        _secure_headers(exc)
+        _secure_headers(exc, cache)
         raise
-    _secure_headers(resp)
+    _secure_headers(resp, cache)
     return resp
 
 
-def _secure_headers(resp: web.StreamResponse) -> None:
+def _secure_headers(resp: web.StreamResponse, cache: str) -> None:
     if resp.prepared:  # a stream already under way
         return
     resp.headers.setdefault("Content-Security-Policy", _CSP)
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     resp.headers.setdefault("Referrer-Policy", "no-referrer")
     resp.headers.setdefault("X-Frame-Options", "DENY")
-    if "Cache-Control" not in resp.headers:
-        resp.headers["Cache-Control"] = "no-store"
+    resp.headers.setdefault("Cache-Control", cache)
 
 
 @dataclass

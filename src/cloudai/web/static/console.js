@@ -154,6 +154,7 @@
     function render() {
       const list = shown();
       body.replaceChildren(...list.map(row));
+      performance.mark("tasks-rendered");  // what bench/console.py times
       $("#count").textContent = `${list.length} of ${all.size} shown`;
       const q = new URLSearchParams();
       for (const [k, v] of Object.entries(filters())) if (v) q.set(k, v);
