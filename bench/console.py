@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from cloudai.cli.secure import init_pki, pki_of
@@ -51,14 +52,22 @@ _NETWORK_CHANGED = ("ERR_NETWORK_CHANGED", "chrome-error://", "interrupted by an
 
 
 def _goto(page: Any, url: str) -> None:
-    """page.goto, again after ERR_NETWORK_CHANGED (Chromium aborts a navigation when an
-    interface appears: a container's veth on this machine)."""
-    for attempt in range(3):
+    """page.goto, again when Chromium dropped the page or its script over a network change
+    (ERR_NETWORK_CHANGED, when an interface comes or goes: a container's veth on this
+    machine). As tests/web/conftest.py does."""
+    for attempt in range(5):
         try:
             page.goto(url)
+            if url.endswith("/login"):
+                return
+            page.wait_for_function(
+                "document.documentElement.dataset.console === 'up'", timeout=10_000
+            )
             return
-        except PlaywrightError as exc:
-            if not any(m in str(exc) for m in _NETWORK_CHANGED) or attempt == 2:
+        except PlaywrightError as exc:  # a Playwright timeout is one too
+            if attempt == 4 or not (
+                isinstance(exc, PlaywrightTimeout) or any(m in str(exc) for m in _NETWORK_CHANGED)
+            ):
                 raise
 
 
@@ -171,7 +180,8 @@ def screenshot(browser: Any, path: pathlib.Path) -> None:
             page = ctx.new_page()
             url = cluster.web_server.url
             _login(page, url, token)
-            _goto(page, f"{url}tasks/{ids[0]}")
+            _goto(page, f"{url}tasks/{ids[1]}")  # the cancelled one: its timeline
+            page.locator('#timeline li[data-stage="removed"].done').wait_for()
             page.locator("#log").filter(has_text="tick").wait_for()
             page.screenshot(path=str(path.with_name(path.stem + "-task.png")))
             _goto(page, f"{url}workers")

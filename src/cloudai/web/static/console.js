@@ -46,6 +46,11 @@
     return data;
   }
   const when = (iso) => iso ? new Date(iso).toLocaleString() : "—";
+  // to the millisecond: the stages of a stop are often within one second
+  const fine = (iso) => {
+    const d = new Date(iso);
+    return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+  };
   function ago(iso) {
     if (!iso) return "never";
     const s = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
@@ -59,6 +64,8 @@
     return el("span", { cls: "bar" }, m, el("span", { text: ` ${fmt(used)}/${fmt(cap)} ${unit}` }),
       el("span", { cls: "sr", text: ` (${pct.toFixed(0)}%)` }));
   }
+  // an argument as a POSIX shell would need it written
+  const shq = (a) => /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`;
   const statusBadge = (s) => el("span", { cls: `status s-${s}`, text: s });
   const mayCancel = (t) => ADMIN || t.owner === ME;
 
@@ -220,12 +227,12 @@
       $("#timeline").replaceChildren(...STAGES.map(([name, key]) => {
         const at = c ? c[key] : null;
         return el("li", { cls: at ? "done" : "todo", "data-stage": name },
-          el("span", { cls: "stage", text: name }), el("span", { text: at ? ` ${when(at)}` : " —" }),
+          el("span", { cls: "stage", text: name }), el("span", { text: at ? ` ${fine(at)}` : " —" }),
           name === "requested" && c ? el("span", { cls: "help", text: ` by ${c.requested_by}${c.force ? ", force" : `, grace ${c.grace_seconds} s`}${c.reason ? ` — “${c.reason}”` : ""}` }) : null,
-          name === "signalled" && c && c.killed_at ? el("span", { cls: "help", text: ` (killed ${when(c.killed_at)})` }) : null,
+          name === "signalled" && c && c.killed_at ? el("span", { cls: "help", text: ` (killed ${fine(c.killed_at)})` }) : null,
           name === "exited" && c && c.exit_code !== null && c.exited_at ? el("span", { cls: "help", text: ` (exit ${c.exit_code})` }) : null);
       }));
-      dl($("#info"), [["Name", t.name], ["Owner", t.owner], ["Image", t.image], ["Command", t.command.join(" ")],
+      dl($("#info"), [["Name", t.name], ["Owner", t.owner], ["Image", t.image], ["Command", t.command.map(shq).join(" ")],
         ["Worker", t.worker_id], ["Created", when(t.created_at)], ["Started", when(t.started_at)],
         ["Completed", when(t.completed_at)], ["Exit code", t.exit_code], ["Reason", t.reason]]);
       const r = t.resources, u = t.usage;
