@@ -55,6 +55,11 @@ def test_errors_are_json_with_the_right_status(web_cluster: LocalCluster, http: 
     # 422: bad input
     error(http.call("GET", "/api/v1/tasks?status=sleeping", ann), 422)
     error(http.call("GET", "/api/v1/tasks?limit=-1", ann), 422)
+    error(http.call("GET", "/api/v1/tasks?limit=ten", ann), 422)
+    error(http.call("GET", "/api/v1/tasks?limit=" + "9" * 30, ann), 422)
+    error(http.call("POST", "/api/v1/tasks/cancel", ann, json={"task_ids": []}), 422)
+    error(http.call("POST", "/api/v1/tasks/cancel", ann, json={"task_ids": ["a b"]}), 422)
+    error(http.call("POST", "/api/v1/tasks/cancel", ann, json=["t"]), 422)
     task = web_cluster.client_with(ann).submit(spec("echo", "hi"))
     web_cluster.wait_status(task.task_id, "completed")
     path = f"/api/v1/tasks/{task.task_id}/cancel"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudai.cli.render import iso, task_json, worker_json
+from cloudai.errors import Unavailable
 from cloudai.master.cluster import Cluster
 from cloudai.store import events, tasks
 
@@ -88,9 +89,14 @@ class Feed:
             while self._subs:
                 try:
                     await self._look()
-                except Exception:  # a store hiccup: said, and tried again at the next look
-                    log.exception("✗ web-feed-loop: reading changes failed")
+                except Unavailable as exc:  # the store is busy or away: tried again next look
+                    log.warning("⚠ web-feed-loop: %s", exc.message)
                 await asyncio.sleep(self.interval)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.exception("✗ web-feed-loop failed; a new client starts it again")
+            raise
         finally:
             log.info("web-feed-loop stopped")
 
