@@ -186,6 +186,8 @@ def screenshot(browser: Any, path: pathlib.Path) -> None:
             page.screenshot(path=str(path.with_name(path.stem + "-task.png")))
             _goto(page, f"{url}workers")
             page.locator('tr[data-worker="gpu-box-1"]').wait_for()
+            time.sleep(1)
+            page.screenshot(path=str(path.with_name(path.stem + "-workers.png")))
             _goto(page, f"{url}tasks")
             page.locator("#tasks tbody tr").first.wait_for()
             time.sleep(1)
