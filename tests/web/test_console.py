@@ -163,7 +163,14 @@ def test_the_tasks_view_with_1000_tasks_renders_filters_and_bulk_cancels(
         page.get_by_label("Status").select_option("")
         page.get_by_label("Owner").fill("bob")
         page.locator("#count").filter(has_text="500 of 1000 shown").wait_for()
-        page.get_by_role("button", name="Cancel the shown active tasks…").click()
+        bulk = page.get_by_role("button", name="Cancel the shown active tasks…")
+        bulk.click()
+        page.keyboard.press("Escape")  # the preview closes without cancelling anything
+        assert not page.locator("#bulk").is_visible()
+        assert c.client.list_tasks(status="cancelled") == []
+        bulk.focus()
+        page.keyboard.press("Enter")  # and opens from the keyboard too
+        assert page.locator("#bulk").is_visible()
         assert page.locator("#bulk-n").inner_text() == "500"
         assert page.locator("#bulk-list li").count() == 500
         page.locator("#bulk").get_by_label("Reason").fill("bulk from the console")
