@@ -273,3 +273,26 @@ def test_a_busy_address_fails_the_master_unless_it_is_only_the_default(
             assert c.client.list_workers() == []  # the master runs on without its console
         finally:
             c.close()
+
+
+def test_a_log_stream_starts_at_once_and_is_refused_to_others(
+    web_cluster: LocalCluster, http: Http
+) -> None:
+    ann = web_cluster.client.add_user("ann", False).token
+    bob = web_cluster.client.add_user("bob", False).token
+    whole = TaskSpec(image="busybox", command=LONG, resources=Resources(cpu=2, mem_gb=0.1))
+    web_cluster.client_with(ann).submit(whole)  # all of w1's CPU
+    task = web_cluster.client_with(ann).submit(whole)  # no room left: it stays pending
+    assert task.status.value == "pending"
+    path = f"/api/v1/tasks/{task.task_id}/logs?follow=1"
+    assert "not the owner" in error(http.call("GET", path, bob), 403)
+    denied = [e for e in web_cluster.client.get_task(task.task_id).events if e.kind == "denied"]
+    assert [(e.actor, e.message) for e in denied] == [
+        ("bob", "read the logs of refused: not the owner")
+    ]
+    with http.call("GET", path, ann, stream=True) as resp:  # headers now, output when it runs
+        assert resp.status_code == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+    web_cluster.client.cancel(task.task_id)
+    ended = http.sse(path, ann, lambda ev: ev[-1][0] == "end")
+    assert ended[-1] == ("end", {"task_id": task.task_id})

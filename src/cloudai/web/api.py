@@ -8,14 +8,14 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiohttp import web
 
 from cloudai.cli.render import task_json, worker_json
 from cloudai.core.models import validate_task_id, validate_worker_id
-from cloudai.errors import InvalidArgument, check
+from cloudai.errors import CloudAIError, InvalidArgument, check
 from cloudai.master.auth import Auth, Caller
 from cloudai.master.canceller import CancelOutcome
 from cloudai.master.cluster import Cluster
@@ -160,17 +160,37 @@ class _Api:
         caller = await self.caller(request)
         task_id = _task_id(request)
         follow = request.query.get("follow", "0") not in ("", "0", "false")
-        chunks = self.cluster.stream_logs(task_id, follow, caller)
-        first = await _first(chunks)  # errors (403, 404) before the stream starts
+        # Who may read them, before the stream starts (its errors cannot be a status after):
+        # the rule and the audit event of Cluster.stream_logs, asked of Cluster.
+        task = await self.cluster.get_task(task_id)
+        if not caller.may_touch(task.spec.owner):
+            await self.cluster.deny(caller, [task_id], "read the logs of")
         resp = await _sse_start(request)
+        chunks = self.cluster.stream_logs(task_id, follow)
+        waiting: asyncio.Future[bytes] | None = None
         try:
-            if first is not None:
-                await _sse(resp, "log", {"data": first.decode("utf-8", "replace")})
-                async for chunk in chunks:
-                    await _sse(resp, "log", {"data": chunk.decode("utf-8", "replace")})
+            while True:
+                waiting = waiting or asyncio.ensure_future(anext(chunks))
+                done, _ = await asyncio.wait({waiting}, timeout=KEEPALIVE)
+                if not done:  # nothing yet (a pending task): is the reader still there?
+                    await resp.write(b": keepalive\n\n")
+                    continue
+                waiting = None
+                try:
+                    chunk = done.pop().result()
+                except StopAsyncIteration:
+                    break
+                await _sse(resp, "log", {"data": chunk.decode("utf-8", "replace")})
             await _sse(resp, "end", {"task_id": task_id})
+        except CloudAIError as exc:  # e.g. the worker stopped answering: said in the stream
+            await _sse(resp, "error", {"message": exc.message})
         except ConnectionResetError:  # the reader went away: nothing left to do
             log.debug("log stream of %s: the client left", task_id)
+        finally:
+            if waiting is not None:
+                waiting.cancel()
+            if isinstance(chunks, AsyncGenerator):  # let it clean up (its call to the worker)
+                await chunks.aclose()
         return resp
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -194,13 +214,6 @@ class _Api:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
-
-
-async def _first(chunks: AsyncIterator[bytes]) -> bytes | None:
-    try:
-        return await chunks.__anext__()
-    except StopAsyncIteration:
-        return None
 
 
 async def _sse_start(request: web.Request) -> web.StreamResponse:
