@@ -236,7 +236,9 @@ _PATHS: dict[str, Any] = {
             "operationId": "taskLogs",
             "parameters": [_TASK_ID, _query("follow", "1: keep streaming until the task ends")],
             "responses": {
-                "200": _sse("`event: log` with {data}; `event: end`"),
+                "200": _sse(
+                    "`event: log` with {data}; `event: end`; `event: error` with {message}"
+                ),
                 **_ERRORS,
                 "404": _404,
             },
