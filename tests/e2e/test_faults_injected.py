@@ -5,8 +5,12 @@ proxy on the engine's socket). docs/reliability.md lists what cloudai promises f
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,18 +20,26 @@ from tests.cluster import ProcCluster
 from tests.e2e import test_faults
 from tests.e2e.test_faults import (
     SLEEPER,
+    cluster,
+    container,
     holds_invariants,
     kinds,
+    release,
     restart_master,
     run,
+    worker_log,
 )
+from tests.faultproxy import EngineProxy, TcpProxy
 from tests.helpers import eventually
 
 worker_id = test_faults.worker_id  # the fixture: a unique worker ID, its containers removed after
 
 
-def containers_of(docker: Any, task_id: str) -> list[Any]:
-    return list(docker.containers.list(all=True, filters={"label": f"cloudai.task={task_id}"}))
+def containers_of(docker: Any, task_id: str) -> list[str]:
+    """The IDs of the task's containers on the engine (the low-level call: no inspect of
+    each, which races a removal)."""
+    found = docker.api.containers(all=True, filters={"label": f"cloudai.task={task_id}"})
+    return [c["Id"] for c in found]
 
 
 @pytest.mark.parametrize(
@@ -81,3 +93,149 @@ def test_master_sigkill_at_each_step_of_a_cancel(
         assert containers_of(docker, task_id) == []
         assert kinds(c, task_id).count("cancel_requested") == 1
         holds_invariants(c, docker, worker_id, acknowledged=[task_id])
+
+
+@contextlib.contextmanager
+def spawn_env(c: ProcCluster, **env: str) -> Iterator[None]:
+    """The processes the cluster spawns meanwhile get `env` on top of its own."""
+    saved = c.env
+    c.env = {**saved, **env}
+    try:
+        yield
+    finally:
+        c.env = saved
+
+
+def worker_json(c: ProcCluster, worker_id: str) -> Any:
+    return next(w for w in c.cli_json("workers") if w["worker_id"] == worker_id)
+
+
+# Its output is large enough to tell its report from the heartbeats on the wire.
+BIG_UNTIL_GO = (
+    "sh",
+    "-c",
+    "echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+    "head -c 40000 /dev/zero | tr '\\0' x; echo; echo finished",
+)
+
+
+@pytest.mark.parametrize("lost", ["request", "reply"])
+def test_a_result_report_lost_on_the_way_is_retried_and_stored_once(
+    docker: Any, tmp_path: pathlib.Path, worker_id: str, lost: str
+) -> None:
+    """Fault 8. The worker reaches the master through a TCP proxy that loses its result
+    report: the request on its way to the master ("request"), or the master's answer on its
+    way back after the result was stored ("reply"). The worker retries; the result is stored
+    once, with its logs, and the task completes once (a retry that finds the result stored is
+    kept as an event, and changes nothing)."""
+    with cluster(tmp_path, "--worker-lost-after", "60") as c:
+        proxy = TcpProxy([c.port, c.peer_port])
+        try:
+            c.add_worker(worker_id, extra=("--master", f"127.0.0.2:{c.port}"))
+            task_id = run(c, worker_id, *BIG_UNTIL_GO)
+            assert proxy.accepted >= 2  # its calls go through the proxy, both ports
+            before = proxy.dropped["up"]
+            proxy.mode = "drop_all" if lost == "request" else "drop_replies"
+            release(docker, task_id)
+            ended = f"[Task {task_id}] ended completed"
+            if lost == "request":  # its report (40 kB of logs) went out, and was lost
+                eventually(
+                    lambda: (
+                        ended in worker_log(c, worker_id) and proxy.dropped["up"] - before > 30_000
+                    ),
+                    timeout=30,
+                    what="the worker's report to be sent and dropped",
+                )
+                assert c.client.get_task(task_id).status.value == "running"  # never arrived
+            else:  # stored; its answer dropped
+                eventually(
+                    lambda: c.client.get_task(task_id).status.value == "completed",
+                    timeout=30,
+                    what="the report to be stored while its answer is dropped",
+                )
+                assert container(docker, task_id).status == "exited"  # no answer: kept
+            assert proxy.cut() >= 1
+            eventually(
+                lambda: containers_of(docker, task_id) == [],
+                timeout=30,
+                what="the report to be acknowledged and the container removed",
+            )
+        finally:
+            proxy.close()
+        log = worker_log(c, worker_id)
+        assert f"[Task {task_id}] ⚠ result report failed (attempt 1), retrying" in log
+        done = c.cli_json("task", "show", task_id)
+        assert done["status"] == "completed" and done["exit_code"] == 0
+        assert done["result"]["status"] == "completed" and "finished" in done["result"]["logs"]
+        assert kinds(c, task_id).count("completed") == 1
+        # The retry of a stored report finds it stored: kept as an event, nothing overwritten.
+        assert kinds(c, task_id).count("late_report") == (1 if lost == "reply" else 0)
+        holds_invariants(c, docker, worker_id, acknowledged=[task_id])
+
+
+def test_a_hung_engine_call_is_a_failed_stop(
+    docker: Any, tmp_path: pathlib.Path, worker_id: str
+) -> None:
+    """Fault 11. The worker's engine holds its stop signal for ever (a proxy on the engine's
+    socket never forwards nor answers it): after `--engine-deadline` the stop is reported as
+    failed (`stop_failed`, with why, in `task show`); the worker stays healthy and keeps
+    beating; the task's resources stay held while its container runs. Once the container is
+    gone (the operator kills it on the engine), the task ends with its one result."""
+    sock_dir = tempfile.mkdtemp(prefix="cai-", dir="/tmp")  # a unix socket path is short
+    proxy = EngineProxy(f"{sock_dir}/engine.sock", hold=r"^POST /\S+/containers/[^/]+/kill")
+    try:
+        with cluster(tmp_path, "--worker-lost-after", "60") as c:
+            with spawn_env(c, DOCKER_HOST=proxy.url):
+                c.add_worker(worker_id, extra=("--engine-deadline", "2"))
+            task_id = run(c, worker_id, *SLEEPER)
+            assert proxy.forwarded > 0  # its engine calls go through the proxy
+            seen: dict[str, str] = {}
+            done = c.cli("cancel", task_id)
+            assert done.returncode == 0, done.stderr
+            shown = eventually(
+                lambda: (
+                    (t := c.cli_json("task", "show", task_id))["cancellation"]["state"]
+                    == "stop_failed"
+                    and t
+                ),
+                timeout=30,
+                what="the stop to be reported failed",
+            )
+            assert len(proxy.held) == 1 and "signal=SIGTERM" in proxy.held[0], proxy.held
+            why = "SIGTERM failed: the engine did not answer within 2s"
+            assert shown["cancellation"]["stop_error"] == why
+            assert shown["status"] == "cancelled" and shown["result"] is None
+            assert why in c.cli("task", "show", task_id).stdout  # "Stop error", for people
+            assert container(docker, task_id).status == "running"
+
+            beats: set[str] = set()
+
+            def beating() -> bool:
+                w = worker_json(c, worker_id)
+                assert w["state"] == "healthy", w
+                beats.add(w["last_heartbeat"])
+                return len(beats) >= 5
+
+            eventually(beating, timeout=30, interval=0.2, what="heartbeats after the failed stop")
+            w = worker_json(c, worker_id)
+            assert w["releasing_tasks"] == [task_id]  # held while its container may run
+            assert w["allocated"]["mem_gb"] == pytest.approx(0.05)
+            assert "1 stopping" in c.cli("workers").stdout
+            holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[task_id])
+
+            docker.api.kill(container(docker, task_id).id)  # the operator, on the engine
+            ended = eventually(
+                lambda: (
+                    (t := c.cli_json("task", "show", task_id))["cancellation"]["state"] == "removed"
+                    and t
+                ),
+                timeout=30,
+                what="the task's end to be reported once its container is gone",
+            )
+            assert ended["result"]["status"] == "cancelled"
+            assert containers_of(docker, task_id) == []
+            assert worker_json(c, worker_id)["releasing_tasks"] == []
+            holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[task_id])
+    finally:
+        proxy.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
