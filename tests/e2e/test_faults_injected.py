@@ -209,7 +209,8 @@ def test_a_hung_engine_call_is_a_failed_stop(
             assert shown["cancellation"]["state"] == "stop_failed"
             assert shown["cancellation"]["stop_error"] == why
             assert shown["status"] == "cancelled" and shown["result"] is None
-            assert why in c.cli("task", "show", task_id).stdout  # "Stop error", for people
+            with spawn_env(c, COLUMNS="250"):
+                assert why in c.cli("task", "show", task_id).stdout  # "Stop error", for people
             assert container(docker, task_id).status == "running"
 
             beats: set[float] = set()
@@ -224,7 +225,8 @@ def test_a_hung_engine_call_is_a_failed_stop(
             (w,) = [w for w in c.client.list_workers() if w.worker_id == worker_id]
             assert w.releasing_tasks == (task_id,)  # held while its container may run
             assert w.allocated.mem_gb == pytest.approx(0.05)
-            assert "(+1 stopping)" in c.cli("workers").stdout
+            with spawn_env(c, COLUMNS="250"):  # the table on one line a row
+                assert "(+1 stopping)" in c.cli("workers").stdout
             holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[task_id])
 
             docker.api.kill(container(docker, task_id).id)  # the operator, on the engine
