@@ -205,9 +205,9 @@ def test_a_hung_engine_call_is_a_failed_stop(
             )
             assert len(proxy.held) == 1 and "signal=SIGTERM" in proxy.held[0], proxy.held
             shown = c.cli_json("task", "show", task_id)
-            why = "SIGTERM failed: the engine did not answer within 2s"
+            why = shown["cancellation"]["stop_error"]  # which call, and why
             assert shown["cancellation"]["state"] == "stop_failed"
-            assert shown["cancellation"]["stop_error"] == why
+            assert why.startswith("SIGTERM failed: the engine did not answer"), why
             assert shown["status"] == "cancelled" and shown["result"] is None
             with spawn_env(c, COLUMNS="250"):
                 assert why in c.cli("task", "show", task_id).stdout  # "Stop error", for people
