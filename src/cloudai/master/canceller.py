@@ -30,6 +30,7 @@ from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.limits import quote
 from cloudai.core.models import Cancellation, TaskResult, worker_state
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.failpoints import failpoint
 from cloudai.logsetup import box
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import order_pb, store_unrun_result
@@ -201,6 +202,7 @@ class Canceller:
             return CancelOutcome(
                 task_id, True, f"task {task_id} already cancelled", "cancelled", already=True
             )
+        failpoint("cancel.after_status_write")
         self.webhook.notify("cancel_requested", c)
         lines = [f"Task ID: {task_id}", f"Requested by: {actor}"]
         if reason:
@@ -259,6 +261,7 @@ class Canceller:
     async def _deliver_once(self, c: Cancellation, address: str) -> bool:
         """One delivery attempt under the cancel deadline; True when the worker acknowledged."""
         assert c.worker_id is not None
+        failpoint("cancel.before_worker_call")
         try:
             message = await self.peers.cancel(
                 c.worker_id or "", address, order_pb(c), timeout=self.config.cancel_deadline
@@ -283,6 +286,7 @@ class Canceller:
                 )
             )
             return False
+        failpoint("cancel.after_worker_ack")
         self._next_try.pop(c.task_id, None)
         await self.store.tx(self._delivered_tx, c, message)
         return True
