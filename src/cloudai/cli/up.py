@@ -182,6 +182,10 @@ def run_up(args: argparse.Namespace) -> int:
             + (f" (log in with the admin token: {token})" if token else ""),
             soft_wrap=True,
         )
+    elif hlisten:  # the default address was taken: said, and the cluster runs without it
+        console.print(
+            f"[yellow]⚠ no web console: {hlisten} is in use (--http-listen ADDR to move it)[/]"
+        )
     try:
         if args.no_shell:
             _wait_for_signal()
