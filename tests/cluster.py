@@ -206,9 +206,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-WORKER_CALLS = frozenset(
-    {"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "UpdateStop"}
-)
+WORKER_CALLS = frozenset({"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "UpdateStop"})
 
 
 def _admin_channel(address: str, token: str, pki: Any, options: Any = None) -> Any:

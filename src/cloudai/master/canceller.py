@@ -30,6 +30,7 @@ from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.models import Cancellation, worker_state
 from cloudai.core.requests import CancelRequest
 from cloudai.errors import CloudAIError, Conflict, NotFound, check
+from cloudai.failpoints import failpoint
 from cloudai.logsetup import box
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import order_pb, store_unrun_result
@@ -144,6 +145,7 @@ class Canceller:
             return CancelOutcome(
                 task_id, True, f"task {task_id} already cancelled", "cancelled", already=True
             )
+        failpoint("cancel.after_status_write")
         self.webhook.notify("cancel_requested", c)
         lines = [f"Task ID: {task_id}", f"Requested by: {req.actor}"]
         if req.reason:
@@ -206,6 +208,7 @@ class Canceller:
         """One direct call under the cancel deadline, carrying the order the heartbeat would
         carry; True when the worker acknowledged it. It writes no stage: the worker's own
         updates do (`stop_updates.py`)."""
+        failpoint("cancel.before_worker_call")
         try:
             await self.peers.cancel(
                 worker_id, address, order_pb(c), timeout=self.config.cancel_deadline
@@ -228,6 +231,7 @@ class Canceller:
                 )
             )
             return False
+        failpoint("cancel.after_worker_ack")
         return True
 
     @staticmethod

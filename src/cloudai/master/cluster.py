@@ -46,6 +46,7 @@ from cloudai.errors import (
     WrongCluster,
     check,
 )
+from cloudai.failpoints import failpoint
 from cloudai.loops import Loops
 from cloudai.master import planner
 from cloudai.master.auth import Caller
@@ -99,6 +100,7 @@ class Cluster:
         self.metrics.watch(self._metrics_snapshot)
         self.loops = Loops("master", self.metrics.loop_failures)
         self.metrics_server: Any = None
+        self.web_server: Any = None  # web.WebServer, when --http-listen is given
         self.canceller = Canceller(store, self.peers, self.config, self.metrics)
         self.dispatcher.also.append(self._reap_lost_workers)
         self.dispatcher.on_placed = lambda w: self.metrics.placements.labels(w).inc()
@@ -434,6 +436,7 @@ class Cluster:
             raise PermissionDenied(
                 f"task {result.task_id} is not assigned to worker {result.worker_id[:64]!r}"
             )
+        failpoint("report.before_result_write")
         outcome, message = await self.store.tx(planner.record_result, result, time.time())
         log.info(
             "task %s reported %s by %s (exit %s): %s",

@@ -21,7 +21,7 @@ from cloudai.errors import CloudAIError, RuntimeFailure
 __all__ = ["LOG_LIMIT", "STEP_DEADLINE", "Exit", "Handle", "Runtime"]
 
 LOG_LIMIT = LOG_TAIL_BYTES  # the result keeps the last MiB of a task's output
-STEP_DEADLINE = 30.0  # each engine step of a stop (signal, kill, remove) has its own
+STEP_DEADLINE = 30.0  # default: each engine step of a stop (signal, kill, remove) has its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +119,14 @@ class Runtime(abc.ABC):
         try:
             return await asyncio.wait_for(self.signal(handle, signal), deadline)
         except TimeoutError:
-            raise RuntimeFailure(f"{what} failed: the engine did not answer") from None
+            raise RuntimeFailure(
+                f"{what} failed: the engine did not answer within {deadline:g}s"
+            ) from None
         except CloudAIError as exc:
-            raise RuntimeFailure(f"{what} failed: {exc}") from exc
+            said = str(exc)
+            if said.startswith((f"{what} failed", f"{signal} failed")):  # the engine said it
+                raise RuntimeFailure(said) from exc
+            raise RuntimeFailure(f"{what} failed: {said}") from exc
 
     async def _poll_exit(self, handle: Handle) -> None:
         while await self.is_running(handle):

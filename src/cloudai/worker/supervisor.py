@@ -32,7 +32,7 @@ from cloudai.runtime.base import STEP_DEADLINE, Exit, Handle, Runtime
 from cloudai.worker.link import MasterLink
 from cloudai.worker.orders import CancelOrder
 
-__all__ = ["CancelOrder", "Supervisor"]
+__all__ = ["STEP_DEADLINE", "CancelOrder", "Supervisor"]
 
 log = logging.getLogger("cloudai.worker")
 TOMBSTONES = 10_000  # cancelled task IDs remembered, so a late assignment is refused
@@ -74,7 +74,9 @@ class Supervisor:
         link: MasterLink,
         worker_id: str,
         metrics: WorkerMetrics | None = None,
+        step_deadline: float = STEP_DEADLINE,
     ) -> None:
+        self.step_deadline = step_deadline  # `cloudai worker --engine-deadline`
         self.metrics = metrics or WorkerMetrics()
         self.runtime = runtime
         self.link = link
@@ -171,7 +173,7 @@ class Supervisor:
         entry.exited.set()
         if entry.stopper is not None:  # let the stop record how it ended
             try:
-                await asyncio.wait_for(asyncio.shield(entry.stopper), STEP_DEADLINE)
+                await asyncio.wait_for(asyncio.shield(entry.stopper), self.step_deadline)
             except TimeoutError:
                 log.warning("[Task %s] ⚠ stop still busy after the exit", entry.task_id)
         if entry.stop is not None:
@@ -182,7 +184,7 @@ class Supervisor:
         entry.exited.set()  # its devices are let go (it never started, or it has exited)
         if entry.handle is not None and entry.gpu_ids and self.on_gpus_released is not None:
             try:
-                await asyncio.wait_for(self.on_gpus_released(entry.gpu_ids), STEP_DEADLINE)
+                await asyncio.wait_for(self.on_gpus_released(entry.gpu_ids), self.step_deadline)
             except (CloudAIError, TimeoutError) as exc:
                 log.warning("[Task %s] ⚠ GPU check after the exit: %s", entry.task_id, exc)
         logs = await self.runtime.read_logs(entry.handle) if entry.handle else ""
@@ -223,12 +225,13 @@ class Supervisor:
             log.info("[Task %s] ✓ cancellation reported to master", entry.task_id)
         if entry.handle is not None:
             try:
-                await asyncio.wait_for(self.runtime.destroy(entry.handle), STEP_DEADLINE)
+                await asyncio.wait_for(self.runtime.destroy(entry.handle), self.step_deadline)
                 if entry.cancel is not None:
                     log.info("[Task %s] ✓ container removed", entry.task_id)
                     self.link.update(entry.task_id, StopStage.REMOVED)
             except (CloudAIError, TimeoutError) as exc:
-                error = f"remove failed: {exc or 'the engine did not answer'}"
+                silent = f"the engine did not answer within {self.step_deadline:g}s"
+                error = f"remove failed: {str(exc) or silent}"
                 log.warning("[Task %s] ✗ %s", entry.task_id, error)
                 if entry.cancel is not None:
                     self.link.update(entry.task_id, StopStage.STOP_FAILED, error)
@@ -330,7 +333,12 @@ class Supervisor:
 
         try:
             how = await self.runtime.stop(
-                handle, signal, grace, exited=entry.exited.wait, on_step=on_step
+                handle,
+                signal,
+                grace,
+                exited=entry.exited.wait,
+                on_step=on_step,
+                step_deadline=self.step_deadline,
             )
         except CloudAIError as exc:
             stop.error = str(exc)
