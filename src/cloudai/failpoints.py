@@ -25,10 +25,10 @@ POINTS: dict[str, str] = {
     "cancel.after_status_write": "the master: a cancel's decision is committed (status "
     "'cancelled', the cancellation row); no stop order sent yet",
     "cancel.before_worker_call": "the master: the stop order is about to be sent to the worker",
-    "cancel.after_worker_ack": "the master: the worker acknowledged the stop order; the "
-    "delivery is not recorded yet",
-    "report.before_result_write": "the master: a worker's result report has arrived and been "
-    "checked; nothing of it is stored yet",
+    "cancel.after_worker_ack": "the master: the worker acknowledged the stop order (its "
+    "`delivered` stop update records it)",
+    "report.before_result_write": "the master: a worker's result (a report, or the stop update "
+    "of a cancelled task's exit) has arrived and been checked; nothing of it is stored yet",
 }
 
 _ARMED: frozenset[str] = frozenset(

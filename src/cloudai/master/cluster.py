@@ -505,6 +505,8 @@ class Cluster:
             raise PermissionDenied(
                 f"task {update.task_id} is not assigned to worker {update.worker_id[:64]!r}"
             )
+        if update.result is not None:  # a stop's exit carries the task's result
+            failpoint("report.before_result_write")
         applied = await self.store.tx(apply_update_tx, update, time.time())
         if applied.stop_seconds is not None:
             self.metrics.cancel_stop.labels(applied.how).observe(applied.stop_seconds)
