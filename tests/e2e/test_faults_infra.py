@@ -1,0 +1,92 @@
+"""Faults of the infrastructure under a cluster (issue 11: faults 7, 9, 10, 12), injected for
+real on private infrastructure (tests/e2e/infra.py), each ending with the invariant checker.
+docs/reliability.md says what cloudai promises under each."""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import sqlite3
+import subprocess
+import time
+from typing import Any
+
+from tests.cluster import HEARTBEAT, ProcCluster
+from tests.e2e.infra import PrivateDocker, PrivatePostgres, fill, partitioned, tmpfs
+from tests.e2e.test_faults import (
+    SLEEPER,
+    UNTIL_GO,
+    cluster,
+    container,
+    holds_invariants,
+    kinds,
+    lost_events,
+    release,
+    run,
+    state_of,
+    wait_seconds,
+    worker_id,  # noqa: F401 - the fixture
+)
+from tests.helpers import TEST_IMAGE, eventually
+
+LOST_AFTER = ("--worker-lost-after", "60")  # nothing here is judged lost
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    """A failed CLI call's message: non-zero, one line, no traceback."""
+    assert done.returncode != 0, done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def submit(c: Any) -> subprocess.CompletedProcess[str]:
+    """A submit the master places (a full disk stops heartbeats too: a named worker would soon
+    be refused as unhealthy instead)."""
+    return c.cli("task", "run", TEST_IMAGE, "true", "--mem", "0.05", "-o", "json")
+
+
+def test_disk_full_under_the_sqlite_store(
+    docker: Any, tmp_path: pathlib.Path, worker_id: str
+) -> None:
+    """Fault 12. The filesystem under the master's SQLite file fills up while submits go on:
+    each refused submit gets one clear line (UNAVAILABLE: the database is full), the master
+    runs on, the file stays sound, and writes resume once space is freed."""
+    import json
+
+    with (
+        tmpfs(tmp_path / "disk", "4m") as disk,
+        ProcCluster(tmp_path, f"sqlite:///{disk}/master.db", LOST_AFTER) as c,
+    ):
+        c.add_worker(worker_id)
+        before = run(c, worker_id, *SLEEPER)
+        filler = fill(disk)
+        acked: list[str] = []
+        refused: list[str] = []
+
+        def refused_once() -> bool:
+            done = submit(c)
+            if done.returncode == 0:
+                acked.append(json.loads(done.stdout)["task_id"])
+                return False
+            refused.append(one_line_error(done))
+            return True
+
+        eventually(refused_once, timeout=60, interval=0.1, what="a submit refused: disk full")
+        assert "full" in refused[0], refused
+        assert c.master is not None and c.master.poll() is None  # the master runs on
+        assert c.cli_json("task", "show", before)["status"] == "running"  # reads still answer
+
+        filler.unlink()  # space returns: writes resume
+        after = json.loads(eventually(
+            lambda: (d := submit(c)).returncode == 0 and d.stdout,
+            timeout=30, what="a submit accepted once space is back",
+        ))["task_id"]  # fmt: skip
+        c.wait_status(after, "completed")
+        for t in acked:
+            c.wait_status(t, "completed")
+        with sqlite3.connect(disk / "master.db") as db:
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        c.cli("cancel", before, "--force")
+        c.wait_status(before, "cancelled")
+        holds_invariants(c, docker, worker_id, acknowledged=[before, after, *acked])
