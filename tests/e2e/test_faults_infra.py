@@ -90,3 +90,37 @@ def test_disk_full_under_the_sqlite_store(
         c.cli("cancel", before, "--force")
         c.wait_status(before, "cancelled")
         holds_invariants(c, docker, worker_id, acknowledged=[before, after, *acked])
+
+
+def test_network_partition_master_worker_then_healed(
+    docker: Any, tmp_path: pathlib.Path, worker_id: str
+) -> None:
+    """Fault 7. Master and worker cut apart (every packet between their ports dropped) for
+    more than twice the unhealthy threshold, then healed. Meanwhile the worker is judged
+    unhealthy and its tasks run on (the lease, `--worker-lost-after`, is far off); a task that
+    ends and a cancel given during the partition both wait. Healed, the worker is healthy, the
+    ended task has its one result and the cancelled one is stopped."""
+    unhealthy_after = 3 * HEARTBEAT  # core/models.worker_state
+    with cluster(tmp_path, *LOST_AFTER) as c:
+        c.add_worker(worker_id)
+        ending = run(c, worker_id, *UNTIL_GO)
+        cancelled = run(c, worker_id, *SLEEPER)
+        seen: dict[str, str] = {}
+        with partitioned(c.peer_port, c.worker_ports[worker_id]):
+            cut_at = time.monotonic()
+            eventually(lambda: state_of(c, worker_id) != "healthy", timeout=30,
+                       what="the master to judge the worker unhealthy")  # fmt: skip
+            release(docker, ending)  # it ends while its worker cannot tell the master
+            eventually(lambda: container(docker, ending).status == "exited", what="it to end")
+            answer = c.cli("cancel", cancelled, "--force")
+            assert answer.returncode == 0, answer.stderr  # decided; the stop order waits
+            wait_seconds(2 * unhealthy_after - (time.monotonic() - cut_at), "the partition")
+            assert state_of(c, worker_id) in ("unhealthy", "offline")
+            assert c.cli_json("task", "show", ending)["status"] == "running"  # no result yet
+            assert container(docker, cancelled).status == "running"  # the order cannot reach
+        eventually(lambda: state_of(c, worker_id) == "healthy", timeout=30, what="healthy again")
+        done = c.wait_status(ending, "completed")
+        assert "finished" in done["result"]["logs"] and kinds(c, ending).count("completed") == 1
+        c.wait_status(cancelled, "cancelled")
+        assert lost_events(c, ending, cancelled) == []
+        holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[ending, cancelled])
