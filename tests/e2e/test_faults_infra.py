@@ -5,14 +5,13 @@ docs/reliability.md says what cloudai promises under each."""
 from __future__ import annotations
 
 import pathlib
-import signal
 import sqlite3
 import subprocess
 import time
 from typing import Any
 
 from tests.cluster import HEARTBEAT, ProcCluster
-from tests.e2e.infra import PrivateDocker, PrivatePostgres, fill, partitioned, tmpfs
+from tests.e2e.infra import PrivateDocker, fill, partitioned, tmpfs
 from tests.e2e.test_faults import (
     SLEEPER,
     UNTIL_GO,
@@ -25,8 +24,8 @@ from tests.e2e.test_faults import (
     run,
     state_of,
     wait_seconds,
-    worker_id,  # noqa: F401 - the fixture
 )
+from tests.e2e.test_faults import worker_id as worker_id  # the fixture: this test's worker
 from tests.helpers import TEST_IMAGE, eventually
 
 LOST_AFTER = ("--worker-lost-after", "60")  # nothing here is judged lost
@@ -124,3 +123,38 @@ def test_network_partition_master_worker_then_healed(
         c.wait_status(cancelled, "cancelled")
         assert lost_events(c, ending, cancelled) == []
         holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[ending, cancelled])
+
+
+def test_docker_engine_restarted_while_tasks_run(tmp_path: pathlib.Path, worker_id: str) -> None:
+    """Fault 10. The worker's Docker engine (a private dockerd with live-restore) is stopped
+    (SIGTERM) and started again while two tasks run: both containers survive, the same ones;
+    the worker carries on with the engine once it is back: the task that ends afterwards gets
+    its one result with its logs, a cancel stops the other, a new task runs; nothing orphaned."""
+    engine = PrivateDocker("--live-restore")
+    try:
+        dk: Any = engine.client()
+        with cluster(tmp_path, *LOST_AFTER) as c:
+            c.env["DOCKER_HOST"] = engine.host  # the worker's engine (the CLI's env too: unused)
+            c.add_worker(worker_id)
+            ending = run(c, worker_id, *UNTIL_GO)
+            cancelled = run(c, worker_id, *SLEEPER)
+            ids = {t: container(dk, t).id for t in (ending, cancelled)}
+            seen: dict[str, str] = {}
+
+            engine.stop()
+            assert c.workers[worker_id].poll() is None  # the worker rides it out
+            engine.start()
+            for t in ids:
+                assert container(dk, t).id == ids[t] and container(dk, t).status == "running"
+                assert c.cli_json("task", "show", t)["status"] == "running"
+
+            release(dk, ending)
+            done = c.wait_status(ending, "completed")
+            assert "finished" in done["result"]["logs"] and kinds(c, ending).count("completed") == 1
+            c.cli("cancel", cancelled, "--force")
+            c.wait_status(cancelled, "cancelled")
+            after = c.cli_json("task", "run", TEST_IMAGE, "true", "--worker", worker_id)["task_id"]
+            c.wait_status(after, "completed")
+            holds_invariants(c, dk, worker_id, seen=seen, acknowledged=[*ids, after])
+    finally:
+        engine.close()

@@ -48,6 +48,7 @@ LABEL_GPUS = "cloudai.gpus"  # the devices it was started with: "0,1"
 LABEL_CLUSTER = "cloudai.cluster"  # the cluster of the worker that started it
 _API_TIMEOUT = 30
 _WAIT_SLICE = 30
+_ENGINE_RETRY = 2.0  # at most this long between two tries of an engine that is away
 
 
 def _explain(exc: Exception) -> str:
@@ -170,14 +171,31 @@ class DockerRuntime(Runtime):
         return Handle(task_id=task_id, ref=cid, started_at=time.time(), gpu_ids=gpu_ids)
 
     async def wait(self, handle: Handle) -> Exit:
+        """The container's exit. An engine that goes away (restarted: its containers run on
+        under live-restore) breaks the wait, which is taken up again once it is back: the
+        container's fate is the engine's to tell, never guessed from a broken connection."""
+        away = 0
         while True:
             try:
                 out = await self._call(self.api.wait, handle.ref, timeout=_WAIT_SLICE)
                 break
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            except requests.exceptions.ReadTimeout:
                 continue  # still running (or the engine is slow): wait on
             except docker.errors.NotFound:
                 return Exit(None, error="container disappeared")
+            except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
+                # The engine went away mid-wait (a ChunkedEncodingError as it shut down), is
+                # away (ConnectionError), or answers 5xx on its way down or up.
+                if isinstance(exc, docker.errors.APIError) and not exc.is_server_error():
+                    raise RuntimeFailure(f"cannot wait for the container: {_explain(exc)}") from exc
+                if away == 0:
+                    log.warning("⚠ [Task %s] Docker engine away: %s; waiting for it to return",
+                                handle.task_id, _explain(exc))  # fmt: skip
+                away += 1
+                await asyncio.sleep(min(0.2 * away, _ENGINE_RETRY))
+        if away:
+            log.info("[Task %s] Docker engine back: its container is followed again",
+                     handle.task_id)  # fmt: skip
         code = out.get("StatusCode")
         try:
             state = (await self._call(self.api.inspect_container, handle.ref))["State"]
