@@ -29,8 +29,9 @@ from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.limits import quote
 from cloudai.core.models import Cancellation, TaskResult, worker_state
-from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound, StoreUnavailable
 from cloudai.logsetup import box
+from cloudai.master.outage import OutageCancels
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import order_pb, store_unrun_result
 from cloudai.master.webhook import Webhook
@@ -119,6 +120,7 @@ class Canceller:
         self._delivering: dict[str, asyncio.Task[bool]] = {}
         self._next_try: dict[str, float] = {}
         self.webhook = Webhook(config.cancel_webhook)
+        self.outage = OutageCancels(config, peers, self.cancel)  # cancels without the store
 
     # ---- the decision -------------------------------------------------------------------
 
@@ -170,11 +172,15 @@ class Canceller:
         *,
         stop_signal: str = "",
     ) -> CancelOutcome:
-        """`cancel`, counted by outcome."""
+        """`cancel`, counted by outcome. Without a store, journaled (outage.py) if it can be."""
         try:
             outcome = await self.cancel(
                 task_id, actor, reason, force, grace, stop_signal=stop_signal
             )
+        except StoreUnavailable as exc:  # journaled if it can be (outage.py); else raises
+            said = await self.outage.cancel(exc, task_id, actor, reason, force, grace, stop_signal)
+            self.metrics.cancels.labels("journaled").inc()
+            return CancelOutcome(task_id, True, said, "cancelled", queued=True)
         except CloudAIError as exc:
             kind = {NotFound: "not_found", Conflict: "conflict"}.get(type(exc), "error")
             self.metrics.cancels.labels(kind).inc()
@@ -390,4 +396,5 @@ class Canceller:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self.outage.stop()
         await self.webhook.close()
