@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from tests.cluster import HEARTBEAT, ProcCluster
-from tests.e2e.infra import PrivateDocker, fill, partitioned, tmpfs
+from tests.e2e.infra import PrivateDocker, PrivatePostgres, fill, partitioned, tmpfs
 from tests.e2e.test_faults import (
     SLEEPER,
     UNTIL_GO,
@@ -158,3 +158,60 @@ def test_docker_engine_restarted_while_tasks_run(tmp_path: pathlib.Path, worker_
             holds_invariants(c, dk, worker_id, seen=seen, acknowledged=[*ids, after])
     finally:
         engine.close()
+
+
+def test_store_unavailable_postgresql_stopped(
+    docker: Any, tmp_path: pathlib.Path, worker_id: str
+) -> None:
+    """Fault 9. The master's PostgreSQL (its own server) stopped for 20 s, longer than
+    `--worker-lost-after`: reads and submits answer UNAVAILABLE in one line; the admin's cancel
+    is accepted ("will be recorded"), journaled, and its stop reaches the worker at once; a
+    task that ends meanwhile waits for its report. The master runs on and recovers by itself:
+    the ended task has its one result, the cancel is in the store, nothing was judged lost."""
+    outage, lost_after = 20.0, 10.0
+    pg = PrivatePostgres()
+    try:
+        args = ("--worker-lost-after", f"{lost_after:g}")
+        with ProcCluster(tmp_path, pg.url, args) as c:
+            c.add_worker(worker_id, cpu=4)
+            kept, ending, cancelled = (
+                run(c, worker_id, *cmd) for cmd in (SLEEPER, UNTIL_GO, SLEEPER)
+            )
+            seen: dict[str, str] = {}
+            journal = c.home / "cancel-journal.jsonl"
+
+            pg.stop()
+            down_at = time.monotonic()
+            read = c.cli("task", "ls")
+            assert "database unavailable" in one_line_error(read) and read.returncode == 7
+            assert "database unavailable" in one_line_error(submit(c))
+            release(docker, ending)  # it ends during the outage: the report waits
+            answer = c.cli("cancel", cancelled, "--force")
+            assert answer.returncode == 0, answer.stderr
+            assert "will be recorded" in answer.stdout, answer.stdout
+            assert cancelled in journal.read_text()  # durable before the answer
+            eventually(lambda: container(docker, cancelled).status == "exited",
+                       what="the journaled stop to reach the worker")  # fmt: skip
+            eventually(lambda: container(docker, ending).status == "exited", what="it to end")
+            wait_seconds(outage - (time.monotonic() - down_at), "the outage")
+            assert c.master is not None and c.master.poll() is None  # it rode it out
+            assert container(docker, kept).status == "running"
+
+            pg.start()  # the master recovers by itself
+            done = c.wait_status(ending, "completed")
+            assert "finished" in done["result"]["logs"] and kinds(c, ending).count("completed") == 1
+            gone = c.wait_status(cancelled, "cancelled")
+            assert gone["result"] is not None and "cancel_requested" in kinds(c, cancelled)
+            assert not journal.exists()  # replayed into the store, then dropped
+            assert c.cli_json("task", "show", kept)["status"] == "running"
+            assert lost_events(c, kept, ending, cancelled) == []
+            holds_invariants(
+                c, docker, worker_id, seen=seen, acknowledged=[kept, ending, cancelled]
+            )
+            c.cli("cancel", kept, "--force")
+            c.wait_status(kept, "cancelled")
+            holds_invariants(
+                c, docker, worker_id, seen=seen, acknowledged=[kept, ending, cancelled]
+            )
+    finally:
+        pg.close()
