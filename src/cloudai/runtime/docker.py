@@ -201,6 +201,8 @@ class DockerRuntime(Runtime):
             state = (await self._call(self.api.inspect_container, handle.ref))["State"]
         except docker.errors.NotFound:
             return Exit(code, error="container disappeared")
+        except (requests.exceptions.RequestException, docker.errors.APIError):
+            state = {}  # the engine went away just now: the exit code stands, without OOM news
         oom = bool(state.get("OOMKilled"))
         error = out.get("Error") and (out["Error"].get("Message") or "") or ""
         if oom:
