@@ -200,8 +200,13 @@ def test_store_unavailable_postgresql_stopped(
             pg.start()  # the master recovers by itself
             done = c.wait_status(ending, "completed")
             assert "finished" in done["result"]["logs"] and kinds(c, ending).count("completed") == 1
-            gone = c.wait_status(cancelled, "cancelled")
-            assert gone["result"] is not None and "cancel_requested" in kinds(c, cancelled)
+            gone = eventually(
+                lambda: (t := c.cli_json("task", "show", cancelled))["result"] and t,
+                timeout=60,
+                what="the cancelled task's result (its report retried until the store is back)",
+            )
+            assert gone["status"] == "cancelled" and gone["result"]["status"] == "cancelled"
+            assert "cancel_requested" in kinds(c, cancelled)
             assert not journal.exists()  # replayed into the store, then dropped
             assert c.cli_json("task", "show", kept)["status"] == "running"
             assert lost_events(c, kept, ending, cancelled) == []

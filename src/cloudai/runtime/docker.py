@@ -49,6 +49,7 @@ LABEL_CLUSTER = "cloudai.cluster"  # the cluster of the worker that started it
 _API_TIMEOUT = 30
 _WAIT_SLICE = 30
 _ENGINE_RETRY = 2.0  # at most this long between two tries of an engine that is away
+_LOG_TRIES = 30  # a minute of an engine away before a result goes without its logs
 
 
 def _explain(exc: Exception) -> str:
@@ -267,11 +268,20 @@ class DockerRuntime(Runtime):
     async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
         """The last `limit` bytes of the container's output, streamed through a rolling buffer:
         a task that printed gigabytes never has them in the worker's memory at once."""
-        try:
-            kept, total = await self._call(self._tail, handle.ref, limit)
-        except docker.errors.NotFound:
-            return ""
-        return log_tail(kept, total=total, limit=limit)
+        tries = 0
+        while True:
+            try:
+                kept, total = await self._call(self._tail, handle.ref, limit)
+                return log_tail(kept, total=total, limit=limit)
+            except docker.errors.NotFound:
+                return ""
+            except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
+                if isinstance(exc, docker.errors.APIError) and not exc.is_server_error():
+                    raise RuntimeFailure(f"cannot read the logs: {_explain(exc)}") from exc
+                tries += 1  # the engine is away (restarting): its logs come back with it
+                if tries > _LOG_TRIES:
+                    return f"(logs unavailable: the Docker engine did not answer: {_explain(exc)})"
+                await asyncio.sleep(_ENGINE_RETRY)
 
     def _tail(self, ref: str, limit: int) -> tuple[bytes, int]:
         buf, total = bytearray(), 0
