@@ -220,3 +220,30 @@ def test_store_unavailable_postgresql_stopped(
             )
     finally:
         pg.close()
+
+
+def test_docker_engine_restarted_without_live_restore(
+    tmp_path: pathlib.Path, worker_id: str
+) -> None:
+    """Fault 10, the other way: an engine without live-restore stops its containers on its
+    way down (SIGTERM, then SIGKILL after its shutdown timeout). The task ends failed, with its
+    exit code and one result; its container is removed once the engine is back (nothing
+    orphaned), and the worker runs new tasks on the restarted engine."""
+    engine = PrivateDocker("--shutdown-timeout", "1")  # SIGKILL 1 s after its SIGTERM
+    try:
+        dk: Any = engine.client()
+        with cluster(tmp_path, *LOST_AFTER) as c:
+            c.env["DOCKER_HOST"] = engine.host
+            c.add_worker(worker_id)
+            task_id = run(c, worker_id, *UNTIL_GO)  # PID 1 without a TERM handler: killed
+            seen: dict[str, str] = {}
+            engine.stop()
+            engine.start()
+            ended = c.wait_status(task_id, "failed")
+            assert ended["exit_code"] == 137 and ended["result"]["status"] == "failed", ended
+            assert kinds(c, task_id).count("failed") == 1 and lost_events(c, task_id) == []
+            after = c.cli_json("task", "run", TEST_IMAGE, "true", "--worker", worker_id)["task_id"]
+            c.wait_status(after, "completed")
+            holds_invariants(c, dk, worker_id, seen=seen, acknowledged=[task_id, after])
+    finally:
+        engine.close()

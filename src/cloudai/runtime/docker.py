@@ -48,8 +48,8 @@ LABEL_GPUS = "cloudai.gpus"  # the devices it was started with: "0,1"
 LABEL_CLUSTER = "cloudai.cluster"  # the cluster of the worker that started it
 _API_TIMEOUT = 30
 _WAIT_SLICE = 30
-_ENGINE_RETRY = 2.0  # at most this long between two tries of an engine that is away
-_LOG_TRIES = 30  # a minute of an engine away before a result goes without its logs
+_ENGINE_RETRY = 0.5  # between two tries of an engine that is away (restarting)
+_ENGINE_PATIENCE = 60.0  # how long a log read or a removal waits for it
 
 
 def _explain(exc: Exception) -> str:
@@ -115,6 +115,21 @@ class DockerRuntime(Runtime):
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    async def _patiently(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn` through an engine that may be away a while (restarting): a transport error or
+        a 5xx answer is tried again every _ENGINE_RETRY s, for up to _ENGINE_PATIENCE s, then
+        Unavailable; NotFound and the other 4xx answers raise at once."""
+        deadline = time.monotonic() + _ENGINE_PATIENCE
+        while True:
+            try:
+                return await self._call(fn, *args, **kwargs)
+            except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
+                if isinstance(exc, docker.errors.APIError) and not exc.is_server_error():
+                    raise
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"the Docker engine did not answer: {_explain(exc)}") from exc
+                await asyncio.sleep(_ENGINE_RETRY)
 
     async def ping(self) -> None:
         try:
@@ -193,7 +208,7 @@ class DockerRuntime(Runtime):
                     log.warning("⚠ [Task %s] Docker engine away: %s; waiting for it to return",
                                 handle.task_id, _explain(exc))  # fmt: skip
                 away += 1
-                await asyncio.sleep(min(0.2 * away, _ENGINE_RETRY))
+                await asyncio.sleep(min(0.1 * away, _ENGINE_RETRY))
         if away:
             log.info("[Task %s] Docker engine back: its container is followed again",
                      handle.task_id)  # fmt: skip
@@ -238,7 +253,7 @@ class DockerRuntime(Runtime):
 
     async def destroy(self, handle: Handle) -> None:
         try:
-            await self._call(self.api.remove_container, handle.ref, force=True, v=True)
+            await self._patiently(self.api.remove_container, handle.ref, force=True, v=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
@@ -268,20 +283,15 @@ class DockerRuntime(Runtime):
     async def read_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
         """The last `limit` bytes of the container's output, streamed through a rolling buffer:
         a task that printed gigabytes never has them in the worker's memory at once."""
-        tries = 0
-        while True:
-            try:
-                kept, total = await self._call(self._tail, handle.ref, limit)
-                return log_tail(kept, total=total, limit=limit)
-            except docker.errors.NotFound:
-                return ""
-            except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
-                if isinstance(exc, docker.errors.APIError) and not exc.is_server_error():
-                    raise RuntimeFailure(f"cannot read the logs: {_explain(exc)}") from exc
-                tries += 1  # the engine is away (restarting): its logs come back with it
-                if tries > _LOG_TRIES:
-                    return f"(logs unavailable: the Docker engine did not answer: {_explain(exc)})"
-                await asyncio.sleep(_ENGINE_RETRY)
+        try:
+            kept, total = await self._patiently(self._tail, handle.ref, limit)
+        except docker.errors.NotFound:
+            return ""
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"cannot read the logs: {_explain(exc)}") from exc
+        except Unavailable as exc:
+            return f"(logs unavailable: {exc})"
+        return log_tail(kept, total=total, limit=limit)
 
     def _tail(self, ref: str, limit: int) -> tuple[bytes, int]:
         buf, total = bytearray(), 0
