@@ -155,7 +155,14 @@ class PrivateDocker:
             "--bridge", self.bridge, "--iptables=false", "--ip-masq=false", *extra,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+            self._load_test_image()
+        except BaseException:
+            self.close()  # its bridge and its process too
+            raise
+
+    def _load_test_image(self) -> None:
         save = subprocess.Popen(["docker", "save", TEST_IMAGE], stdout=subprocess.PIPE)
         load = subprocess.run(
             ["docker", "-H", self.host, "load"], stdin=save.stdout, capture_output=True, timeout=120
