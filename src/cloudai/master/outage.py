@@ -200,6 +200,8 @@ class OutageCancels:
                     return  # still away: the next round tries again
                 except (NotFound, Conflict) as exc:  # it ended first: that end stands
                     log.info("journaled cancel of %s not recorded: %s", e.task_id, exc)
+                except CloudAIError as exc:  # never a poison entry that blocks the rest
+                    log.error("✗ journaled cancel of %s refused by the store: %s", e.task_id, exc)
                 await asyncio.to_thread(self.journal.drop, e)
 
     async def stop(self) -> None:
