@@ -208,6 +208,9 @@ def test_store_unavailable_postgresql_stopped(
             assert gone["status"] == "cancelled" and gone["result"]["status"] == "cancelled"
             assert "cancel_requested" in kinds(c, cancelled)
             assert not journal.exists()  # replayed into the store, then dropped
+            logged = (c.tmp / "master.log").read_text()
+            assert "the store answers again" in logged
+            assert "dispatch-loop failed" not in logged  # it waited for the store, not failed
             assert c.cli_json("task", "show", kept)["status"] == "running"
             assert lost_events(c, kept, ending, cancelled) == []
             holds_invariants(
