@@ -109,7 +109,9 @@ def run_up(args: argparse.Namespace) -> int:
         runtime = servers.run(_pick_runtime(args.runtime, args.worker_id, console))
         mlisten, mrequired = metrics_address(args.metrics_listen, LOCAL_MASTER_METRICS)
         wlisten, wrequired = metrics_address(args.worker_metrics_listen, LOCAL_WORKER_METRICS)
-        master_cfg = MasterConfig(metrics_listen=mlisten, metrics_required=mrequired)
+        master_cfg = MasterConfig(
+            metrics_listen=mlisten, metrics_required=mrequired, journal_dir=str(data)
+        )
         cluster, served, _ = servers.run(serve_master(args.listen, db, master_cfg, security))
         state_dir = data / f"worker-{args.worker_id}"
         worker = servers.run(
