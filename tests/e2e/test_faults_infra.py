@@ -4,6 +4,7 @@ docs/reliability.md says what cloudai promises under each."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sqlite3
 import subprocess
@@ -51,8 +52,6 @@ def test_disk_full_under_the_sqlite_store(
     """Fault 12. The filesystem under the master's SQLite file fills up while submits go on:
     each refused submit gets one clear line (UNAVAILABLE: the database is full), the master
     runs on, the file stays sound, and writes resume once space is freed."""
-    import json
-
     with (
         tmpfs(tmp_path / "disk", "4m") as disk,
         ProcCluster(tmp_path, f"sqlite:///{disk}/master.db", LOST_AFTER) as c,
@@ -61,18 +60,19 @@ def test_disk_full_under_the_sqlite_store(
         before = run(c, worker_id, *SLEEPER)
         filler = fill(disk)
         acked: list[str] = []
-        refused: list[str] = []
+        refused: list[subprocess.CompletedProcess[str]] = []
 
         def refused_once() -> bool:
             done = submit(c)
             if done.returncode == 0:
                 acked.append(json.loads(done.stdout)["task_id"])
                 return False
-            refused.append(one_line_error(done))
+            refused.append(done)
             return True
 
         eventually(refused_once, timeout=60, interval=0.1, what="a submit refused: disk full")
-        assert "full" in refused[0], refused
+        line = one_line_error(refused[0])
+        assert "full" in line and refused[0].returncode == 7, line  # UNAVAILABLE
         assert c.master is not None and c.master.poll() is None  # the master runs on
         assert c.cli_json("task", "show", before)["status"] == "running"  # reads still answer
 
