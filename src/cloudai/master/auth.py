@@ -87,9 +87,16 @@ class Auth:
     async def user(self, context: Any) -> Caller:
         """The authenticated user making this call, or UNAUTHENTICATED."""
         meta = dict(context.invocation_metadata() or ())
+        return await self.bearer(
+            str(meta.get("authorization", "")), str(meta.get("cloudai-user", ""))
+        )
+
+    async def bearer(self, header: str, insecure_name: str = "") -> Caller:
+        """The user an `authorization` value (`Bearer TOKEN`) names, or UNAUTHENTICATED; the
+        gRPC API and the web console (master/../web) both ask here. Insecure: an admin named
+        by `insecure_name`."""
         if not self.secure:
-            return Caller(_sanitize(str(meta.get("cloudai-user", ""))), admin=True)
-        header = str(meta.get("authorization", ""))
+            return Caller(_sanitize(insecure_name), admin=True)
         scheme, _, token = header.partition(" ")
         if not header:
             raise Unauthenticated(
@@ -126,7 +133,10 @@ class Auth:
                 del self._cache[key]
 
     async def admin(self, context: Any, action: str) -> Caller:
-        caller = await self.user(context)
+        return self.require_admin(await self.user(context), action)
+
+    @staticmethod
+    def require_admin(caller: Caller, action: str) -> Caller:
         if not caller.admin:
             log.warning("⛔ %s may not %s: admin only", caller.name, action)
             raise PermissionDenied(f"{action} is for admins only ({caller.name} is not one)")

@@ -30,6 +30,7 @@ from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.limits import quote
 from cloudai.core.models import Cancellation, TaskResult, worker_state
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound, StoreUnavailable
+from cloudai.failpoints import failpoint
 from cloudai.logsetup import box
 from cloudai.master.outage import OutageCancels
 from cloudai.master.peers import WorkerPeers
@@ -172,15 +173,14 @@ class Canceller:
         *,
         stop_signal: str = "",
     ) -> CancelOutcome:
-        """`cancel`, counted by outcome. Without a store, journaled (outage.py) if it can be."""
+        """`cancel`, counted by outcome."""
         try:
             outcome = await self.cancel(
                 task_id, actor, reason, force, grace, stop_signal=stop_signal
             )
         except StoreUnavailable as exc:  # journaled if it can be (outage.py); else raises
             said = await self.outage.cancel(exc, task_id, actor, reason, force, grace, stop_signal)
-            self.metrics.cancels.labels("journaled").inc()
-            return CancelOutcome(task_id, True, said, "cancelled", queued=True)
+            outcome = CancelOutcome(task_id, True, said, "cancelled", queued=True)  # "queued"
         except CloudAIError as exc:
             kind = {NotFound: "not_found", Conflict: "conflict"}.get(type(exc), "error")
             self.metrics.cancels.labels(kind).inc()
@@ -207,6 +207,7 @@ class Canceller:
             return CancelOutcome(
                 task_id, True, f"task {task_id} already cancelled", "cancelled", already=True
             )
+        failpoint("cancel.after_status_write")
         self.webhook.notify("cancel_requested", c)
         lines = [f"Task ID: {task_id}", f"Requested by: {actor}"]
         if reason:
@@ -242,14 +243,9 @@ class Canceller:
 
     @staticmethod
     def _queued(c: Cancellation, why: str) -> CancelOutcome:
-        return CancelOutcome(
-            c.task_id,
-            True,
-            f"task {c.task_id} cancelled; {why}: the stop is queued and reaches it by "
-            "retry, heartbeat or re-registration",
-            "cancelled",
-            queued=True,
-        )
+        said = f"task {c.task_id} cancelled; {why}: the stop is queued and reaches it by "
+        said += "retry, heartbeat or re-registration"
+        return CancelOutcome(c.task_id, True, said, "cancelled", queued=True)
 
     # ---- delivery -----------------------------------------------------------------------
 
@@ -265,6 +261,7 @@ class Canceller:
     async def _deliver_once(self, c: Cancellation, address: str) -> bool:
         """One delivery attempt under the cancel deadline; True when the worker acknowledged."""
         assert c.worker_id is not None
+        failpoint("cancel.before_worker_call")
         try:
             message = await self.peers.cancel(
                 c.worker_id or "", address, order_pb(c), timeout=self.config.cancel_deadline
@@ -289,6 +286,7 @@ class Canceller:
                 )
             )
             return False
+        failpoint("cancel.after_worker_ack")
         self._next_try.pop(c.task_id, None)
         await self.store.tx(self._delivered_tx, c, message)
         return True

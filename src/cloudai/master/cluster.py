@@ -53,6 +53,7 @@ from cloudai.errors import (
     WrongCluster,
     check,
 )
+from cloudai.failpoints import failpoint
 from cloudai.loops import Loops
 from cloudai.master import planner
 from cloudai.master.auth import Caller
@@ -105,6 +106,7 @@ class Cluster:
         self.metrics.watch(self._metrics_snapshot)
         self.loops = Loops("master", self.metrics.loop_failures)
         self.metrics_server: Any = None
+        self.web_server: Any = None  # web.WebServer, when --http-listen is given
         self.canceller = Canceller(store, self.peers, self.config, self.metrics)
         self.dispatcher.also.append(self.canceller.outage.replay)  # first: before new orders
         self.dispatcher.also.append(self.canceller.retry_undelivered)
@@ -481,6 +483,7 @@ class Cluster:
             raise PermissionDenied(
                 f"task {result.task_id} is not assigned to worker {result.worker_id[:64]!r}"
             )
+        failpoint("report.before_result_write")
         (outcome, message), stopped = await self.store.tx(self._report_tx, result, time.time())
         if stopped is not None:
             took, how = stopped
