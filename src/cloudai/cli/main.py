@@ -860,6 +860,7 @@ def _run_server(args: argparse.Namespace) -> int:
                     submit_rate=args.rate_limit_submit,
                     cancel_rate=args.rate_limit_cancel,
                     max_pending_per_user=args.max_pending_per_user,
+                    journal_dir=str(home()),
                 ),
                 security,
             )

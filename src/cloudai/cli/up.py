@@ -125,6 +125,7 @@ def run_up(args: argparse.Namespace) -> int:
             metrics_required=mrequired,
             http_listen=hlisten,
             http_required=hrequired,
+            journal_dir=str(data),
         )
         cluster, served, _ = servers.run(serve_master(args.listen, db, master_cfg, security))
         state_dir = data / f"worker-{args.worker_id}"

@@ -29,9 +29,10 @@ from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.models import Cancellation, worker_state
 from cloudai.core.requests import CancelRequest
-from cloudai.errors import CloudAIError, Conflict, NotFound, check
+from cloudai.errors import CloudAIError, Conflict, NotFound, StoreUnavailable, check
 from cloudai.failpoints import failpoint
 from cloudai.logsetup import box
+from cloudai.master.outage import OutageCancels
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import order_pb, store_unrun_result
 from cloudai.master.webhook import Webhook
@@ -111,6 +112,7 @@ class Canceller:
         self.config = config
         self._delivering: dict[str, asyncio.Task[bool]] = {}
         self.webhook = Webhook(config.cancel_webhook)
+        self.outage = OutageCancels(config, peers, self.cancel)  # cancels without the store
 
     # ---- the decision -------------------------------------------------------------------
 
@@ -130,6 +132,9 @@ class Canceller:
         """`cancel`, counted by outcome."""
         try:
             outcome = await self.cancel(task_id, req)
+        except StoreUnavailable as exc:  # journaled if it can be (outage.py); else raises
+            said = await self.outage.cancel(exc, task_id, req)
+            outcome = CancelOutcome(task_id, True, said, "cancelled", queued=True)  # "queued"
         except CloudAIError as exc:
             kind = {NotFound: "not_found", Conflict: "conflict"}.get(type(exc), "error")
             self.metrics.cancels.labels(kind).inc()
@@ -182,14 +187,9 @@ class Canceller:
 
     @staticmethod
     def _queued(c: Cancellation, why: str) -> CancelOutcome:
-        return CancelOutcome(
-            c.task_id,
-            True,
-            f"task {c.task_id} cancelled; {why}: the stop is queued and reaches it by "
-            "its next heartbeat or re-registration",
-            "cancelled",
-            queued=True,
-        )
+        said = f"task {c.task_id} cancelled; {why}: the stop is queued and reaches it by "
+        said += "its next heartbeat or re-registration"
+        return CancelOutcome(c.task_id, True, said, "cancelled", queued=True)
 
     # ---- the nudge ----------------------------------------------------------------------
 
@@ -244,4 +244,5 @@ class Canceller:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self.outage.stop()
         await self.webhook.close()

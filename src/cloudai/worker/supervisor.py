@@ -168,7 +168,11 @@ class Supervisor:
         return handle
 
     async def _finish(self, entry: _Entry, handle: Handle) -> None:
-        exit_ = await self.runtime.wait(handle)
+        try:
+            exit_ = await self.runtime.wait(handle)
+        except Exception as exc:  # a task's runner must end in a report, whatever broke
+            log.exception("[Task %s] ✗ cannot follow its container", entry.task_id)
+            exit_ = Exit(None, error=f"worker cannot follow the container: {exc}")
         exited_at = entry.exited_at = time.time()
         entry.exited.set()
         if entry.stopper is not None:  # let the stop record how it ended
