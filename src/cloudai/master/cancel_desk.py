@@ -1,0 +1,111 @@
+"""The cluster's cancels: the caller's rights, then the canceller (decide, nudge), and
+the workers' stop updates (master/stop_updates.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from cloudai.core.limits import (
+    ids_problems,
+)
+from cloudai.core.requests import CancelRequest
+from cloudai.core.stop_update import StopUpdate
+from cloudai.errors import (
+    PermissionDenied,
+    check,
+)
+from cloudai.failpoints import failpoint
+from cloudai.master.auth import Caller
+from cloudai.master.canceller import Canceller, CancelOutcome
+from cloudai.master.config import MasterConfig
+from cloudai.master.dispatcher import Dispatcher
+from cloudai.master.peers import WorkerPeers
+from cloudai.master.stop_updates import apply_update_tx
+from cloudai.master.task_desk import deny_tx
+from cloudai.metrics import MasterMetrics
+from cloudai.store import Store, assignments, tasks
+
+__all__ = ["CancelDesk"]
+
+log = logging.getLogger("cloudai.master")
+
+
+class CancelDesk:
+    """Cancels in, stop updates in (part of Cluster)."""
+
+    # Set by Cluster.__init__.
+    store: Store
+    config: MasterConfig
+    metrics: MasterMetrics
+    dispatcher: Dispatcher
+    peers: WorkerPeers
+    canceller: Canceller
+
+    async def cancel(
+        self, task_ids: list[str], caller: Caller, req: CancelRequest
+    ) -> list[CancelOutcome]:
+        """Cancel what the caller may; other users' tasks get a PERMISSION_DENIED ack each.
+        `req.actor` is the caller's name."""
+        check(ids_problems("task_ids", task_ids), req.problems())
+        with self.metrics.cancel_answer.time():
+            denied = await self._not_permitted(task_ids, caller, "cancel")
+            allowed = [t for t in task_ids if t not in denied]
+            done = await self.canceller.cancel_many(allowed, req)
+        by_id = {o.task_id: o for o in done}
+        refusal = PermissionDenied("").code.name
+        outcomes = [
+            by_id.get(t)
+            or CancelOutcome(
+                t,
+                False,
+                f"{caller.name} may not cancel task {t}: not the owner",
+                error_code=refusal,
+            )
+            for t in task_ids
+        ]
+        self.dispatcher.wake()  # room freed
+        return outcomes
+
+    async def _not_permitted(self, task_ids: list[str], caller: Caller, action: str) -> set[str]:
+        """The tasks among `task_ids` that are other users' (each refusal an audit event)."""
+        if caller.admin:
+            return set()
+        owned = await self.store.tx(tasks.owners, task_ids)
+        denied = [t for t, owner in owned.items() if owner != caller.name]
+        if denied:
+            await self.store.tx(deny_tx, caller, denied, action, time.time())
+        return set(denied)
+
+    async def cancel_one(self, task_id: str, caller: Caller) -> CancelOutcome:
+        """The spec's CancelTask(TaskID): errors as gRPC status codes."""
+        with self.metrics.cancel_answer.time():
+            if await self._not_permitted([task_id], caller, "cancel"):
+                raise PermissionDenied(
+                    f"{caller.name} may not cancel task {task_id}: not the owner"
+                )
+            outcome = await self.canceller.cancel_one(task_id, CancelRequest(caller.name))
+        self.dispatcher.wake()
+        return outcome
+
+    async def update_stop(self, update: StopUpdate) -> bool:
+        """A worker's stop update (the one channel for a stop's stages): applied once; True
+        when it changed something."""
+        check(update.problems())
+        update = update.bounded()
+        placed_on = await self.store.tx(assignments.worker_of, update.task_id)
+        if placed_on is not None and placed_on != update.worker_id:
+            raise PermissionDenied(
+                f"task {update.task_id} is not assigned to worker {update.worker_id[:64]!r}"
+            )
+        await self.canceller.outage.replay()  # a stop journaled without the store goes first
+        if update.result is not None:  # a stop's exit carries the task's result
+            failpoint("report.before_result_write")
+        applied = await self.store.tx(apply_update_tx, update, time.time())
+        if applied.stop_seconds is not None:
+            self.metrics.cancel_stop.labels(applied.how).observe(applied.stop_seconds)
+        if applied.confirmed is not None:
+            self.canceller.webhook.notify("cancel_confirmed", applied.confirmed)
+        if applied.advanced:
+            self.dispatcher.wake()  # an exit or a removal frees the task's resources
+        return applied.advanced
