@@ -15,6 +15,8 @@ import time
 
 from rich.console import Console
 
+from cloudai.cli.dispatch import _shell_dispatcher
+from cloudai.cli.parser import build_parser
 from cloudai.cli.render import Renderer
 from cloudai.client import Client, Credentials
 from cloudai.config import (
@@ -191,7 +193,6 @@ def run_up(args: argparse.Namespace) -> int:
         if args.no_shell:
             _wait_for_signal()
         else:
-            from cloudai.cli.main import _shell_dispatcher, build_parser
             from cloudai.cli.shell import run_shell
 
             out = Renderer("text", console)

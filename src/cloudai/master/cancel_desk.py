@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from cloudai.core.limits import (
-    ids_problems,
-)
+from cloudai.core.limits import ids_problems
 from cloudai.core.requests import CancelRequest
 from cloudai.core.stop_update import StopUpdate
 from cloudai.errors import (

@@ -8,9 +8,7 @@ from typing import Any
 
 from cloudai.core.lease import Lease
 from cloudai.core.lifecycle import TaskStatus
-from cloudai.core.models import (
-    Worker,
-)
+from cloudai.core.models import Worker
 from cloudai.loops import Loops
 from cloudai.master import planner
 from cloudai.master.cancel_desk import CancelDesk
