@@ -43,10 +43,10 @@ class Disturbances:
         with self._lock:
             return self._until.get(who, 0.0) > (time.monotonic() if now is None else now)
 
-    def settled_at(self) -> float:
-        """When the last excuse runs out (inf while a fault lasts)."""
+    def clear(self) -> None:
+        """Every fault healed: nothing is excused any more."""
         with self._lock:
-            return max(self._until.values(), default=0.0)
+            self._until.clear()
 
 
 @dataclass
