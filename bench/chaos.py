@@ -90,8 +90,10 @@ def run_soak(settings: Settings, say: Any) -> dict[str, Any]:
     soak = Soak(settings, tmp, docker, say)
     try:
         soak.start()
-        say(f"cluster up: workers {', '.join(soak.worker_ids)}; soak for {settings.seconds:g}s")
-        return _drive(soak, settings, say)
+        soak.note(f"cluster up: workers {', '.join(soak.worker_ids)}; {settings.seconds:g}s to go")
+        result = _drive(soak, settings, say)
+        soak.note("done; stopping the cluster")
+        return result
     except BaseException:
         say((soak.c.logs() if soak.c else "")[-6000:])
         raise
@@ -127,6 +129,7 @@ def _drive(soak: Soak, s: Settings, say: Any) -> dict[str, Any]:
         t.join(120)
     _heal(soak)
     drained = _drain(soak, timeout=120)
+    soak.note(f"tasks drained ({len(drained)} unfinished); the final check")
     # The final check: every fault healed, nothing excused; what is still wrong after 60 s
     # (four reconciliation intervals) counts.
     soak.faults.clear()

@@ -118,8 +118,8 @@ class Soak:
             "off",
         )
         self.c = ProcCluster(self.tmp, master_args=args)
-        for w in self.worker_ids:
-            self._start_worker(w)
+        with ThreadPoolExecutor(len(self.worker_ids)) as pool:  # each its own certificate
+            list(pool.map(self._start_worker, self.worker_ids))
 
     def _start_worker(self, worker_id: str) -> None:
         extra = ("--heartbeat-interval", f"{self.s.heartbeat:g}", "--metrics-listen", "off")
@@ -220,7 +220,9 @@ class Soak:
     # ---- the faults ----------------------------------------------------------------------
 
     def fault_loop(self) -> None:
-        while not self.stop.wait(max(2.0, self.rng.expovariate(1 / self.s.fault_gap))):
+        gap = 2.0  # the first fault soon after the load starts, then about every fault_gap
+        while not self.stop.wait(gap):
+            gap = max(2.0, self.rng.expovariate(1 / self.s.fault_gap))
             self._return_away(due_only=True)
             kind = self.rng.choice(FAULTS)
             live = [w for w in self.worker_ids if w not in self.away]

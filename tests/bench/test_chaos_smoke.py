@@ -19,7 +19,7 @@ def test_a_short_chaos_soak_injects_faults_runs_tasks_and_breaks_no_invariant(
 ) -> None:
     docker_client().close()  # needs the engine and the test image (fails under CI=true)
     res = subprocess.run(
-        [sys.executable, "-m", "bench", "chaos", "--minutes", "0.3", "--fault-gap", "2.5"]
+        [sys.executable, "-m", "bench", "chaos", "--minutes", "0.2", "--fault-gap", "2.5"]
         + ["--seed", "11", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
