@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from cloudai.core.resources import Resources
-from tests.invariants import SAFETY, Container, StoreTask, Violation, find_violations, read_store
+from tests.invariants import SAFETY, Container, StoreTask, Violation, find_violations
 
 __all__ = ["Disturbances", "Judge", "MASTER"]
 
@@ -53,13 +53,14 @@ class Disturbances:
 class Judge:
     """Runs checks and keeps what they found: each violation once, by (rule, subject)."""
 
-    db_url: str
+    store: Callable[[], tuple[dict[str, StoreTask], dict[str, Resources]]]  # read_store
     engine: Callable[[], list[Container]]
     worker_ids: tuple[str, ...]
     allocated: Callable[[], Mapping[str, Resources]]  # the master's answer; may raise
     faults: Disturbances
     acknowledged: Callable[[], list[str]]
     grace: float = 15.0
+    poll: float = 0.5  # seconds between the polls of one check
     seen: dict[str, str] = field(default_factory=dict)  # terminal statuses, across checks
     found: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
     checks: int = 0
@@ -86,7 +87,7 @@ class Judge:
                 return []
             if now > deadline:
                 return self._record([latest[k] for k in persisting], started)
-            time.sleep(0.5)
+            time.sleep(self.poll)
 
     def _snapshot(self, now: float) -> tuple[list[Violation], int]:
         acked = self.acknowledged()  # before the store is read: all of these must be in it
@@ -97,7 +98,7 @@ class Judge:
                 allocated = self.allocated()
             except Exception:  # the master unreachable for a moment: judge the store's view
                 master_down = True
-        store_tasks, derived = read_store(self.db_url)
+        store_tasks, derived = self.store()
         containers = self.engine()
         live = [w for w in self.worker_ids if not self.faults.held(w, now)]
         found = find_violations(

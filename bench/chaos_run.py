@@ -26,7 +26,7 @@ from cloudai.core.models import TaskSpec
 from cloudai.core.resources import Resources
 from cloudai.errors import CloudAIError
 from tests.cluster import ProcCluster
-from tests.invariants import docker_engine, master_allocated
+from tests.invariants import docker_engine, master_allocated, read_store
 
 __all__ = ["Settings", "Soak"]
 
@@ -135,7 +135,7 @@ class Soak:
     def judge(self) -> Judge:
         c = self.cluster
         return Judge(
-            db_url=c.db_url,
+            store=lambda: read_store(c.db_url),
             engine=docker_engine(self.docker),
             worker_ids=self.worker_ids,
             allocated=lambda: master_allocated(c.client)(),
