@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The chaos soak: a master and 3 Docker workers (real processes, TLS and "
         "tokens) under a steady load of submits, cancels and completions, while faults are "
         f"injected at random ({', '.join(FAULTS)}); the invariants of tests/invariants.py "
-        "are checked every 10 s. Exit status 1 when any invariant was violated.",
+        "are checked every 10 s. Exit status 1 when any invariant was violated (or the soak "
+        "itself broke).",
     )
     p.add_argument("--minutes", type=float, default=30.0, help="how long (default 30; 2: short)")
     p.add_argument("--seed", type=int, default=None, help="for the load and the faults")
@@ -106,7 +107,7 @@ def run_soak(settings: Settings, say: Any) -> dict[str, Any]:
 def _drive(soak: Soak, s: Settings, say: Any) -> dict[str, Any]:
     judge = soak.judge()
     threads = [
-        threading.Thread(target=f, name=n, daemon=True)
+        threading.Thread(target=soak.guarded(f), name=n, daemon=True)
         for f, n in (
             (soak.load_loop, "load"),
             (soak.cancel_loop, "cancels"),
@@ -156,6 +157,7 @@ def _drive(soak: Soak, s: Settings, say: Any) -> dict[str, Any]:
             {"rule": rule, "subject": subject, "at_s": at, "detail": detail}
             for (rule, subject), (at, detail) in sorted(judge.found.items(), key=lambda x: x[1])
         ],
+        "broken": soak.tally.broken,
         "log": soak.tally.log,
         "workers": list(soak.worker_ids),
     }
@@ -217,6 +219,8 @@ def summary_md(run: dict[str, Any]) -> str:
         f"violations excused while their fault lasted: {run['excused_while_a_fault_lasted']}",
         f"- **invariant violations: {len(run['violations'])}**",
     ]
+    for b in run["broken"]:
+        lines.append(f"- **the soak itself broke**: {b}")
     for v in run["violations"]:
         lines.append(f"  - at {v['at_s']} s [{v['rule']}] {v['subject']}: {v['detail']}")
     return "\n".join(lines)
@@ -252,7 +256,7 @@ def main(argv: list[str]) -> int:
     json_path, md_path = _write(args.out, run)
     print(summary_md(run))
     print(f"wrote {json_path} and {md_path}")
-    return 1 if run["violations"] else 0
+    return 1 if run["violations"] or run["broken"] else 0
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ class Tally:
     cancels: int = 0
     cancel_errors: int = 0
     log: list[str] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)  # the soak's own threads that failed
 
 
 class Soak:
@@ -168,6 +169,19 @@ class Soak:
         self.tally.log.append(line)
         self.say(line)
 
+    def guarded(self, loop: Callable[[], None]) -> Callable[[], None]:
+        """A thread's loop; if it fails, the soak says so and fails too (never a soak that
+        quietly stopped injecting faults)."""
+
+        def run() -> None:
+            try:
+                loop()
+            except Exception as exc:  # recorded: the run's exit status says it
+                self.note(f"the soak's {loop.__name__} failed: {type(exc).__name__}: {exc}")
+                self.tally.broken.append(f"{loop.__name__}: {type(exc).__name__}: {exc}")
+
+        return run
+
     # ---- the load ------------------------------------------------------------------------
 
     def submit(self, spec: TaskSpec) -> str | None:
@@ -220,10 +234,12 @@ class Soak:
     # ---- the faults ----------------------------------------------------------------------
 
     def fault_loop(self) -> None:
-        gap = 2.0  # the first fault soon after the load starts, then about every fault_gap
-        while not self.stop.wait(gap):
-            gap = max(2.0, self.rng.expovariate(1 / self.s.fault_gap))
+        next_at = time.monotonic() + 2.0  # the first fault soon after the load starts
+        while not self.stop.wait(max(0.0, min([next_at, *self.away.values()]) - time.monotonic())):
             self._return_away(due_only=True)
+            if time.monotonic() < next_at:
+                continue  # woken for a return only
+            next_at = time.monotonic() + max(2.0, self.rng.expovariate(1 / self.s.fault_gap))
             kind = self.rng.choice(FAULTS)
             live = [w for w in self.worker_ids if w not in self.away]
             if kind == "worker_away" and (self.away or len(live) < 2):
@@ -287,7 +303,10 @@ class Soak:
             if not due_only or when <= time.monotonic():
                 self.note(f"worker_away {worker_id}: started again")
                 del self.away[worker_id]
-                self.restart_worker(worker_id)
+                try:
+                    self.restart_worker(worker_id)
+                except Exception as exc:  # logged; the end of the soak starts it again
+                    self.note(f"worker {worker_id} did not come back: {exc}")
 
     def cancel_burst(self, _: str) -> None:
         """Ten short tasks, and two cancels each from 8 threads, timed around their end."""

@@ -32,6 +32,7 @@ def test_a_short_chaos_soak_injects_faults_runs_tasks_and_breaks_no_invariant(
     assert written.with_suffix(".md").exists()
     run = json.loads(written.read_text())
     assert run["violations"] == [], out
+    assert run["broken"] == [], out
     assert sum(run["faults"].values()) >= 1, out
     assert run["tasks"]["ended"] >= 5, out
     assert run["tasks"]["unfinished_at_end"] == [], out
