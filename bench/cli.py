@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="cloudai against the Docker engine floor and Docker Swarm, and master "
-        "scale. Full sizes take about 15 minutes on 2 cores.",
+        "scale. Full sizes take about 15 minutes on 2 cores. `python -m bench chaos --help`: "
+        "the chaos soak (docs/reliability.md).",
     )
     p.add_argument("--quick", action="store_true", help="each section small (about 2 minutes)")
     p.add_argument(
@@ -140,6 +141,11 @@ def _parts(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["chaos"]:  # the soak is its own command (bench/chaos.py)
+        from bench.chaos import main as chaos
+
+        return chaos(argv[1:])
     args = build_parser().parse_args(argv)
     sizes = sizes_for(args.quick, args.tiny)
     sections = _sections(args.only)
