@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloudai.cli import secure
-from cloudai.cli.options import (
-    _checked,
-    _client_options,
-)
+from cloudai.cli.options import _checked, _client_options
 
 __all__ = ["add_admin_commands"]
 

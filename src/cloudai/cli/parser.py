@@ -7,10 +7,7 @@ import argparse
 import functools
 
 from cloudai import __version__
-from cloudai.cli.options import (
-    Parser,
-    _client_options,
-)
+from cloudai.cli.options import Parser, _client_options
 from cloudai.cli.parse_admin import add_admin_commands
 from cloudai.cli.parse_servers import add_server_commands
 from cloudai.cli.parse_tasks import add_task_commands

@@ -3,16 +3,12 @@ the workers' stop updates (master/stop_updates.py)."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 from cloudai.core.limits import ids_problems
 from cloudai.core.requests import CancelRequest
 from cloudai.core.stop_update import StopUpdate
-from cloudai.errors import (
-    PermissionDenied,
-    check,
-)
+from cloudai.errors import PermissionDenied, check
 from cloudai.failpoints import failpoint
 from cloudai.master.auth import Caller
 from cloudai.master.canceller import Canceller, CancelOutcome
@@ -25,8 +21,6 @@ from cloudai.metrics import MasterMetrics
 from cloudai.store import Store, assignments, tasks
 
 __all__ = ["CancelDesk"]
-
-log = logging.getLogger("cloudai.master")
 
 
 class CancelDesk:

@@ -55,6 +55,7 @@ def _page_tx(conn: Connection, f: TaskFilter) -> tuple[list[Task], int]:
 
 
 def deny_tx(conn: Connection, caller: Caller, task_ids: list[str], action: str, now: float) -> None:
+    """A refusal of `action` on other users' tasks, as an audit event on each."""
     for task_id in task_ids:
         events.add(conn, task_id, "denied", caller.name, f"{action} refused: not the owner", now)
     log.warning("⛔ %s may not %s %s: not the owner", caller.name, action, ", ".join(task_ids))
