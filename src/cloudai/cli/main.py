@@ -22,6 +22,7 @@ from cloudai.config import (
     DEFAULT_MASTER_PORT,
     DEFAULT_WORKER_METRICS,
     DEFAULT_WORKER_PORT,
+    LOCAL_HTTP,
     LOCAL_MASTER_METRICS,
     LOCAL_WORKER_METRICS,
     home,
@@ -251,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help=f"the local worker's /metrics (default: {LOCAL_WORKER_METRICS}; off: none)",
     )
+    up.add_argument(
+        "--http-listen",
+        default=None,
+        metavar="ADDR",
+        help=f"the web console and HTTP API (default: {LOCAL_HTTP}; off: none)",
+    )
     _log_options(up)
 
     m = sub.add_parser("master", help="run the master server")
@@ -323,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
         "gives every worker this long to reach it (default: 300)",
     )
     _metrics_option(m, DEFAULT_MASTER_METRICS)
+    m.add_argument(
+        "--http-listen",
+        default="",
+        metavar="ADDR",
+        help="serve the web console and the HTTP API (/api/v1/) on ADDR, HTTPS with the "
+        "cluster's certificate (default: off)",
+    )
     _log_options(m)
 
     w = sub.add_parser(
@@ -424,6 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CAP",
         help=f"add a Linux capability to every container of this worker (repeatable); "
         f"they always keep {', '.join(DEFAULT_CAPS)} (docs/containers.md)",
+    )
+    w.add_argument(
+        "--engine-deadline",
+        type=_number(float, "--engine-deadline", 0.1, 3600),
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline of each engine call of a stop (signal, kill, remove) (default: 30); "
+        "one that does not answer in time is reported as a failed stop, the worker goes on",
     )
     w.add_argument(
         "--allowed-registries",
@@ -814,6 +836,10 @@ def _run_server(args: argparse.Namespace) -> int:
             raise InvalidArgument(
                 f"--cancel-webhook must be an http(s) URL: {quote(args.cancel_webhook)}"
             )
+        if args.http_listen:
+            from cloudai.web.server import check_listen
+
+            check_listen(args.http_listen)
         security = None
         if args.insecure:
             logging.getLogger("cloudai").warning("⚠ --insecure: plaintext and no authentication")
@@ -830,9 +856,11 @@ def _run_server(args: argparse.Namespace) -> int:
                     worker_lost_after=args.worker_lost_after,
                     metrics_listen=mlisten,
                     metrics_required=mrequired,
+                    http_listen=args.http_listen,
                     submit_rate=args.rate_limit_submit,
                     cancel_rate=args.rate_limit_cancel,
                     max_pending_per_user=args.max_pending_per_user,
+                    journal_dir=str(home()),
                 ),
                 security,
             )
@@ -889,6 +917,7 @@ def _run_server(args: argparse.Namespace) -> int:
             tls=tls,
             policy=policy,
             gpu_ids=gpu_ids,
+            engine_deadline=args.engine_deadline,
         )
         asyncio.run(run_worker(cfg))
         return 0

@@ -29,8 +29,10 @@ from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.limits import quote
 from cloudai.core.models import Cancellation, TaskResult, worker_state
-from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound, StoreUnavailable
+from cloudai.failpoints import failpoint
 from cloudai.logsetup import box
+from cloudai.master.outage import OutageCancels
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import order_pb, store_unrun_result
 from cloudai.master.webhook import Webhook
@@ -119,6 +121,7 @@ class Canceller:
         self._delivering: dict[str, asyncio.Task[bool]] = {}
         self._next_try: dict[str, float] = {}
         self.webhook = Webhook(config.cancel_webhook)
+        self.outage = OutageCancels(config, peers, self.cancel)  # cancels without the store
 
     # ---- the decision -------------------------------------------------------------------
 
@@ -175,6 +178,9 @@ class Canceller:
             outcome = await self.cancel(
                 task_id, actor, reason, force, grace, stop_signal=stop_signal
             )
+        except StoreUnavailable as exc:  # journaled if it can be (outage.py); else raises
+            said = await self.outage.cancel(exc, task_id, actor, reason, force, grace, stop_signal)
+            outcome = CancelOutcome(task_id, True, said, "cancelled", queued=True)  # "queued"
         except CloudAIError as exc:
             kind = {NotFound: "not_found", Conflict: "conflict"}.get(type(exc), "error")
             self.metrics.cancels.labels(kind).inc()
@@ -201,6 +207,7 @@ class Canceller:
             return CancelOutcome(
                 task_id, True, f"task {task_id} already cancelled", "cancelled", already=True
             )
+        failpoint("cancel.after_status_write")
         self.webhook.notify("cancel_requested", c)
         lines = [f"Task ID: {task_id}", f"Requested by: {actor}"]
         if reason:
@@ -236,14 +243,9 @@ class Canceller:
 
     @staticmethod
     def _queued(c: Cancellation, why: str) -> CancelOutcome:
-        return CancelOutcome(
-            c.task_id,
-            True,
-            f"task {c.task_id} cancelled; {why}: the stop is queued and reaches it by "
-            "retry, heartbeat or re-registration",
-            "cancelled",
-            queued=True,
-        )
+        said = f"task {c.task_id} cancelled; {why}: the stop is queued and reaches it by "
+        said += "retry, heartbeat or re-registration"
+        return CancelOutcome(c.task_id, True, said, "cancelled", queued=True)
 
     # ---- delivery -----------------------------------------------------------------------
 
@@ -259,6 +261,7 @@ class Canceller:
     async def _deliver_once(self, c: Cancellation, address: str) -> bool:
         """One delivery attempt under the cancel deadline; True when the worker acknowledged."""
         assert c.worker_id is not None
+        failpoint("cancel.before_worker_call")
         try:
             message = await self.peers.cancel(
                 c.worker_id or "", address, order_pb(c), timeout=self.config.cancel_deadline
@@ -283,6 +286,7 @@ class Canceller:
                 )
             )
             return False
+        failpoint("cancel.after_worker_ack")
         self._next_try.pop(c.task_id, None)
         await self.store.tx(self._delivered_tx, c, message)
         return True
@@ -390,4 +394,5 @@ class Canceller:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self.outage.stop()
         await self.webhook.close()
