@@ -77,24 +77,36 @@ def _decide_tx(
     grace: float | None,
     now: float,
     stop_signal: str = "",
+    final: TaskStatus | None = TaskStatus.CANCELLED,
 ) -> tuple[str, Cancellation | None]:
     """The decision: ("cancelled", row) when this call cancelled it, ("already", None) when
-    it was cancelled before. Raises NotFound / Conflict otherwise; writes nothing then."""
+    it was cancelled before. Raises NotFound / Conflict otherwise; writes nothing then. `final`:
+    the status it ends as (`failed`: a time limit), or None: it runs until stopped, then is
+    queued again (master/retries.py)."""
     task = tasks.get(conn, task_id)
     if task is None:
         raise NotFound(f"task {task_id} not found")
-    if task.status is TaskStatus.CANCELLED:
+    if task.status is TaskStatus.CANCELLED or (
+        final is not TaskStatus.CANCELLED and cancellations.get(conn, task_id) is not None
+    ):
         return "already", None
     if task.status in TERMINAL:
         raise Conflict(f"task {task_id} already {task.status.value}: nothing to cancel")
     why = reason or f"cancelled by {actor}"
-    if not tasks.transition(conn, task_id, TaskStatus.CANCELLED, completed_at=now, reason=why):
+    if final is None and task.status is not TaskStatus.RUNNING:
+        return "already", None
+    if final is not None and not tasks.transition(
+        conn, task_id, final, completed_at=now, reason=why
+    ):
         # It moved between our read and our write (a report won): say what it is now.
         now_status = tasks.get(conn, task_id)
         assert now_status is not None
         if now_status.status is TaskStatus.CANCELLED:
             return "already", None
         raise Conflict(f"task {task_id} already {now_status.status.value}: nothing to cancel")
+    if (earlier := cancellations.get(conn, task_id)) is not None:
+        events.add(conn, task_id, "cancel_requested", actor, f"{why}; its stop is under way", now)
+        return "cancelled", earlier
     worker_id = assignments.worker_of(conn, task_id)
     if worker_id is None:  # never placed: this is its end, and its one result
         store_unrun_result(conn, task_id, "", "cancelled before it was placed", now)
@@ -192,10 +204,12 @@ class Canceller:
         grace: float | None = None,
         *,
         stop_signal: str = "",
+        final: TaskStatus | None = TaskStatus.CANCELLED,
     ) -> CancelOutcome:
-        """Cancel one task; raises NotFound / Conflict for a task that cannot be cancelled."""
+        """Cancel one task; raises NotFound / Conflict for a task that cannot be cancelled.
+        `final`: see `_decide_tx` (the scheduler's stops: a time limit, a preemption)."""
         outcome, c = await self.store.tx(
-            _decide_tx, task_id, actor, reason, force, grace, time.time(), stop_signal
+            _decide_tx, task_id, actor, reason, force, grace, time.time(), stop_signal, final
         )
         if outcome == "already" or c is None:
             return CancelOutcome(
