@@ -16,6 +16,7 @@ __all__ = [
     "RETRIES_MAX",
     "TIMEOUT_MAX",
     "Attempt",
+    "RunPolicy",
     "backoff",
     "format_duration",
     "parse_duration",
@@ -99,3 +100,15 @@ class Attempt:
     ended_at: float | None = None
     oom_killed: bool = False
     gpu_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunPolicy:
+    """What `task run` (and the shell's `task`) says of a task's time limit, retries,
+    priority and preemptibility: those TaskSpec fields, as one value."""
+
+    timeout_seconds: float | None = None
+    retries: int = 0
+    retry_on_timeout: bool = False
+    priority: int = PRIORITY_DEFAULT
+    preemptible: bool = False

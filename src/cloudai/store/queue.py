@@ -63,8 +63,7 @@ def preemptions_for(conn: Connection) -> dict[str, list[tuple[str, str]]]:
     yet (the victim's container has not exited): the room they free is the preemptor's."""
     not_released = and_(*(cancellations.c[STAGE_COLUMNS[s]].is_(None) for s in RELEASED))
     rows = conn.execute(
-        select(cancellations.c.task_id, cancellations.c.worker_id, cancellations.c.reason)
-        .where(
+        select(cancellations.c.task_id, cancellations.c.worker_id, cancellations.c.reason).where(
             cancellations.c.reason.startswith(PREEMPTED_BY),
             cancellations.c.worker_id.is_not(None),
             not_released,
