@@ -162,9 +162,11 @@ def test_a_task_whose_worker_is_lost_runs_again_on_the_other_worker(
         lost = c.workers["w1"]
         c.stop_worker("w1")  # no more heartbeats: its lease lapses
         t = eventually(
-            lambda: (t := c.client.get_task(task.task_id)).worker_id == "w2"
-            and t.status.value == "running"
-            and t,
+            lambda: (
+                (t := c.client.get_task(task.task_id)).worker_id == "w2"
+                and t.status.value == "running"
+                and t
+            ),
             timeout=30,
             what="the task to run again on w2",
         )
@@ -193,7 +195,7 @@ def test_a_higher_priority_task_submitted_later_runs_first(
     high = c.client.submit(gated(tmp_path / "high-gate", priority=900))
     q = queue(c)
     assert [(t.task_id, t.position) for t in q] == [(high.task_id, 1), (low.task_id, 2)]
-    assert all("no worker with 1 free CPU cores" == t.waiting_reason for t in q), q
+    assert all(t.waiting_reason == "no worker with 1 free CPU core" for t in q), q
     gate.touch()
     c.wait_status(high.task_id, "running")
     assert c.client.get_task(low.task_id).status.value == "pending"
@@ -275,9 +277,11 @@ def test_a_high_priority_task_preempts_a_preemptible_low_one(
     victim = c.wait_status(low.task_id, "cancelled")
     assert victim.reason == f"preempted by {high.task_id}"
     cancel = eventually(
-        lambda: (t := c.client.get_task(low.task_id)).cancellation is not None
-        and t.cancellation.exited_at is not None
-        and t.cancellation,
+        lambda: (
+            (t := c.client.get_task(low.task_id)).cancellation is not None
+            and t.cancellation.exited_at is not None
+            and t.cancellation
+        ),
         what="the victim's stop to be recorded",
     )
     assert cancel.requested_by == "scheduler" and not cancel.forced  # its grace was honoured

@@ -119,7 +119,7 @@ def why_waiting(
         return "the workers with room are kept for a higher-priority task"
     for need, have, what in (
         (r.gpu, max(f.gpu for f in free), f"{r.gpu} free GPU{'s' if r.gpu != 1 else ''}"),
-        (r.cpu, max(f.cpu for f in free), f"{r.cpu:g} free CPU cores"),
+        (r.cpu, max(f.cpu for f in free), f"{r.cpu:g} free CPU core{'s' if r.cpu != 1 else ''}"),
         (r.mem_gb, max(f.mem_gb for f in free), f"{r.mem_gb:g} GB free memory"),
         (r.storage_gb, max(f.storage_gb for f in free), f"{r.storage_gb:g} GB free storage"),
     ):
