@@ -4,6 +4,8 @@ and the engine, never against what the master says about itself alone:
 - nothing lost: every acknowledged submit exists; every task is terminal with exactly one
   result, or still active (pending, or running with its container on its worker's engine);
 - no terminal status overwritten (against what earlier checks saw), at most one result a task;
+- a retried task's earlier runs are attempts, never its status: run N has runs 1..N-1 kept
+  (task_attempts), and none of them is its result;
 - no orphan: every container labelled with a checked, live worker belongs to an active task
   placed on that worker;
 - each worker's held resources (what the master answers, or the store's derivation) equal
@@ -33,7 +35,7 @@ from sqlalchemy import Connection, create_engine, func, select
 from cloudai.core.lifecycle import ACTIVE, HOLDS_RESOURCES, TERMINAL, TaskStatus
 from cloudai.core.resources import Resources
 from cloudai.store import Store, normalize_url, tasks
-from cloudai.store.schema import results
+from cloudai.store.schema import results, task_attempts
 
 __all__ = [
     "CONVERGENCE",
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 # The rules, by name. Safety: a violation is final. Convergence: may be transient.
-SAFETY = ("lost", "overwritten", "results")
+SAFETY = ("lost", "overwritten", "results", "attempts")
 CONVERGENCE = ("no_result", "no_container", "orphan", "held")
 _EPS = 1e-6
 
@@ -74,6 +76,8 @@ class StoreTask:
     worker_id: str | None  # where it was placed; None: never placed
     request: Resources
     results: int
+    attempt: int = 1  # its current run
+    attempts: tuple[int, ...] = ()  # the numbers of its earlier runs kept in task_attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,9 @@ def find_violations(
     for t in store_tasks.values():
         if t.results > 1:
             out.append(Violation("results", t.task_id, f"{t.results} results stored"))
+        if t.attempts != tuple(range(1, t.attempt)):
+            what = f"run {t.attempt} with earlier runs {list(t.attempts)} kept"
+            out.append(Violation("attempts", t.task_id, what))
         if t.status in TERMINAL and t.results == 0:
             out.append(Violation("no_result", t.task_id, f"{t.status.value} without a result"))
     if terminal_seen is not None:
@@ -216,9 +223,20 @@ def _read(conn: Connection) -> tuple[dict[str, StoreTask], dict[str, Resources]]
     counts = dict(
         conn.execute(select(results.c.task_id, func.count()).group_by(results.c.task_id)).all()
     )
+    runs: dict[str, list[int]] = {}
+    for task_id, number in conn.execute(
+        select(task_attempts.c.task_id, task_attempts.c.number).order_by(task_attempts.c.number)
+    ):
+        runs.setdefault(task_id, []).append(number)
     found = {
         t.task_id: StoreTask(
-            t.task_id, t.status, t.worker_id, t.spec.resources, int(counts.get(t.task_id, 0))
+            t.task_id,
+            t.status,
+            t.worker_id,
+            t.spec.resources,
+            int(counts.get(t.task_id, 0)),
+            t.attempt,
+            tuple(runs.get(t.task_id, ())),
         )
         for t in tasks.list_tasks(conn)
     }

@@ -4,6 +4,7 @@ shell's spec-form options, and the worker's memory of stopped runs."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -25,7 +26,7 @@ from cloudai.core.policy import (
     policy_problems,
 )
 from cloudai.core.resources import Resources
-from cloudai.errors import InvalidArgument
+from cloudai.errors import Conflict, InvalidArgument
 from cloudai.scheduler.preemption import choose_victims
 from cloudai.scheduler.queue import plan, queue_order, why_waiting
 from tests.unit.test_cli_parse import FakeClient
@@ -246,3 +247,39 @@ def test_task_run_parses_the_policy_options() -> None:
     )
     default = run_policy(build_parser().parse_args(_split_run(["task", "run", "img"])))
     assert (default.timeout_seconds, default.retries, default.priority) == (None, 0, 500)
+
+
+# ---- the worker remembers which run it stopped ------------------------------------------------
+
+
+class _IdleRuntime:
+    """Never gets past `prepare`: enough for the supervisor's bookkeeping."""
+
+    async def prepare(self, task_id: str, spec: TaskSpec) -> None:
+        await asyncio.Event().wait()
+
+
+def test_a_stopped_run_never_starts_but_a_later_retry_may() -> None:
+    from cloudai.worker.orders import CancelOrder
+    from cloudai.worker.supervisor import Supervisor
+
+    async def scenario() -> None:
+        sup = Supervisor(_IdleRuntime(), link=None, worker_id="w1")  # type: ignore[arg-type]
+        img = TaskSpec(image="img")
+        # An order for a run this worker does not hold (yet): that run is refused...
+        sup.stop_orders([("task-1-aa", CancelOrder(attempt=1))])
+        with pytest.raises(Conflict, match="was cancelled"):
+            sup.assign("task-1-aa", img, attempt=1)
+        # ...the next run of the same task, decided after the stop, is not.
+        assert "accepted" in sup.assign("task-1-aa", img, attempt=2)
+        # While run 2 is still on this worker, run 3 waits for it to be cleaned up.
+        with pytest.raises(Conflict, match="still being removed"):
+            sup.assign("task-1-aa", img, attempt=3)
+        assert "already on" in sup.assign("task-1-aa", img, attempt=2)
+        # An order naming no run (an older master) stops every run.
+        sup.stop_orders([("task-2-bb", CancelOrder())])
+        with pytest.raises(Conflict):
+            sup.assign("task-2-bb", img, attempt=5)
+        await sup.close()
+
+    asyncio.run(scenario())
