@@ -31,6 +31,7 @@ from cloudai.core.limits import quote
 from cloudai.core.models import Cancellation, TaskResult, worker_state
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
 from cloudai.logsetup import box
+from cloudai.master import scheduler_stops
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import order_pb, store_unrun_result
 from cloudai.master.webhook import Webhook
@@ -81,31 +82,24 @@ def _decide_tx(
 ) -> tuple[str, Cancellation | None]:
     """The decision: ("cancelled", row) when this call cancelled it, ("already", None) when
     it was cancelled before. Raises NotFound / Conflict otherwise; writes nothing then. `final`:
-    the status it ends as (`failed`: a time limit), or None: it runs until stopped, then is
-    queued again (master/retries.py)."""
+    what it ends as (`failed`: a time limit); None: it is queued again once stopped (retries)."""
     task = tasks.get(conn, task_id)
     if task is None:
         raise NotFound(f"task {task_id} not found")
-    if task.status is TaskStatus.CANCELLED or (
-        final is not TaskStatus.CANCELLED and cancellations.get(conn, task_id) is not None
-    ):
+    if task.status is TaskStatus.CANCELLED or scheduler_stops.moot(conn, task, final):
         return "already", None
     if task.status in TERMINAL:
         raise Conflict(f"task {task_id} already {task.status.value}: nothing to cancel")
     why = reason or f"cancelled by {actor}"
-    if final is None and task.status is not TaskStatus.RUNNING:
-        return "already", None
-    if final is not None and not tasks.transition(
-        conn, task_id, final, completed_at=now, reason=why
-    ):
+    won = final is None or tasks.transition(conn, task_id, final, completed_at=now, reason=why)
+    if not won:
         # It moved between our read and our write (a report won): say what it is now.
         now_status = tasks.get(conn, task_id)
         assert now_status is not None
         if now_status.status is TaskStatus.CANCELLED:
             return "already", None
         raise Conflict(f"task {task_id} already {now_status.status.value}: nothing to cancel")
-    if (earlier := cancellations.get(conn, task_id)) is not None:
-        events.add(conn, task_id, "cancel_requested", actor, f"{why}; its stop is under way", now)
+    if (earlier := scheduler_stops.under_way(conn, task_id, actor, why, now)) is not None:
         return "cancelled", earlier
     worker_id = assignments.worker_of(conn, task_id)
     if worker_id is None:  # never placed: this is its end, and its one result
@@ -206,8 +200,7 @@ class Canceller:
         stop_signal: str = "",
         final: TaskStatus | None = TaskStatus.CANCELLED,
     ) -> CancelOutcome:
-        """Cancel one task; raises NotFound / Conflict for a task that cannot be cancelled.
-        `final`: see `_decide_tx` (the scheduler's stops: a time limit, a preemption)."""
+        """Cancel one task (`final`: see `_decide_tx`); NotFound / Conflict if it cannot be."""
         outcome, c = await self.store.tx(
             _decide_tx, task_id, actor, reason, force, grace, time.time(), stop_signal, final
         )
