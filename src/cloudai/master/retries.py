@@ -17,7 +17,7 @@ from cloudai.core.models import Task, TaskResult
 from cloudai.core.policy import DEADLINE_EXCEEDED, Attempt, backoff
 from cloudai.store import assignments, attempts, cancellations, events, tasks
 
-__all__ = ["after_report_tx", "retries_left", "requeue_tx"]
+__all__ = ["after_report_tx", "requeue_unstarted_tx", "retries_left", "requeue_tx"]
 
 
 def retries_left(task: Task) -> int:
@@ -97,3 +97,16 @@ def after_report_tx(conn: Connection, task: Task, result: TaskResult, now: float
     if not requeue_tx(conn, task, ended, now, stopped=stopped):
         return ""
     return f"run {task.attempt} stored as an attempt; the task is queued again"
+
+
+def requeue_unstarted_tx(conn: Connection, task_id: str, worker_id: str, now: float) -> int:
+    """A scheduler's stop-to-requeue reached the run before it started on its worker (no
+    report will come): the run goes back to the queue; returns its number (the one run the
+    worker must never start). 0 when the task was not kept running for that (a cancel, a time
+    limit: the caller stores its unrun result)."""
+    task = tasks.get(conn, task_id)
+    stop = cancellations.get(conn, task_id)
+    if task is None or stop is None:
+        return 0
+    ended = Attempt(task.attempt, worker_id, "cancelled", None, stop.reason, None, now)
+    return task.attempt if requeue_tx(conn, task, ended, now, stopped=True) else 0
