@@ -595,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--status",
         default="",
         choices=["", "pending", "running", "completed", "failed", "cancelled"],
+        help="pending: the queue in placement order, with each task's position and why it waits",
     )
     ls.add_argument("--worker", default="", metavar="ID")
     ls.add_argument("--owner", default="", metavar="USER", help="tasks submitted by USER")
