@@ -35,9 +35,9 @@ def gated(gate: pathlib.Path, **kw: Any) -> TaskSpec:
 
 
 @pytest.fixture
-def one_slot(sqlite_url: str, tmp_path: pathlib.Path) -> Iterator[LocalCluster]:
-    """One worker with room for exactly one 1-CPU task."""
-    c = LocalCluster(sqlite_url, tmp_path)
+def one_slot(store_url: str, tmp_path: pathlib.Path) -> Iterator[LocalCluster]:
+    """One worker with room for exactly one 1-CPU task (on SQLite, then on PostgreSQL)."""
+    c = LocalCluster(store_url, tmp_path)
     try:
         c.add_worker("w1", cpu=1, mem=1)
         yield c

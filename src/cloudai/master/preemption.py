@@ -44,8 +44,9 @@ class Preemptor:
         self.canceller = canceller
 
     async def __call__(self, waiting: list[Slot], workers: list[Worker]) -> None:
-        if not any(s.task.spec.priority > 0 for s in waiting):
-            return
+        low = await self.store.tx(queue.lowest_preemptible)
+        if low is None or not any(s.task.spec.priority > low for s in waiting):
+            return  # the common case, in one cheap query: nothing could be preempted
         running, under_way = await self.store.tx(_candidates_tx)
         if not running:
             return

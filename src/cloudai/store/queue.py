@@ -13,6 +13,7 @@ __all__ = [
     "PREEMPTED_BY",
     "backing_off",
     "expired",
+    "lowest_preemptible",
     "preemptions_for",
     "running_by_owner",
     "stopping",
@@ -83,3 +84,14 @@ def stopping(conn: Connection) -> set[str]:
         .where(tasks.c.status == TaskStatus.RUNNING.value)
     )
     return {r[0] for r in rows}
+
+
+def lowest_preemptible(conn: Connection) -> int | None:
+    """The lowest priority of a running preemptible task (None: there is none): a waiting task
+    of no higher priority can preempt nothing."""
+    low = conn.execute(
+        select(func.min(tasks.c.priority)).where(
+            tasks.c.status == TaskStatus.RUNNING.value, tasks.c.preemptible.is_(True)
+        )
+    ).scalar_one_or_none()
+    return None if low is None else int(low)
