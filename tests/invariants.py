@@ -2,14 +2,17 @@
 and the engine, never against what the master says about itself alone:
 
 - nothing lost: every acknowledged submit exists; every task is terminal with exactly one
-  result, or still active (pending, or running with its container on its worker's engine);
+  result, or still active (pending, or running with its container on its worker's engine), or
+  cancelled with its stop not done (its result comes with its container's exit);
 - no terminal status overwritten (against what earlier checks saw), at most one result a task;
 - a retried task's earlier runs are attempts, never its status: run N has runs 1..N-1 kept
   (task_attempts), and none of them is its result;
 - no orphan: every container labelled with a checked, live worker belongs to an active task
-  placed on that worker;
+  placed on that worker, or to a cancelled task whose stop is not done (it still holds its
+  resources: a stop in its grace period, or one that failed, shown as `stop_failed`);
 - each worker's held resources (what the master answers, or the store's derivation) equal
-  the sum of the requests of the tasks that hold them.
+  the sum of the requests of the tasks that hold them: the running ones, and the cancelled
+  ones whose stop is not done.
 
 Safety rules fail at once. Convergence rules (a result not stored yet, a container not
 started or not removed yet, a resource figure read a moment apart) are waited on, up to a
@@ -76,6 +79,8 @@ class StoreTask:
     worker_id: str | None  # where it was placed; None: never placed
     request: Resources
     results: int
+    releasing: bool = False  # stopped by an order (cancelled, or failed by its time limit),
+    # its stop not done: it still holds its resources
     attempt: int = 1  # its current run
     attempts: tuple[int, ...] = ()  # the numbers of its earlier runs kept in task_attempts
 
@@ -124,7 +129,7 @@ def find_violations(
         if t.attempts != tuple(range(1, t.attempt)):
             what = f"run {t.attempt} with earlier runs {list(t.attempts)} kept"
             out.append(Violation("attempts", t.task_id, what))
-        if t.status in TERMINAL and t.results == 0:
+        if t.status in TERMINAL and t.results == 0 and not t.releasing:  # its exit reports
             out.append(Violation("no_result", t.task_id, f"{t.status.value} without a result"))
     if terminal_seen is not None:
         for task_id, was in list(terminal_seen.items()):
@@ -165,7 +170,8 @@ def _container_rules(
         if c.worker_id not in live:
             continue
         owner = store_tasks.get(c.task_id)
-        if owner is None or owner.status not in ACTIVE or owner.worker_id != c.worker_id:
+        alive = owner is not None and (owner.status in ACTIVE or owner.releasing)
+        if owner is None or not alive or owner.worker_id != c.worker_id:
             is_ = "unknown to the store" if owner is None else f"{owner.status.value}"
             where = f" (placed on {owner.worker_id})" if owner and owner.worker_id else ""
             what = f"container {c.ref[:12]} on {c.worker_id}: {is_}{where}"
@@ -182,7 +188,7 @@ def _held_rule(
     for worker_id in worker_ids:
         held = Resources()
         for t in store_tasks.values():
-            if t.worker_id == worker_id and t.status in HOLDS_RESOURCES:
+            if t.worker_id == worker_id and (t.status in HOLDS_RESOURCES or t.releasing):
                 held = held + t.request
         said = allocated.get(worker_id, Resources())
         if not _same(said, held):
@@ -223,6 +229,7 @@ def _read(conn: Connection) -> tuple[dict[str, StoreTask], dict[str, Resources]]
     counts = dict(
         conn.execute(select(results.c.task_id, func.count()).group_by(results.c.task_id)).all()
     )
+    releasing = {t for ids, _ in tasks.releasing_by_worker(conn).values() for t in ids}
     runs: dict[str, list[int]] = {}
     for task_id, number in conn.execute(
         select(task_attempts.c.task_id, task_attempts.c.number).order_by(task_attempts.c.number)
@@ -235,6 +242,7 @@ def _read(conn: Connection) -> tuple[dict[str, StoreTask], dict[str, Resources]]
             t.worker_id,
             t.spec.resources,
             int(counts.get(t.task_id, 0)),
+            t.task_id in releasing,
             t.attempt,
             tuple(runs.get(t.task_id, ())),
         )

@@ -332,3 +332,46 @@ def test_a_non_preemptible_task_is_never_preempted(
     assert waiting.task_id == high.task_id and waiting.position == 1
     gate.touch()
     c.wait_status(high.task_id, "running", "completed")
+
+
+def test_a_users_cancel_takes_over_a_preemption_under_way(
+    one_slot: LocalCluster, tmp_path: pathlib.Path
+) -> None:
+    c = one_slot
+    gate = tmp_path / "let-it-exit"
+    # It ignores the stop signal until the gate opens: a preemption in its grace period.
+    stubborn = spec(
+        "sh",
+        "-c",
+        f"trap 'echo got TERM' TERM; echo ready; while [ ! -e {gate} ]; do sleep 0.05; done",
+        priority=100,
+        preemptible=True,
+        retries=3,
+        grace_seconds=600,
+    )
+    low = c.client.submit(stubborn)
+    c.wait_status(low.task_id, "running")
+    eventually(
+        lambda: "ready" in b"".join(c.client.logs(low.task_id)).decode(),
+        what="the low task to start",
+    )
+    high = c.client.submit(spec("true", priority=900))
+    eventually(
+        lambda: (
+            (t := c.client.get_task(low.task_id)).cancellation is not None
+            and t.cancellation.reason == f"preempted by {high.task_id}"
+        ),
+        what="the preemption to be decided",
+    )
+    assert c.client.get_task(low.task_id).status.value == "running"  # until its stop is done
+    c.client.cancel(low.task_id)
+    t = c.wait_status(low.task_id, "cancelled")
+    assert t.cancellation is not None and t.cancellation.requested_by != "scheduler"
+    gate.touch()
+    c.wait_status(high.task_id, "completed", timeout=30)
+    done = eventually(
+        lambda: (t := c.client.get_task(low.task_id)).result is not None and t,
+        what="the cancelled task's result",
+    )
+    assert done.status.value == "cancelled" and done.attempt == 1 and done.attempts == ()
+    assert results_of(c, low.task_id) == 1

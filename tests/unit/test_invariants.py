@@ -108,6 +108,21 @@ def test_held_resources_must_equal_the_running_tasks_requests() -> None:
     assert find_violations(store, containers, {}, ["w1"])[0].rule == "held"  # none said held
 
 
+def test_a_cancelled_task_whose_stop_is_not_done_holds_its_container_and_resources() -> None:
+    """A stop in its grace period, or one that failed (stop_failed): its container is not an
+    orphan and its resources are held; once the stop is done, both rules apply again."""
+    stopping = StoreTask("t1", CANCELLED, "w1", REQ, 0, releasing=True)
+    containers = [Container("t1", "w1", True, "c1")]
+    assert find_violations(by_id(stopping), containers, {"w1": REQ}, ["w1"]) == []
+    found = find_violations(by_id(stopping), containers, {}, ["w1"])
+    assert rules(found) == [("held", "w1")]
+    done = StoreTask("t1", CANCELLED, "w1", REQ, 1)
+    assert rules(find_violations(by_id(done), containers, {"w1": REQ}, ["w1"])) == [
+        ("held", "w1"),
+        ("orphan", "t1"),
+    ]
+
+
 def test_without_a_view_of_the_engine_the_container_rules_are_skipped() -> None:
     store, _, held = healthy()
     assert find_violations(store, None, held, ["w1"]) == []

@@ -428,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"they always keep {', '.join(DEFAULT_CAPS)} (docs/containers.md)",
     )
     w.add_argument(
+        "--engine-deadline",
+        type=_number(float, "--engine-deadline", 0.1, 3600),
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline of each engine call of a stop (signal, kill, remove) (default: 30); "
+        "one that does not answer in time is reported as a failed stop, the worker goes on",
+    )
+    w.add_argument(
         "--allowed-registries",
         type=_checked(parse_registries, "--allowed-registries"),
         default=(),
@@ -895,6 +903,7 @@ def _run_server(args: argparse.Namespace) -> int:
             tls=tls,
             policy=policy,
             gpu_ids=gpu_ids,
+            engine_deadline=args.engine_deadline,
         )
         asyncio.run(run_worker(cfg))
         return 0

@@ -8,7 +8,9 @@ import signal
 import time
 from dataclasses import dataclass
 
+from cloudai import failpoints
 from cloudai.api.v1 import master_pb2, master_pb2_grpc
+from cloudai.errors import InvalidArgument
 from cloudai.master.accounts import Accounts
 from cloudai.master.auth import Auth, RateLimit
 from cloudai.master.cluster import Cluster
@@ -43,6 +45,8 @@ async def serve_master(
     security: MasterSecurity | None = None,
 ) -> tuple[Cluster, Served, int]:
     """Start a master; returns (cluster, served, port). Used by `run_master` and by tests."""
+    if problem := failpoints.check_armed():  # a test hook (docs/reliability.md)
+        raise InvalidArgument(problem)
     store = await asyncio.to_thread(Store, db_url)
     tls = Tls.for_master(security.pki) if security else None
     # Before serving: a worker is never admitted by a master that does not know its cluster.

@@ -30,6 +30,7 @@ from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.limits import quote
 from cloudai.core.models import Cancellation, TaskResult, worker_state
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.failpoints import failpoint
 from cloudai.logsetup import box
 from cloudai.master import scheduler_stops
 from cloudai.master.peers import WorkerPeers
@@ -81,26 +82,22 @@ def _decide_tx(
     final: TaskStatus | None = TaskStatus.CANCELLED,
 ) -> tuple[str, Cancellation | None]:
     """The decision: ("cancelled", row) when this call cancelled it, ("already", None) when
-    it was cancelled before. Raises NotFound / Conflict otherwise; writes nothing then. `final`:
-    what it ends as (`failed`: a time limit); None: it is queued again once stopped (retries)."""
+    it was cancelled before. Raises NotFound / Conflict otherwise; writes nothing then."""
     task = tasks.get(conn, task_id)
     if task is None:
         raise NotFound(f"task {task_id} not found")
-    if task.status is TaskStatus.CANCELLED or scheduler_stops.moot(conn, task, final):
+    if task.status is TaskStatus.CANCELLED or scheduler_stops.settle(conn, task, final):
         return "already", None
     if task.status in TERMINAL:
         raise Conflict(f"task {task_id} already {task.status.value}: nothing to cancel")
     why = reason or f"cancelled by {actor}"
-    won = final is None or tasks.transition(conn, task_id, final, completed_at=now, reason=why)
-    if not won:
+    if not scheduler_stops.set_status(conn, task_id, final, now, why):
         # It moved between our read and our write (a report won): say what it is now.
         now_status = tasks.get(conn, task_id)
         assert now_status is not None
         if now_status.status is TaskStatus.CANCELLED:
             return "already", None
         raise Conflict(f"task {task_id} already {now_status.status.value}: nothing to cancel")
-    if (earlier := scheduler_stops.under_way(conn, task_id, actor, why, now)) is not None:
-        return "cancelled", earlier
     worker_id = assignments.worker_of(conn, task_id)
     if worker_id is None:  # never placed: this is its end, and its one result
         store_unrun_result(conn, task_id, "", "cancelled before it was placed", now)
@@ -200,7 +197,7 @@ class Canceller:
         stop_signal: str = "",
         final: TaskStatus | None = TaskStatus.CANCELLED,
     ) -> CancelOutcome:
-        """Cancel one task (`final`: see `_decide_tx`); NotFound / Conflict if it cannot be."""
+        """Cancel one task (`final`: scheduler_stops.py); NotFound / Conflict if it cannot be."""
         outcome, c = await self.store.tx(
             _decide_tx, task_id, actor, reason, force, grace, time.time(), stop_signal, final
         )
@@ -208,6 +205,7 @@ class Canceller:
             return CancelOutcome(
                 task_id, True, f"task {task_id} already cancelled", "cancelled", already=True
             )
+        failpoint("cancel.after_status_write")
         self.webhook.notify("cancel_requested", c)
         lines = [f"Task ID: {task_id}", f"Requested by: {actor}"]
         if reason:
@@ -266,6 +264,7 @@ class Canceller:
     async def _deliver_once(self, c: Cancellation, address: str) -> bool:
         """One delivery attempt under the cancel deadline; True when the worker acknowledged."""
         assert c.worker_id is not None
+        failpoint("cancel.before_worker_call")
         try:
             message = await self.peers.cancel(
                 c.worker_id or "", address, order_pb(c), timeout=self.config.cancel_deadline
@@ -290,6 +289,7 @@ class Canceller:
                 )
             )
             return False
+        failpoint("cancel.after_worker_ack")
         self._next_try.pop(c.task_id, None)
         await self.store.tx(self._delivered_tx, c, message)
         return True

@@ -53,6 +53,7 @@ from cloudai.errors import (
     WrongCluster,
     check,
 )
+from cloudai.failpoints import failpoint
 from cloudai.loops import Loops
 from cloudai.master import planner
 from cloudai.master.auth import Caller
@@ -483,6 +484,7 @@ class Cluster:
             raise PermissionDenied(
                 f"task {result.task_id} is not assigned to worker {result.worker_id[:64]!r}"
             )
+        failpoint("report.before_result_write")
         (outcome, message), stopped = await self.store.tx(self._report_tx, result, time.time())
         if stopped is not None:
             took, how = stopped

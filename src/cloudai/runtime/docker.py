@@ -205,6 +205,8 @@ class DockerRuntime(Runtime):
             if exc.status_code == 409 or not await self.is_running(handle):  # 409: not running
                 return False
             raise RuntimeFailure(f"{signal} failed: {_explain(exc)}") from exc
+        except requests.exceptions.RequestException as exc:  # timed out, or the engine went away
+            raise RuntimeFailure(f"{signal} failed: {_explain(exc)}") from exc
         return True
 
     async def usage(self, handle: Handle) -> tuple[float, float] | None:
@@ -223,6 +225,8 @@ class DockerRuntime(Runtime):
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise RuntimeFailure(f"remove failed: {_explain(exc)}") from exc
+        except requests.exceptions.RequestException as exc:  # timed out, or the engine went away
+            raise RuntimeFailure(f"remove failed: {_explain(exc)}") from exc
 
     async def list(self) -> list[Handle]:
         found = await self._call(

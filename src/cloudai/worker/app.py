@@ -24,7 +24,7 @@ from cloudai.worker.gpus import Gpus
 from cloudai.worker.identity import ClusterIdentity
 from cloudai.worker.link import MasterLink
 from cloudai.worker.service import WorkerService
-from cloudai.worker.supervisor import Supervisor
+from cloudai.worker.supervisor import STEP_DEADLINE, Supervisor
 from cloudai.worker.telemetry import Sampler
 
 __all__ = ["RunningWorker", "WorkerConfig", "run_worker", "serve_worker"]
@@ -48,6 +48,7 @@ class WorkerConfig:
     tls: Tls | None = None  # None: --insecure
     policy: ContainerPolicy = field(default_factory=ContainerPolicy)  # the admin's choices
     gpu_ids: tuple[str, ...] | None = None  # --gpu-ids; None: what NVML finds
+    engine_deadline: float = STEP_DEADLINE  # each engine call of a stop (--engine-deadline)
 
     def problems(self) -> list[str]:
         """What makes this configuration unusable (the master would refuse it)."""
@@ -131,7 +132,7 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     )
     metrics = WorkerMetrics()
     link.metrics = metrics
-    supervisor = Supervisor(runtime, link, cfg.worker_id, metrics)
+    supervisor = Supervisor(runtime, link, cfg.worker_id, metrics, cfg.engine_deadline)
     if gpus.measured and gpus.ids:
 
         async def check_released(gpu_ids: tuple[str, ...]) -> None:

@@ -34,7 +34,7 @@ from cloudai.worker.orders import CancelOrder
 __all__ = ["CancelOrder", "Supervisor"]
 
 log = logging.getLogger("cloudai.worker")
-STEP_DEADLINE = 30.0  # each engine step of a stop (signal, kill, remove) has its own
+STEP_DEADLINE = 30.0  # default: each engine step of a stop (signal, kill, remove) has its own
 TOMBSTONES = 10_000  # cancelled task IDs remembered, so a late assignment is refused
 EVERY_RUN = 2**31  # a tombstone for every run of a task (a stop order that names none)
 
@@ -61,7 +61,9 @@ class Supervisor:
         link: MasterLink,
         worker_id: str,
         metrics: WorkerMetrics | None = None,
+        step_deadline: float = STEP_DEADLINE,
     ) -> None:
+        self.step_deadline = step_deadline  # `cloudai worker --engine-deadline`
         self.metrics = metrics or WorkerMetrics()
         self.runtime = runtime
         self.link = link
@@ -162,7 +164,7 @@ class Supervisor:
         entry.exited.set()
         if entry.stopper is not None:  # let the stop record how it ended
             try:
-                await asyncio.wait_for(asyncio.shield(entry.stopper), STEP_DEADLINE)
+                await asyncio.wait_for(asyncio.shield(entry.stopper), self.step_deadline)
             except TimeoutError:
                 log.warning("[Task %s] ⚠ stop still busy after the exit", entry.task_id)
         if entry.stop is not None:
@@ -173,7 +175,7 @@ class Supervisor:
         entry.exited.set()  # its devices are let go (it never started, or it has exited)
         if entry.handle is not None and entry.gpu_ids and self.on_gpus_released is not None:
             try:
-                await asyncio.wait_for(self.on_gpus_released(entry.gpu_ids), STEP_DEADLINE)
+                await asyncio.wait_for(self.on_gpus_released(entry.gpu_ids), self.step_deadline)
             except (CloudAIError, TimeoutError) as exc:
                 log.warning("[Task %s] ⚠ GPU check after the exit: %s", entry.task_id, exc)
         logs = await self.runtime.read_logs(entry.handle) if entry.handle else ""
@@ -210,12 +212,13 @@ class Supervisor:
             log.info("[Task %s] ✓ cancellation reported to master", entry.task_id)
         if entry.handle is not None:
             try:
-                await asyncio.wait_for(self.runtime.destroy(entry.handle), STEP_DEADLINE)
+                await asyncio.wait_for(self.runtime.destroy(entry.handle), self.step_deadline)
                 if entry.cancel is not None:
                     log.info("[Task %s] ✓ container removed", entry.task_id)
                     self.link.progress(entry.task_id, "removed")
             except (CloudAIError, TimeoutError) as exc:
-                error = f"remove failed: {exc or 'the engine did not answer'}"
+                silent = f"the engine did not answer within {self.step_deadline:g}s"
+                error = f"remove failed: {str(exc) or silent}"
                 log.warning("[Task %s] ✗ %s", entry.task_id, error)
                 if entry.cancel is not None:
                     self.link.progress(entry.task_id, "remove_failed", error)
@@ -297,10 +300,10 @@ class Supervisor:
                 return
         stop.forced = True
         try:
-            await asyncio.wait_for(entry.exited.wait(), STEP_DEADLINE)
+            await asyncio.wait_for(entry.exited.wait(), self.step_deadline)
             log.info("[Task %s] ✓ killed", tid)
         except TimeoutError:
-            stop.error = f"kill failed: still running {STEP_DEADLINE:g}s after SIGKILL"
+            stop.error = f"kill failed: still running {self.step_deadline:g}s after SIGKILL"
             log.error("[Task %s] ✗ %s", tid, stop.error)
             self.link.progress(tid, "kill_failed", stop.error)
 
@@ -309,10 +312,13 @@ class Supervisor:
         assert entry.handle is not None and entry.stop is not None
         tid, stop = entry.task_id, entry.stop
         try:
-            sent = await asyncio.wait_for(self.runtime.signal(entry.handle, signal), STEP_DEADLINE)
+            sent = await asyncio.wait_for(
+                self.runtime.signal(entry.handle, signal), self.step_deadline
+            )
         except (CloudAIError, TimeoutError) as exc:
             what = "kill" if signal == "SIGKILL" else signal
-            stop.error = f"{what} failed: {exc or 'the engine did not answer'}"
+            silent = f"the engine did not answer within {self.step_deadline:g}s"
+            stop.error = f"{what} failed: {str(exc) or silent}"
             log.error("[Task %s] ✗ %s", tid, stop.error)
             self.link.progress(tid, "kill_failed", stop.error)
             return False
