@@ -7,6 +7,8 @@ hold them, so ending a task frees them. A task ended here gets its one result fr
 
 from __future__ import annotations
 
+import dataclasses
+
 from sqlalchemy import Connection, select
 
 from cloudai.core.lease import Lease
@@ -29,10 +31,10 @@ def fail_task(conn: Connection, task_id: str, worker_id: str, why: str, now: flo
     """End a running task as failed for `why`, with its result — or, with retries left, send
     it back to the queue (master/retries.py); False when it was not running."""
     task = tasks.get(conn, task_id)
-    if task is not None and requeue_tx(
-        conn, task, Attempt(task.attempt, worker_id, "failed", None, why, task.started_at, now), now
-    ):
-        return True
+    if task is not None:
+        run = Attempt(task.attempt, worker_id, "failed", None, why, task.started_at, now)
+        if requeue_tx(conn, task, dataclasses.replace(run, gpu_ids=task.gpu_ids), now):
+            return True
     if not tasks.transition(conn, task_id, TaskStatus.FAILED, completed_at=now, reason=why):
         return False
     results.insert_once(
