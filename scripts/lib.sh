@@ -49,6 +49,14 @@ ensure_venv() {
     echo "$want" >"$stamp"
 }
 
+# ensure_chromium — Debian's chromium for the console's browser tests (Playwright drives it
+# through executable_path: its own browser download needs a network). Playwright itself is in
+# requirements.lock.
+ensure_chromium() {
+    [ -x "${CLOUDAI_TEST_CHROMIUM:-/usr/bin/chromium}" ] && return 0
+    ensure_apt --no-recommends chromium
+}
+
 docker_up() { docker info >/dev/null 2>&1; }
 
 # ensure_docker — a Docker engine that answers; installs docker.io and starts dockerd by hand

@@ -19,6 +19,10 @@ if ! command -v promtool >/dev/null && ! ensure_apt --no-recommends prometheus; 
     strict && die "could not install promtool (Debian's prometheus package; CI=true needs it)"
     warn "no promtool: the /metrics format test will be skipped"
 fi
+if ! ensure_chromium; then
+    strict && die "could not install Chromium (Debian's chromium package; CI=true needs it)"
+    warn "no Chromium: the web console's browser tests will be skipped"
+fi
 if ! start_postgres; then
     strict && die "could not start PostgreSQL (CI=true needs it)"
     warn "no PostgreSQL: PostgreSQL tests will be skipped"

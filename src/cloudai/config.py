@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_MASTER_PORT",
     "DEFAULT_WORKER_METRICS",
     "DEFAULT_WORKER_PORT",
+    "LOCAL_HTTP",
     "LOCAL_MASTER_METRICS",
     "LOCAL_WORKER_METRICS",
     "home",
@@ -31,6 +32,7 @@ DEFAULT_MASTER_METRICS = "0.0.0.0:9105"
 DEFAULT_WORKER_METRICS = "0.0.0.0:9106"
 # `cloudai up` keeps everything on this machine, /metrics too.
 LOCAL_MASTER_METRICS = "127.0.0.1:9105"
+LOCAL_HTTP = "127.0.0.1:8080"  # `cloudai up`'s web console
 LOCAL_WORKER_METRICS = "127.0.0.1:9106"
 
 

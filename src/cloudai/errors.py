@@ -22,6 +22,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "RuntimeFailure",
+    "StoreUnavailable",
     "Unauthenticated",
     "Unavailable",
     "WrongCluster",
@@ -94,6 +95,11 @@ class Unavailable(CloudAIError):
 
     code = grpc.StatusCode.UNAVAILABLE
     exit_code = 7
+
+
+class StoreUnavailable(Unavailable):
+    """The master's own database did not answer (down, unreachable, or full). Nothing was
+    written; the master keeps running and picks up again once it answers."""
 
 
 class RuntimeFailure(CloudAIError):

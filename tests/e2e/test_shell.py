@@ -15,6 +15,9 @@ import termios
 import time
 from typing import Any
 
+import requests
+
+from cloudai.cli.secure import pki_of
 from tests.cluster import ProcCluster, free_port
 from tests.helpers import TEST_IMAGE, eventually
 
@@ -62,7 +65,7 @@ def test_shell_spec_forms(tmp_path: Any) -> None:
 
 def test_up_starts_a_local_cluster_and_its_shell(tmp_path: Any, docker: Any) -> None:
     env = {**os.environ, "CLOUDAI_HOME": str(tmp_path / "home")}
-    port, wport = free_port(), free_port()
+    port, wport, hport = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -73,6 +76,8 @@ def test_up_starts_a_local_cluster_and_its_shell(tmp_path: Any, docker: Any) -> 
             f"127.0.0.1:{port}",
             "--worker-listen",
             f"127.0.0.1:{wport}",
+            "--http-listen",
+            f"127.0.0.1:{hport}",
         ],
         env=env,
         stdin=subprocess.PIPE,
@@ -107,6 +112,14 @@ def test_up_starts_a_local_cluster_and_its_shell(tmp_path: Any, docker: Any) -> 
             return res.returncode == 0 and "worker-1" in res.stdout and res.stdout
 
         eventually(task_done, timeout=60, interval=0.3, what="the task run from up's shell")
+        home = tmp_path / "home"
+        console = requests.get(  # the web console's API, HTTPS with the cluster's certificate
+            f"https://127.0.0.1:{hport}/api/v1/workers",
+            headers={"Authorization": f"Bearer {(home / 'token').read_text().strip()}"},
+            verify=str(pki_of(home).ca_cert),
+            timeout=30,
+        )
+        assert [w["worker_id"] for w in console.json()["workers"]] == ["worker-1"]
         proc.stdin.write("exit\n")
         proc.stdin.flush()
         out, err = proc.communicate(timeout=60)
@@ -116,6 +129,7 @@ def test_up_starts_a_local_cluster_and_its_shell(tmp_path: Any, docker: Any) -> 
             proc.wait()
     assert proc.returncode == 0, err
     assert "cloudai is up" in out and "runtime: docker" in out
+    assert f"Web console: https://127.0.0.1:{hport}/" in out
     assert (tmp_path / "home" / "cloudai.db").exists()
 
 

@@ -23,6 +23,7 @@ from cloudai.config import (
     DEFAULT_MASTER_PORT,
     DEFAULT_WORKER_METRICS,
     DEFAULT_WORKER_PORT,
+    LOCAL_HTTP,
     LOCAL_MASTER_METRICS,
     LOCAL_WORKER_METRICS,
     home,
@@ -252,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help=f"the local worker's /metrics (default: {LOCAL_WORKER_METRICS}; off: none)",
     )
+    up.add_argument(
+        "--http-listen",
+        default=None,
+        metavar="ADDR",
+        help=f"the web console and HTTP API (default: {LOCAL_HTTP}; off: none)",
+    )
     _log_options(up)
 
     m = sub.add_parser("master", help="run the master server")
@@ -325,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
         "gives every worker this long to reach it (default: 300)",
     )
     _metrics_option(m, DEFAULT_MASTER_METRICS)
+    m.add_argument(
+        "--http-listen",
+        default="",
+        metavar="ADDR",
+        help="serve the web console and the HTTP API (/api/v1/) on ADDR, HTTPS with the "
+        "cluster's certificate (default: off)",
+    )
     _log_options(m)
 
     w = sub.add_parser(
@@ -827,6 +841,10 @@ def _run_server(args: argparse.Namespace) -> int:
             raise InvalidArgument(
                 f"--cancel-webhook must be an http(s) URL: {quote(args.cancel_webhook)}"
             )
+        if args.http_listen:
+            from cloudai.web.server import check_listen
+
+            check_listen(args.http_listen)
         security = None
         if args.insecure:
             logging.getLogger("cloudai").warning("⚠ --insecure: plaintext and no authentication")
@@ -843,10 +861,12 @@ def _run_server(args: argparse.Namespace) -> int:
                     worker_lost_after=args.worker_lost_after,
                     metrics_listen=mlisten,
                     metrics_required=mrequired,
+                    http_listen=args.http_listen,
                     submit_rate=args.rate_limit_submit,
                     cancel_rate=args.rate_limit_cancel,
                     max_pending_per_user=args.max_pending_per_user,
                     max_task_time=args.max_task_time,
+                    journal_dir=str(home()),
                 ),
                 security,
             )

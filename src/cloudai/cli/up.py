@@ -17,7 +17,13 @@ from rich.console import Console
 
 from cloudai.cli.render import Renderer
 from cloudai.client import Client, Credentials
-from cloudai.config import LOCAL_MASTER_METRICS, LOCAL_WORKER_METRICS, home, metrics_address
+from cloudai.config import (
+    LOCAL_HTTP,
+    LOCAL_MASTER_METRICS,
+    LOCAL_WORKER_METRICS,
+    home,
+    metrics_address,
+)
 from cloudai.core.models import validate_address
 from cloudai.errors import CloudAIError, InvalidArgument, Unavailable
 from cloudai.logsetup import setup_logging
@@ -80,6 +86,10 @@ def run_up(args: argparse.Namespace) -> int:
     for addr in (args.listen, args.worker_listen):
         if (problem := validate_address(addr)) is not None:
             raise InvalidArgument(problem)
+    if args.http_listen not in (None, "off", "none", ""):
+        from cloudai.web.server import check_listen
+
+        check_listen(args.http_listen)
     console = Console(highlight=False)
     data = home()
     log_path = data / "logs" / "up.log"
@@ -109,7 +119,14 @@ def run_up(args: argparse.Namespace) -> int:
         runtime = servers.run(_pick_runtime(args.runtime, args.worker_id, console))
         mlisten, mrequired = metrics_address(args.metrics_listen, LOCAL_MASTER_METRICS)
         wlisten, wrequired = metrics_address(args.worker_metrics_listen, LOCAL_WORKER_METRICS)
-        master_cfg = MasterConfig(metrics_listen=mlisten, metrics_required=mrequired)
+        hlisten, hrequired = metrics_address(args.http_listen, LOCAL_HTTP)
+        master_cfg = MasterConfig(
+            metrics_listen=mlisten,
+            metrics_required=mrequired,
+            http_listen=hlisten,
+            http_required=hrequired,
+            journal_dir=str(data),
+        )
         cluster, served, _ = servers.run(serve_master(args.listen, db, master_cfg, security))
         state_dir = data / f"worker-{args.worker_id}"
         worker = servers.run(
@@ -160,6 +177,16 @@ def run_up(args: argparse.Namespace) -> int:
         f"  Logs: {log_path}.  From another terminal: "
         f"[bold]CLOUDAI_HOME={data} CLOUDAI_MASTER={master_addr} cloudai workers[/]"
     )
+    if cluster.web_server is not None:
+        console.print(
+            f"  Web console: [bold]{cluster.web_server.url}[/]"
+            + (f" (log in with the admin token: {token})" if token else ""),
+            soft_wrap=True,
+        )
+    elif hlisten:  # the default address was taken: said, and the cluster runs without it
+        console.print(
+            f"[yellow]⚠ no web console: {hlisten} is in use (--http-listen ADDR to move it)[/]"
+        )
     try:
         if args.no_shell:
             _wait_for_signal()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from cloudai import failpoints
 from cloudai.api.v1 import master_pb2, master_pb2_grpc
-from cloudai.errors import InvalidArgument
+from cloudai.errors import CloudAIError, InvalidArgument, Unavailable
 from cloudai.master.accounts import Accounts
 from cloudai.master.auth import Auth, RateLimit
 from cloudai.master.cluster import Cluster
@@ -80,6 +80,18 @@ async def serve_master(
     await served.server.start()
     await cluster.start()
     await served.set_serving([SERVICE])
+    if cfg.http_listen:
+        from cloudai.web import start_web
+
+        try:
+            cluster.web_server = await start_web(
+                cluster, auth, cfg.http_listen, security.pki if security else None
+            )
+        except CloudAIError as exc:
+            if cfg.http_required or not isinstance(exc, Unavailable):
+                await shutdown_master(cluster, served)
+                raise
+            log.warning("⚠ %s: no web console (--http-listen to pick another address)", exc)
     if security is None:
         log.warning(
             "⚠ INSECURE: plaintext gRPC and no authentication (--insecure). Anyone who reaches "
@@ -107,6 +119,9 @@ async def serve_master(
 
 
 async def shutdown_master(cluster: Cluster, served: Served) -> None:
+    if cluster.web_server is not None:
+        await cluster.web_server.stop()
+        cluster.web_server = None
     await served.set_serving([SERVICE], serving=False)
     await served.server.stop(grace=2.0)
     try:

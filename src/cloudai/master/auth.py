@@ -1,7 +1,8 @@
 """Who is calling the master, and may they.
 
 Users come with a token (`authorization: Bearer TOKEN` metadata), looked up by its hash in the
-store (a short cache; `forget` drops a removed user's entry at once). Workers come with their
+store (a short cache; `forget` drops a removed user's entry at once; while the store does not
+answer, a token verified before is still taken: docs/reliability.md). Workers come with their
 certificate, checked by TLS against the cluster CA; its ID must be the worker the call speaks
 for. Per-user rate limits on submit and cancel are token buckets in memory.
 
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cloudai.errors import PermissionDenied, RateLimited, Unauthenticated
+from cloudai.errors import PermissionDenied, RateLimited, StoreUnavailable, Unauthenticated
 from cloudai.security.tls import peer_identity
 from cloudai.security.tokens import hash_secret, looks_like_user_token
 from cloudai.store import Store, users
@@ -86,9 +87,16 @@ class Auth:
     async def user(self, context: Any) -> Caller:
         """The authenticated user making this call, or UNAUTHENTICATED."""
         meta = dict(context.invocation_metadata() or ())
+        return await self.bearer(
+            str(meta.get("authorization", "")), str(meta.get("cloudai-user", ""))
+        )
+
+    async def bearer(self, header: str, insecure_name: str = "") -> Caller:
+        """The user an `authorization` value (`Bearer TOKEN`) names, or UNAUTHENTICATED; the
+        gRPC API and the web console (master/../web) both ask here. Insecure: an admin named
+        by `insecure_name`."""
         if not self.secure:
-            return Caller(_sanitize(str(meta.get("cloudai-user", ""))), admin=True)
-        header = str(meta.get("authorization", ""))
+            return Caller(_sanitize(insecure_name), admin=True)
         scheme, _, token = header.partition(" ")
         if not header:
             raise Unauthenticated(
@@ -106,7 +114,12 @@ class Auth:
         hit = self._cache.get(token_hash)
         if hit is not None and now - hit[1] < _CACHE_SECONDS:
             return hit[0]
-        found = await self.store.tx(users.by_token_hash, token_hash)
+        try:
+            found = await self.store.tx(users.by_token_hash, token_hash)
+        except StoreUnavailable:
+            if hit is None:
+                raise
+            return hit[0]  # verified before: trusted while the store is away (it cannot change)
         caller = Caller(found.name, found.admin) if found is not None else None
         if len(self._cache) > 10_000:
             self._cache.clear()
@@ -120,7 +133,10 @@ class Auth:
                 del self._cache[key]
 
     async def admin(self, context: Any, action: str) -> Caller:
-        caller = await self.user(context)
+        return self.require_admin(await self.user(context), action)
+
+    @staticmethod
+    def require_admin(caller: Caller, action: str) -> Caller:
         if not caller.admin:
             log.warning("⛔ %s may not %s: admin only", caller.name, action)
             raise PermissionDenied(f"{action} is for admins only ({caller.name} is not one)")

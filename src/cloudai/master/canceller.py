@@ -29,10 +29,11 @@ from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.limits import quote
 from cloudai.core.models import Cancellation, TaskResult, worker_state
-from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound
+from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound, StoreUnavailable
 from cloudai.failpoints import failpoint
 from cloudai.logsetup import box
 from cloudai.master import scheduler_stops
+from cloudai.master.outage import OutageCancels
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import order_pb, store_unrun_result
 from cloudai.master.webhook import Webhook
@@ -91,8 +92,7 @@ def _decide_tx(
     if task.status in TERMINAL:
         raise Conflict(f"task {task_id} already {task.status.value}: nothing to cancel")
     why = reason or f"cancelled by {actor}"
-    if not scheduler_stops.set_status(conn, task_id, final, now, why):
-        # It moved between our read and our write (a report won): say what it is now.
+    if not scheduler_stops.set_status(conn, task_id, final, now, why):  # moved: a report won
         now_status = tasks.get(conn, task_id)
         assert now_status is not None
         if now_status.status is TaskStatus.CANCELLED:
@@ -122,6 +122,7 @@ class Canceller:
         self._delivering: dict[str, asyncio.Task[bool]] = {}
         self._next_try: dict[str, float] = {}
         self.webhook = Webhook(config.cancel_webhook)
+        self.outage = OutageCancels(config, peers, self.cancel)  # cancels without the store
 
     # ---- the decision -------------------------------------------------------------------
 
@@ -178,6 +179,9 @@ class Canceller:
             outcome = await self.cancel(
                 task_id, actor, reason, force, grace, stop_signal=stop_signal
             )
+        except StoreUnavailable as exc:  # journaled if it can be (outage.py); else raises
+            said = await self.outage.cancel(exc, task_id, actor, reason, force, grace, stop_signal)
+            outcome = CancelOutcome(task_id, True, said, "cancelled", queued=True)  # "queued"
         except CloudAIError as exc:
             kind = {NotFound: "not_found", Conflict: "conflict"}.get(type(exc), "error")
             self.metrics.cancels.labels(kind).inc()
@@ -241,14 +245,9 @@ class Canceller:
 
     @staticmethod
     def _queued(c: Cancellation, why: str) -> CancelOutcome:
-        return CancelOutcome(
-            c.task_id,
-            True,
-            f"task {c.task_id} cancelled; {why}: the stop is queued and reaches it by "
-            "retry, heartbeat or re-registration",
-            "cancelled",
-            queued=True,
-        )
+        said = f"task {c.task_id} cancelled; {why}: the stop is queued and reaches it by "
+        said += "retry, heartbeat or re-registration"
+        return CancelOutcome(c.task_id, True, said, "cancelled", queued=True)
 
     # ---- delivery -----------------------------------------------------------------------
 
@@ -397,4 +396,5 @@ class Canceller:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self.outage.stop()
         await self.webhook.close()

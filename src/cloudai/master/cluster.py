@@ -109,22 +109,31 @@ class Cluster:
         self.metrics.watch(self._metrics_snapshot)
         self.loops = Loops("master", self.metrics.loop_failures)
         self.metrics_server: Any = None
+        self.web_server: Any = None  # web.WebServer, when --http-listen is given
         self.canceller = Canceller(store, self.peers, self.config, self.metrics)
+        self.dispatcher.also.append(self.canceller.outage.replay)  # first: before new orders
         self.dispatcher.also.append(self.canceller.retry_undelivered)
+        self.dispatcher.on_store_away = self._lease_from_now
         self.dispatcher.also.append(self._reap_lost_workers)
         self.dispatcher.on_placed = lambda w: self.metrics.placements.labels(w).inc()
         self.dispatcher.also.append(Deadlines(store, self.canceller).enforce)
         self.dispatcher.preempt = Preemptor(store, self.canceller)
-        # Re-taken by start(), once workers can reach this master.
+        self._lease_from_now()  # re-taken by start(), once workers can reach this master
+
+    def _lease_from_now(self) -> None:
+        """Every worker's lease counts from now at the earliest: at this master's start, and
+        while its store is away (heartbeats could not be recorded: the store was away, not
+        the workers)."""
         self.lease = Lease(self.config.worker_lost_after, master_started=time.time())
 
     async def start(self) -> None:
         """Load what the store holds (the spec's LoadWorkersFromDB) and start the loops.
         Workers' leases count from now at the earliest: each has a full deadline to reach
         this master before it can be judged lost, however long the master was away."""
-        self.lease = Lease(self.config.worker_lost_after, master_started=time.time())
+        self._lease_from_now()
         self.metrics.started.set(self.lease.master_started)
         snapshot = await self.list_workers()
+        self.canceller.outage.addresses.update((w.worker_id, w.address) for w in snapshot)
         counts = await self.store.tx(tasks.count_by_status)
         log.info(
             "loaded %d workers, %d running and %d pending tasks from the store",
@@ -199,6 +208,7 @@ class Cluster:
             raise InvalidArgument(problem)
         if gpu_ids and len(gpu_ids) != capacity.gpu:
             raise InvalidArgument(f"{len(gpu_ids)} GPU ids for a capacity of {capacity.gpu} GPUs")
+        self.canceller.outage.heard(worker_id, running or [], address)
         orders = await self.store.tx(
             self._register_tx,
             worker_id,
@@ -305,6 +315,7 @@ class Cluster:
             ids_problems("stopping_task_ids", stopping),
             ids_problems("usage", [u[0] for u in usage or []]),
         )
+        self.canceller.outage.heard(worker_id, running)  # before the store, which may be away
         return await self.store.tx(
             self._heartbeat_tx,
             worker_id,
@@ -479,6 +490,7 @@ class Cluster:
     async def report(self, result: TaskResult) -> str:
         check(result.problems())
         result = result.bounded()  # the logs' tail, short texts: what the store keeps
+        await self.canceller.outage.replay()  # a stop journaled without the store goes first
         placed_on = await self.store.tx(assignments.worker_of, result.task_id)
         if placed_on is not None and placed_on != result.worker_id:
             raise PermissionDenied(

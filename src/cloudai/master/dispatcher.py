@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import Worker
-from cloudai.errors import CloudAIError, InvalidArgument, RuntimeFailure
+from cloudai.errors import CloudAIError, InvalidArgument, RuntimeFailure, StoreUnavailable
 from cloudai.master import planner
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.queue import queue_tx
@@ -44,6 +44,8 @@ class Dispatcher:
         self.on_placed: Callable[[str], None] = lambda _worker_id: None
         # Makes room for waiting tasks by preempting lower-priority ones (master/preemption.py).
         self.preempt: Callable[[list[Slot], list[Worker]], Awaitable[None]] | None = None
+        self.on_store_away: Callable[[], None] = lambda: None  # each round the store fails
+        self.store_away_since: float | None = None  # monotonic
 
     def wake(self) -> None:
         self._wake.set()
@@ -58,10 +60,26 @@ class Dispatcher:
         """The loop: a round at each wake-up, at least every dispatch interval. A round that
         fails fails the loop, which its Loops logs and restarts."""
         while True:
-            await self.round()
+            try:
+                await self.round()
+            except StoreUnavailable as exc:  # not the loop's failure: it waits for the store
+                self._store_away(exc)
+            else:
+                if self.store_away_since is not None:
+                    away = time.monotonic() - self.store_away_since
+                    log.info("✓ the store answers again, after %.1fs away", away)
+                    self.store_away_since = None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.dispatch_interval)
             self._wake.clear()
+
+    def _store_away(self, exc: StoreUnavailable) -> None:
+        if self.store_away_since is None:
+            self.store_away_since = time.monotonic()
+            log.warning(
+                "⚠ %s: each round is tried again; clients get UNAVAILABLE meanwhile", exc.message
+            )
+        self.on_store_away()
 
     async def round(self) -> None:
         await self.place_pending()

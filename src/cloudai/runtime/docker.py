@@ -48,6 +48,8 @@ LABEL_GPUS = "cloudai.gpus"  # the devices it was started with: "0,1"
 LABEL_CLUSTER = "cloudai.cluster"  # the cluster of the worker that started it
 _API_TIMEOUT = 30
 _WAIT_SLICE = 30
+_ENGINE_RETRY = 0.5  # between two tries of an engine that is away (restarting)
+_ENGINE_PATIENCE = 60.0  # how long a log read or a removal waits for it
 
 
 def _explain(exc: Exception) -> str:
@@ -114,6 +116,21 @@ class DockerRuntime(Runtime):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
+    async def _patiently(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn` through an engine that may be away a while (restarting): a transport error or
+        a 5xx answer is tried again every _ENGINE_RETRY s, for up to _ENGINE_PATIENCE s, then
+        Unavailable; NotFound and the other 4xx answers raise at once."""
+        deadline = time.monotonic() + _ENGINE_PATIENCE
+        while True:
+            try:
+                return await self._call(fn, *args, **kwargs)
+            except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
+                if isinstance(exc, docker.errors.APIError) and not exc.is_server_error():
+                    raise
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"the Docker engine did not answer: {_explain(exc)}") from exc
+                await asyncio.sleep(_ENGINE_RETRY)
+
     async def ping(self) -> None:
         try:
             await self._call(self.api.ping)
@@ -170,19 +187,38 @@ class DockerRuntime(Runtime):
         return Handle(task_id=task_id, ref=cid, started_at=time.time(), gpu_ids=gpu_ids)
 
     async def wait(self, handle: Handle) -> Exit:
+        """The container's exit. An engine that goes away (restarted: its containers run on
+        under live-restore) breaks the wait, which is taken up again once it is back: the
+        container's fate is the engine's to tell, never guessed from a broken connection."""
+        away = 0
         while True:
             try:
                 out = await self._call(self.api.wait, handle.ref, timeout=_WAIT_SLICE)
                 break
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            except requests.exceptions.ReadTimeout:
                 continue  # still running (or the engine is slow): wait on
             except docker.errors.NotFound:
                 return Exit(None, error="container disappeared")
+            except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
+                # The engine went away mid-wait (a ChunkedEncodingError as it shut down), is
+                # away (ConnectionError), or answers 5xx on its way down or up.
+                if isinstance(exc, docker.errors.APIError) and not exc.is_server_error():
+                    raise RuntimeFailure(f"cannot wait for the container: {_explain(exc)}") from exc
+                if away == 0:
+                    log.warning("⚠ [Task %s] Docker engine away: %s; waiting for it to return",
+                                handle.task_id, _explain(exc))  # fmt: skip
+                away += 1
+                await asyncio.sleep(min(0.1 * away, _ENGINE_RETRY))
+        if away:
+            log.info("[Task %s] Docker engine back: its container is followed again",
+                     handle.task_id)  # fmt: skip
         code = out.get("StatusCode")
         try:
             state = (await self._call(self.api.inspect_container, handle.ref))["State"]
         except docker.errors.NotFound:
             return Exit(code, error="container disappeared")
+        except (requests.exceptions.RequestException, docker.errors.APIError):
+            state = {}  # the engine went away just now: the exit code stands, without OOM news
         oom = bool(state.get("OOMKilled"))
         error = out.get("Error") and (out["Error"].get("Message") or "") or ""
         if oom:
@@ -219,7 +255,7 @@ class DockerRuntime(Runtime):
 
     async def destroy(self, handle: Handle) -> None:
         try:
-            await self._call(self.api.remove_container, handle.ref, force=True, v=True)
+            await self._patiently(self.api.remove_container, handle.ref, force=True, v=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
@@ -252,9 +288,13 @@ class DockerRuntime(Runtime):
         """The last `limit` bytes of the container's output, streamed through a rolling buffer:
         a task that printed gigabytes never has them in the worker's memory at once."""
         try:
-            kept, total = await self._call(self._tail, handle.ref, limit)
+            kept, total = await self._patiently(self._tail, handle.ref, limit)
         except docker.errors.NotFound:
             return ""
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"cannot read the logs: {_explain(exc)}") from exc
+        except Unavailable as exc:
+            return f"(logs unavailable: {exc})"
         return log_tail(kept, total=total, limit=limit)
 
     def _tail(self, ref: str, limit: int) -> tuple[bytes, int]:

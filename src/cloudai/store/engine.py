@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from cloudai.errors import InvalidArgument, Unavailable
+from cloudai.errors import InvalidArgument, StoreUnavailable, Unavailable
 
 __all__ = ["Store", "default_sqlite_url", "masked_url", "normalize_url"]
 
@@ -117,9 +117,11 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 return fn(conn, *args)
-        except OperationalError as exc:  # the database is down, unreachable or locked
+        except (OperationalError, InterfaceError) as exc:  # down, unreachable, locked, full
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise Unavailable(f"database unavailable: {reason}") from exc
+            if "full" in reason:  # SQLite's SQLITE_FULL: the disk under the file
+                reason += " (writes resume once space is freed)"
+            raise StoreUnavailable(f"database unavailable: {reason}") from exc
 
     async def tx(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()

@@ -159,7 +159,11 @@ class Supervisor:
 
     async def _finish(self, entry: _Entry) -> None:
         assert entry.handle is not None
-        exit_ = await self.runtime.wait(entry.handle)
+        try:
+            exit_ = await self.runtime.wait(entry.handle)
+        except Exception as exc:  # a task's runner must end in a report, whatever broke
+            log.exception("[Task %s] ✗ cannot follow its container", entry.task_id)
+            exit_ = Exit(None, error=f"worker cannot follow the container: {exc}")
         exited_at = time.time()
         entry.exited.set()
         if entry.stopper is not None:  # let the stop record how it ended
