@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from cloudai import __version__
 from cloudai.cli import commands, secure
+from cloudai.cli.queue_options import add_master_options, add_run_options, run_policy
 from cloudai.cli.render import Renderer, one_line
 from cloudai.client import Client, Credentials, default_master
 from cloudai.config import (
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="pending tasks one user may have (default: 10000)",
     )
+    add_master_options(m)
     m.add_argument(
         "--db",
         help="database URL: sqlite:///PATH or postgresql://USER@HOST/DB "
@@ -602,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"most processes and threads in the task (default {DEFAULT_PIDS_LIMIT}; "
         "the worker refuses more than its --max-pids-limit)",
     )
+    add_run_options(run)
     _client_options(run, top=False)
     ls = tsub.add_parser(
         "ls",
@@ -614,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--status",
         default="",
         choices=["", "pending", "running", "completed", "failed", "cancelled"],
+        help="pending: the queue in placement order, with each task's position and why it waits",
     )
     ls.add_argument("--worker", default="", metavar="ID")
     ls.add_argument("--owner", default="", metavar="USER", help="tasks submitted by USER")
@@ -775,6 +779,7 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
                 grace=args.grace,
                 stop_signal=args.stop_signal,
                 pids_limit=args.pids_limit,
+                policy=run_policy(args),
             )
         if args.task_command == "ls":
             return commands.task_ls(
@@ -860,6 +865,7 @@ def _run_server(args: argparse.Namespace) -> int:
                     submit_rate=args.rate_limit_submit,
                     cancel_rate=args.rate_limit_cancel,
                     max_pending_per_user=args.max_pending_per_user,
+                    max_task_time=args.max_task_time,
                     journal_dir=str(home()),
                 ),
                 security,

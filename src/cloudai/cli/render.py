@@ -16,6 +16,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cloudai.cli.render_queue import (
+    attempts_table,
+    is_queue,
+    policy_rows,
+    queue_json,
+    queue_table,
+)
 from cloudai.core.gpus import GpuDevice
 from cloudai.core.models import Cancellation, Task, TaskResult, Worker
 from cloudai.core.resources import Resources
@@ -132,6 +139,7 @@ def task_json(t: Task) -> dict[str, Any]:
             "mem_used_gb": t.mem_used_gb,
             "measured_at": iso(t.usage_at),
         },
+        **queue_json(t),
     }
 
 
@@ -324,6 +332,7 @@ class Renderer:
             rows.insert(6, ("PIDs limit", str(task.spec.pids_limit)))
         if task.spec.name:
             rows.insert(1, ("Name", task.spec.name))
+        rows.extend(policy_rows(task))
         if task.reason:
             rows.append(("Reason", task.reason))
         if task.oom_killed:
@@ -338,6 +347,8 @@ class Renderer:
             for e in task.events:
                 ev.add_row(iso(e.at) or "", e.kind, e.actor, e.message)
             parts.append(ev)
+        if task.attempts:
+            parts.append(attempts_table(task))
         if task.cancellation is not None:
             parts.append(self._cancellation(task.cancellation))
         if task.result is not None:
@@ -417,6 +428,9 @@ class Renderer:
             return
         if not tasks:
             self.console.print("No tasks.")
+            return
+        if is_queue(tasks):
+            self.console.print(queue_table(tasks))
             return
         now = time.time()
         table = Table(header_style="bold")

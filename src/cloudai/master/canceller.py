@@ -32,6 +32,7 @@ from cloudai.core.models import Cancellation, TaskResult, worker_state
 from cloudai.errors import CloudAIError, Conflict, InvalidArgument, NotFound, StoreUnavailable
 from cloudai.failpoints import failpoint
 from cloudai.logsetup import box
+from cloudai.master import scheduler_stops
 from cloudai.master.outage import OutageCancels
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import order_pb, store_unrun_result
@@ -79,19 +80,19 @@ def _decide_tx(
     grace: float | None,
     now: float,
     stop_signal: str = "",
+    final: TaskStatus | None = TaskStatus.CANCELLED,
 ) -> tuple[str, Cancellation | None]:
     """The decision: ("cancelled", row) when this call cancelled it, ("already", None) when
     it was cancelled before. Raises NotFound / Conflict otherwise; writes nothing then."""
     task = tasks.get(conn, task_id)
     if task is None:
         raise NotFound(f"task {task_id} not found")
-    if task.status is TaskStatus.CANCELLED:
+    if task.status is TaskStatus.CANCELLED or scheduler_stops.settle(conn, task, final):
         return "already", None
     if task.status in TERMINAL:
         raise Conflict(f"task {task_id} already {task.status.value}: nothing to cancel")
     why = reason or f"cancelled by {actor}"
-    if not tasks.transition(conn, task_id, TaskStatus.CANCELLED, completed_at=now, reason=why):
-        # It moved between our read and our write (a report won): say what it is now.
+    if not scheduler_stops.set_status(conn, task_id, final, now, why):  # moved: a report won
         now_status = tasks.get(conn, task_id)
         assert now_status is not None
         if now_status.status is TaskStatus.CANCELLED:
@@ -198,10 +199,11 @@ class Canceller:
         grace: float | None = None,
         *,
         stop_signal: str = "",
+        final: TaskStatus | None = TaskStatus.CANCELLED,
     ) -> CancelOutcome:
-        """Cancel one task; raises NotFound / Conflict for a task that cannot be cancelled."""
+        """Cancel one task (`final`: scheduler_stops.py); NotFound / Conflict if it cannot be."""
         outcome, c = await self.store.tx(
-            _decide_tx, task_id, actor, reason, force, grace, time.time(), stop_signal
+            _decide_tx, task_id, actor, reason, force, grace, time.time(), stop_signal, final
         )
         if outcome == "already" or c is None:
             return CancelOutcome(

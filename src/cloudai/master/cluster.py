@@ -59,9 +59,12 @@ from cloudai.master import planner
 from cloudai.master.auth import Caller
 from cloudai.master.canceller import Canceller, CancelOutcome
 from cloudai.master.config import MasterConfig
+from cloudai.master.deadlines import Deadlines, with_time_limit
 from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.liveness import reap_lost_workers_tx, reconcile_tx
 from cloudai.master.peers import WorkerPeers
+from cloudai.master.preemption import Preemptor
+from cloudai.master.queue import in_queue_order, queue_tx
 from cloudai.master.stop_orders import stop_orders_tx
 from cloudai.metrics import MasterMetrics
 from cloudai.security.tls import Tls
@@ -113,6 +116,8 @@ class Cluster:
         self.dispatcher.on_store_away = self._lease_from_now
         self.dispatcher.also.append(self._reap_lost_workers)
         self.dispatcher.on_placed = lambda w: self.metrics.placements.labels(w).inc()
+        self.dispatcher.also.append(Deadlines(store, self.canceller).enforce)
+        self.dispatcher.preempt = Preemptor(store, self.canceller)
         self._lease_from_now()  # re-taken by start(), once workers can reach this master
 
     def _lease_from_now(self) -> None:
@@ -373,6 +378,7 @@ class Cluster:
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
         spec = dataclasses.replace(spec, owner=caller.name, stop_signal=stop_signal)
+        spec = with_time_limit(spec, self.config.max_task_time)
         problems = spec.problems()
         if problems:
             raise InvalidArgument("; ".join(problems))
@@ -449,7 +455,7 @@ class Cluster:
             found, total = await self.store.tx(
                 _page_tx, status, worker_id, limit, owner, cancelled_by, newest
             )
-            return _summaries(found), 0, total
+            return await self._queued(status, _summaries(found)), 0, total
         if owner and owner != caller.name:
             hidden = await self.store.tx(
                 tasks.count_matching, status, worker_id, caller.name, owner
@@ -464,7 +470,14 @@ class Cluster:
             if cancelled_by or owner
             else await self.store.tx(tasks.count_matching, status, worker_id, caller.name)
         )
-        return _summaries(found), hidden, total
+        return await self._queued(status, _summaries(found)), hidden, total
+
+    async def _queued(self, status: str, found: list[Task]) -> list[Task]:
+        """Pending tasks in queue order, each with its position and why it waits."""
+        if status != TaskStatus.PENDING.value or not found:
+            return found
+        slots, _ = await self.store.tx(queue_tx, time.time(), self.config.heartbeat_interval)
+        return in_queue_order(found, slots)
 
     @staticmethod
     def _report_tx(

@@ -12,7 +12,8 @@ from sqlalchemy import Connection
 from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.models import Cancellation, TaskResult
-from cloudai.store import cancellations, events, results, tasks
+from cloudai.master.retries import requeue_unstarted_tx
+from cloudai.store import cancellations, events, queue, results, tasks
 
 __all__ = ["order_pb", "stop_orders_tx", "store_unrun_result"]
 
@@ -62,16 +63,23 @@ def stop_orders_tx(
         if c.task_id in stopping and cancellations.mark_delivered(conn, c.task_id, now):
             events.add(conn, c.task_id, "stop_delivered", worker_id, "by heartbeat", now)
         gone = c.task_id not in running and c.task_id not in stopping
+        run = 0  # the run the order stops (0: the one the worker holds, or every one)
         if gone and cancellations.mark_stage(conn, c.task_id, "removed", now):
             events.add(conn, c.task_id, "removed", worker_id, "confirmed by heartbeat: gone", now)
             if results.get(conn, c.task_id) is None:
                 # The worker reports a result before it forgets a task; with none, the task
-                # never started there (the order reached it first).
-                why = f"cancelled before it started on {worker_id}"
-                store_unrun_result(conn, c.task_id, worker_id, why, now)
-        orders.append(order_pb(c))
+                # never started there (the order reached it first). A run the scheduler
+                # stopped to run again goes back to the queue instead (master/retries.py).
+                run = requeue_unstarted_tx(conn, c.task_id, worker_id, now)
+                if not run:
+                    why = f"cancelled before it started on {worker_id}"
+                    store_unrun_result(conn, c.task_id, worker_id, why, now)
+        order = order_pb(c)
+        order.attempt = run
+        orders.append(order)
         ordered.add(c.task_id)
     known = tasks.statuses(conn, sorted(running - ordered))
+    runs = queue.runs_of(conn, sorted(running - ordered))
     terminal = {s.value for s in TERMINAL}
     for task_id in sorted(running - ordered):
         if task_id not in known:
@@ -80,5 +88,8 @@ def stop_orders_tx(
             continue
         status, placed_on = known[task_id]
         if status in terminal or placed_on != worker_id:
-            orders.append(types_pb2.CancelTaskRequest(task_id=task_id, reason="not yours"))
+            order = types_pb2.CancelTaskRequest(task_id=task_id, reason="not yours")
+            if status not in terminal:  # a retried task: the worker's run is an earlier one
+                order.attempt = max(runs.get(task_id, 1) - 1, 0)
+            orders.append(order)
     return orders

@@ -18,6 +18,7 @@ from cloudai.core.models import (
     TaskSpec,
     Worker,
 )
+from cloudai.core.policy import PRIORITY_DEFAULT, Attempt
 from cloudai.core.resources import Resources
 from cloudai.errors import InvalidArgument
 
@@ -59,9 +60,15 @@ def spec_to_pb(s: TaskSpec) -> pb.TaskSpec:
         stop_signal=s.stop_signal,
         pids_limit=s.pids_limit,
         secret_env=dict(s.secret_env),
+        retries=s.retries,
+        retry_on_timeout=s.retry_on_timeout,
+        priority=s.priority,
+        preemptible=s.preemptible,
     )
     if s.grace_seconds is not None:  # unset: the default; 0 is a grace of 0
         m.grace_seconds = s.grace_seconds
+    if s.timeout_seconds is not None:
+        m.timeout_seconds = s.timeout_seconds
     return m
 
 
@@ -78,6 +85,41 @@ def spec_from_pb(m: pb.TaskSpec) -> TaskSpec:
         stop_signal=m.stop_signal,
         pids_limit=m.pids_limit,
         secret_env=dict(m.secret_env),
+        timeout_seconds=m.timeout_seconds if m.HasField("timeout_seconds") else None,
+        retries=m.retries,
+        retry_on_timeout=m.retry_on_timeout,
+        priority=m.priority if m.HasField("priority") else PRIORITY_DEFAULT,
+        preemptible=m.preemptible,
+    )
+
+
+def attempt_to_pb(a: Attempt) -> pb.Attempt:
+    m = pb.Attempt(
+        number=a.number,
+        worker_id=a.worker_id,
+        status=a.status,
+        reason=a.reason,
+        started_at=a.started_at or 0.0,
+        ended_at=a.ended_at or 0.0,
+        oom_killed=a.oom_killed,
+        gpu_ids=list(a.gpu_ids),
+    )
+    if a.exit_code is not None:
+        m.exit_code = a.exit_code
+    return m
+
+
+def attempt_from_pb(m: pb.Attempt) -> Attempt:
+    return Attempt(
+        number=m.number,
+        worker_id=m.worker_id,
+        status=m.status,
+        exit_code=m.exit_code if m.HasField("exit_code") else None,
+        reason=m.reason,
+        started_at=m.started_at or None,
+        ended_at=m.ended_at or None,
+        oom_killed=m.oom_killed,
+        gpu_ids=tuple(m.gpu_ids),
     )
 
 
@@ -103,6 +145,10 @@ def task_to_pb(t: Task) -> pb.Task:
         mem_used_gb=t.mem_used_gb or 0.0,
         usage_at=t.usage_at or 0.0,
         gpu_ids=list(t.gpu_ids),
+        attempt=t.attempt,
+        attempts=[attempt_to_pb(a) for a in t.attempts],
+        position=t.position,
+        waiting_reason=t.waiting_reason,
         events=[
             pb.TaskEvent(at=e.at, kind=e.kind, actor=e.actor, message=e.message) for e in t.events
         ],
@@ -132,6 +178,10 @@ def task_from_pb(m: pb.Task) -> Task:
         mem_used_gb=m.mem_used_gb if m.usage_at else None,
         usage_at=m.usage_at or None,
         gpu_ids=tuple(m.gpu_ids),
+        attempt=m.attempt or 1,
+        attempts=tuple(attempt_from_pb(a) for a in m.attempts),
+        position=m.position,
+        waiting_reason=m.waiting_reason,
         events=tuple(TaskEvent(e.at, e.kind, e.actor, e.message) for e in m.events),
         result=result_from_pb(m.result) if m.HasField("result") else None,
         cancellation=(

@@ -17,6 +17,7 @@ from cloudai.store.schema import cancellations
 __all__ = [
     "STAGES",
     "create",
+    "forget",
     "get",
     "mark_attempt",
     "mark_delivered",
@@ -189,3 +190,9 @@ def record_exit(
         conn.execute(
             cancellations.update().where(cancellations.c.task_id == task_id).values(**values)
         )
+
+
+def forget(conn: Connection, task_id: str) -> None:
+    """Drop a finished stop of a run that goes back to the queue (a preemption, a time limit
+    with retries left): the run's outcome is kept as an attempt, the next run may be stopped."""
+    conn.execute(cancellations.delete().where(cancellations.c.task_id == task_id))

@@ -36,6 +36,7 @@ __all__ = ["CancelOrder", "Supervisor"]
 log = logging.getLogger("cloudai.worker")
 STEP_DEADLINE = 30.0  # default: each engine step of a stop (signal, kill, remove) has its own
 TOMBSTONES = 10_000  # cancelled task IDs remembered, so a late assignment is refused
+EVERY_RUN = 2**31  # a tombstone for every run of a task (a stop order that names none)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class _Entry:
     runner: asyncio.Task[None] | None = None
     stopper: asyncio.Task[None] | None = None
     gpu_ids: tuple[str, ...] = ()  # its devices, held until its process has exited
+    attempt: int = 0  # which run of the task (a retry reuses its ID); 0: not told
 
 
 class Supervisor:
@@ -67,7 +69,9 @@ class Supervisor:
         self.link = link
         self.worker_id = worker_id
         self._tasks: dict[str, _Entry] = {}
-        self._tombstones: OrderedDict[str, float] = OrderedDict()
+        # task_id -> the last run stopped here: that run never starts, a later one (a retry
+        # the master decided after the stop) may.
+        self._tombstones: OrderedDict[str, int] = OrderedDict()
         # Checks the devices a task let go, before its end is reported (worker/gpus.py).
         self.on_gpus_released: Callable[[tuple[str, ...]], Awaitable[object]] | None = None
 
@@ -105,12 +109,18 @@ class Supervisor:
             log.info("[Task %s] re-adopted (%s)", handle.task_id, handle.ref[:12])
         return len(handles)
 
-    def assign(self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = ()) -> str:
-        if task_id in self._tombstones:
+    def assign(
+        self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = (), attempt: int = 0
+    ) -> str:
+        if self._tombstones.get(task_id, -1) >= attempt:
             raise Conflict(f"task {task_id} was cancelled: not starting it")
-        if task_id in self._tasks:
-            return f"task {task_id} already on {self.worker_id}"
-        entry = _Entry(task_id, spec, gpu_ids=tuple(gpu_ids))
+        if (old := self._tasks.get(task_id)) is not None:
+            if old.attempt >= attempt:
+                return f"task {task_id} already on {self.worker_id}"
+            # A retry of a task whose earlier run is still being cleaned up here: the master
+            # delivers it again once the earlier run is gone.
+            raise Conflict(f"task {task_id}: its run {old.attempt} is still being removed")
+        entry = _Entry(task_id, spec, gpu_ids=tuple(gpu_ids), attempt=attempt)
         self._tasks[task_id] = entry
         entry.runner = asyncio.create_task(self._run(entry), name=f"task-{task_id}")
         return f"task {task_id} accepted by {self.worker_id}"
@@ -231,15 +241,16 @@ class Supervisor:
         if stop.exited_at is not None:
             self.metrics.stop_seconds.observe(max(stop.exited_at - stop.received_at, 0.0))
 
-    def _tombstone(self, task_id: str) -> None:
-        self._tombstones[task_id] = time.time()
+    def _tombstone(self, task_id: str, attempt: int) -> None:
+        self._tombstones[task_id] = max(attempt, self._tombstones.get(task_id, -1))
         self._tombstones.move_to_end(task_id)
         while len(self._tombstones) > TOMBSTONES:
             self._tombstones.popitem(last=False)
 
     def cancel(self, task_id: str, order: CancelOrder) -> str:
         """Record the order and carry it out in the background; answers at once."""
-        self._tombstone(task_id)
+        entry = self._tasks.get(task_id)
+        self._tombstone(task_id, order.attempt or (entry.attempt if entry else EVERY_RUN))
         entry = self.handle_of(task_id)
         if entry.cancel is not None:
             return f"task {task_id} is already stopping on {self.worker_id}"
@@ -334,7 +345,7 @@ class Supervisor:
         for task_id, order in orders:
             entry = self._tasks.get(task_id)
             if entry is None:
-                self._tombstone(task_id)
+                self._tombstone(task_id, order.attempt or EVERY_RUN)
             elif entry.cancel is None:
                 self.cancel(task_id, order)
 
