@@ -5,6 +5,8 @@ and the engine, never against what the master says about itself alone:
   result, or still active (pending, or running with its container on its worker's engine), or
   cancelled with its stop not done (its result comes with its container's exit);
 - no terminal status overwritten (against what earlier checks saw), at most one result a task;
+- a retried task's earlier runs are attempts, never its status: run N has runs 1..N-1 kept
+  (task_attempts), and none of them is its result;
 - no orphan: every container labelled with a checked, live worker belongs to an active task
   placed on that worker, or to a cancelled task whose stop is not done (it still holds its
   resources: a stop in its grace period, or one that failed, shown as `stop_failed`);
@@ -36,7 +38,7 @@ from sqlalchemy import Connection, create_engine, func, select
 from cloudai.core.lifecycle import ACTIVE, HOLDS_RESOURCES, TERMINAL, TaskStatus
 from cloudai.core.resources import Resources
 from cloudai.store import Store, normalize_url, tasks
-from cloudai.store.schema import results
+from cloudai.store.schema import results, task_attempts
 
 __all__ = [
     "CONVERGENCE",
@@ -53,7 +55,7 @@ __all__ = [
 ]
 
 # The rules, by name. Safety: a violation is final. Convergence: may be transient.
-SAFETY = ("lost", "overwritten", "results")
+SAFETY = ("lost", "overwritten", "results", "attempts")
 CONVERGENCE = ("no_result", "no_container", "orphan", "held")
 _EPS = 1e-6
 
@@ -77,7 +79,10 @@ class StoreTask:
     worker_id: str | None  # where it was placed; None: never placed
     request: Resources
     results: int
-    releasing: bool = False  # cancelled, its stop not done: it still holds its resources
+    releasing: bool = False  # stopped by an order (cancelled, or failed by its time limit),
+    # its stop not done: it still holds its resources
+    attempt: int = 1  # its current run
+    attempts: tuple[int, ...] = ()  # the numbers of its earlier runs kept in task_attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,9 @@ def find_violations(
     for t in store_tasks.values():
         if t.results > 1:
             out.append(Violation("results", t.task_id, f"{t.results} results stored"))
+        if t.attempts != tuple(range(1, t.attempt)):
+            what = f"run {t.attempt} with earlier runs {list(t.attempts)} kept"
+            out.append(Violation("attempts", t.task_id, what))
         if t.status in TERMINAL and t.results == 0 and not t.releasing:  # its exit reports
             out.append(Violation("no_result", t.task_id, f"{t.status.value} without a result"))
     if terminal_seen is not None:
@@ -222,6 +230,11 @@ def _read(conn: Connection) -> tuple[dict[str, StoreTask], dict[str, Resources]]
         conn.execute(select(results.c.task_id, func.count()).group_by(results.c.task_id)).all()
     )
     releasing = {t for ids, _ in tasks.releasing_by_worker(conn).values() for t in ids}
+    runs: dict[str, list[int]] = {}
+    for task_id, number in conn.execute(
+        select(task_attempts.c.task_id, task_attempts.c.number).order_by(task_attempts.c.number)
+    ):
+        runs.setdefault(task_id, []).append(number)
     found = {
         t.task_id: StoreTask(
             t.task_id,
@@ -230,6 +243,8 @@ def _read(conn: Connection) -> tuple[dict[str, StoreTask], dict[str, Resources]]
             t.spec.resources,
             int(counts.get(t.task_id, 0)),
             t.task_id in releasing,
+            t.attempt,
+            tuple(runs.get(t.task_id, ())),
         )
         for t in tasks.list_tasks(conn)
     }

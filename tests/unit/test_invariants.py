@@ -126,3 +126,13 @@ def test_a_cancelled_task_whose_stop_is_not_done_holds_its_container_and_resourc
 def test_without_a_view_of_the_engine_the_container_rules_are_skipped() -> None:
     store, _, held = healthy()
     assert find_violations(store, None, held, ["w1"]) == []
+
+
+def test_a_retried_task_keeps_each_earlier_run_as_an_attempt() -> None:
+    store, containers, held = healthy()
+    retried = StoreTask("t4", TaskStatus.PENDING, None, REQ, 0, attempt=3, attempts=(1, 2))
+    assert find_violations({**store, "t4": retried}, containers, held, ["w1"]) == []
+    for kept in ((1,), (1, 2, 3), ()):
+        broken = StoreTask("t4", TaskStatus.PENDING, None, REQ, 0, attempt=3, attempts=kept)
+        found = find_violations({**store, "t4": broken}, containers, held, ["w1"])
+        assert rules(found) == [("attempts", "t4")]

@@ -16,6 +16,7 @@ from cloudai.client import Client
 from cloudai.core.lifecycle import TERMINAL
 from cloudai.core.limits import quote
 from cloudai.core.models import Task, TaskSpec, validate_address, validate_worker_id
+from cloudai.core.policy import RunPolicy
 from cloudai.core.resources import Resources
 from cloudai.errors import CloudAIError, InvalidArgument
 
@@ -70,6 +71,7 @@ def task_run(
     grace: float | None = None,
     stop_signal: str = "",
     pids_limit: int = 0,
+    policy: RunPolicy | None = None,
 ) -> int:
     spec = TaskSpec(
         image=image,
@@ -83,6 +85,15 @@ def task_run(
         stop_signal=stop_signal,
         pids_limit=pids_limit,
     )
+    if policy is not None:
+        spec = dataclasses.replace(
+            spec,
+            timeout_seconds=policy.timeout_seconds,
+            retries=policy.retries,
+            retry_on_timeout=policy.retry_on_timeout,
+            priority=policy.priority,
+            preemptible=policy.preemptible,
+        )
     problems = spec.problems()
     if problems:
         raise InvalidArgument("; ".join(problems))

@@ -6,6 +6,7 @@ import argparse
 
 from cloudai.cli import commands, secure
 from cloudai.cli.parser import _split_run
+from cloudai.cli.queue_options import run_policy
 from cloudai.cli.render import Renderer
 from cloudai.client import Client
 from cloudai.errors import InvalidArgument
@@ -62,6 +63,7 @@ def client_dispatch(args: argparse.Namespace, client: Client, out: Renderer) -> 
                 grace=args.grace,
                 stop_signal=args.stop_signal,
                 pids_limit=args.pids_limit,
+                policy=run_policy(args),
             )
         if args.task_command == "ls":
             return commands.task_ls(

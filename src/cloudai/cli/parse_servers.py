@@ -15,6 +15,7 @@ from cloudai.cli.options import (
     _worker_check,
     _worker_id,
 )
+from cloudai.cli.queue_options import add_master_options
 from cloudai.config import (
     DEFAULT_MASTER_METRICS,
     DEFAULT_MASTER_PORT,
@@ -121,6 +122,7 @@ def add_server_commands(sub: Any) -> None:
         metavar="N",
         help="pending tasks one user may have (default: 10000)",
     )
+    add_master_options(m)
     m.add_argument(
         "--db",
         help="database URL: sqlite:///PATH or postgresql://USER@HOST/DB "

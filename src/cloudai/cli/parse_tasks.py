@@ -12,6 +12,7 @@ from cloudai.cli.options import (
     _number,
     _stop_signal,
 )
+from cloudai.cli.queue_options import add_run_options
 from cloudai.core.hardening import DEFAULT_PIDS_LIMIT
 from cloudai.core.limits import (
     CPU_MAX,
@@ -102,6 +103,7 @@ def add_task_commands(sub: Any) -> None:
         help=f"most processes and threads in the task (default {DEFAULT_PIDS_LIMIT}; "
         "the worker refuses more than its --max-pids-limit)",
     )
+    add_run_options(run)
     _client_options(run, top=False)
     ls = tsub.add_parser(
         "ls",
@@ -114,6 +116,7 @@ def add_task_commands(sub: Any) -> None:
         "--status",
         default="",
         choices=["", "pending", "running", "completed", "failed", "cancelled"],
+        help="pending: the queue in placement order, with each task's position and why it waits",
     )
     ls.add_argument("--worker", default="", metavar="ID")
     ls.add_argument("--owner", default="", metavar="USER", help="tasks submitted by USER")

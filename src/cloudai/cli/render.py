@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cloudai.cli.render_queue import attempts_table, is_queue, policy_rows, queue_table
 from cloudai.cli.shapes import (
     LOG_TAIL_BYTES,
     LOG_TAIL_LINES,
@@ -166,6 +167,7 @@ class Renderer:
             rows.insert(6, ("PIDs limit", str(task.spec.pids_limit)))
         if task.spec.name:
             rows.insert(1, ("Name", task.spec.name))
+        rows.extend(policy_rows(task))
         if task.reason:
             rows.append(("Reason", task.reason))
         if task.oom_killed:
@@ -180,6 +182,8 @@ class Renderer:
             for e in task.events:
                 ev.add_row(iso(e.at) or "", e.kind, e.actor, e.message)
             parts.append(ev)
+        if task.attempts:
+            parts.append(attempts_table(task))
         if task.cancellation is not None:
             parts.append(self._cancellation(task.cancellation))
         if task.result is not None:
@@ -259,6 +263,9 @@ class Renderer:
             return
         if not tasks:
             self.console.print("No tasks.")
+            return
+        if is_queue(tasks):
+            self.console.print(queue_table(tasks))
             return
         now = time.time()
         table = Table(header_style="bold")

@@ -61,6 +61,7 @@ def _run_server(args: argparse.Namespace) -> int:
                     submit_rate=args.rate_limit_submit,
                     cancel_rate=args.rate_limit_cancel,
                     max_pending_per_user=args.max_pending_per_user,
+                    max_task_time=args.max_task_time,
                     journal_dir=str(home()),
                 ),
                 security,

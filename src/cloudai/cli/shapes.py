@@ -9,6 +9,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from cloudai.cli.render_queue import queue_json
 from cloudai.core.gpus import GpuDevice
 from cloudai.core.models import Cancellation, Task, TaskResult, Worker
 from cloudai.core.resources import Resources
@@ -120,6 +121,7 @@ def task_json(t: Task) -> dict[str, Any]:
             "mem_used_gb": t.mem_used_gb,
             "measured_at": iso(t.usage_at),
         },
+        **queue_json(t),
     }
 
 

@@ -13,6 +13,7 @@ from cloudai.cli.render import Renderer
 from cloudai.client import Client
 from cloudai.config import home
 from cloudai.core.limits import quote
+from cloudai.core.policy import PRIORITY_DEFAULT, RunPolicy, parse_duration
 from cloudai.errors import CloudAIError, InvalidArgument
 
 __all__ = ["HELP", "run_shell"]
@@ -20,13 +21,16 @@ __all__ = ["HELP", "run_shell"]
 HELP = """\
 Commands:
   task <worker_id> <image> [cmd ...] [-cpu_cores N] [-mem GB] [-storage GB] [-gpu N]
-       [-pids_limit N]           - Run a task on a worker ("auto" lets the master place it);
+       [-pids_limit N] [-timeout 90s|2h] [-retries N] [-retry_on timeout] [-priority 0-1000]
+       [-preemptible]            - Run a task on a worker ("auto" lets the master place it);
                                    quote as in a shell: sh -c "echo hi; sleep 5"; put --
                                    before a command whose own options look like these
   task run IMAGE [CMD ...] [--worker ID] [--cpu N] [--mem GB] [--env K=V] [--name NAME]
-       [--grace S] [--stop-signal SIG] [--pids-limit N]
+       [--grace S] [--stop-signal SIG] [--pids-limit N] [--timeout D] [--retries N]
+       [--retry-on timeout] [--priority N] [--preemptible]
   task ls [--status S] [--worker ID] [--limit N | --all]
-                                 - List tasks (the newest 100 unless told otherwise)
+                                 - List tasks (the newest 100 unless told otherwise);
+                                   --status pending: the queue, in order, and why each waits
   task show <task_id>            - Show a task: status, exit code, times, events
   workers                        - Show workers: state, capacity, allocated, available
   monitor <task_id>              - Watch a task until it ends
@@ -45,6 +49,7 @@ Commands:
 Examples:
   task auto cloudai-test/busybox echo hello
   task worker-1 ubuntu:latest -cpu_cores 1.0 -mem 0.5
+  task auto trainer:latest python train.py -gpu 1 -timeout 2h -retries 2 -priority 800
   cancel task-123
 """
 
@@ -55,7 +60,13 @@ _SPEC_FLAGS = {
     "-storage": "storage",
     "-gpu": "gpu",
     "-pids_limit": "pids_limit",
+    "-retries": "retries",
+    "-priority": "priority",
 }
+# Options of the spec form that take a word (or none), not a number.
+_WORD_FLAGS = {"-timeout": "timeout", "-retry_on": "retry_on"}
+_SWITCHES = {"-preemptible": "preemptible"}
+_ALL_FLAGS = [*_SPEC_FLAGS, *_WORD_FLAGS, *_SWITCHES]
 _COMMANDS = [
     "task",
     "workers",
@@ -77,17 +88,17 @@ def _unknown_flag(token: str) -> str | None:
     `-cpus`), or None. A command's own options (`-c`, `-la`) are none of ours and stay in the
     command."""
     name = token[1:].split("=", 1)[0]
-    if not token.startswith("-") or token.startswith("--") or not name or token in _SPEC_FLAGS:
+    if not token.startswith("-") or token.startswith("--") or not name or token in _ALL_FLAGS:
         return None
     if name.replace(".", "", 1).isdigit():  # a negative number
         return None
-    ours = [f[1:] for f in _SPEC_FLAGS]
+    ours = [f[1:] for f in _ALL_FLAGS]
     near = difflib.get_close_matches(name, ours, n=2, cutoff=0.8)
     if "_" not in name and not near:
         return None
     hint = f" (did you mean {' or '.join('-' + n for n in near)}?)" if near else ""
     return (
-        f"unknown option {token[:40]}{hint}: the options are {', '.join(_SPEC_FLAGS)}; put -- "
+        f"unknown option {token[:40]}{hint}: the options are {', '.join(_ALL_FLAGS)}; put -- "
         "before a command whose own options look like these"
     )
 
@@ -100,6 +111,7 @@ def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
         raise InvalidArgument("usage: task <worker_id> <image> [cmd ...] [-cpu_cores N] [-mem GB]")
     worker, image, rest = tokens[0], tokens[1], tokens[2:]
     values: dict[str, float] = {}
+    words: dict[str, str] = {}
     command: list[str] = []
     i = 0
     while i < len(rest):
@@ -109,6 +121,16 @@ def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
             break
         if (problem := _unknown_flag(flag)) is not None:
             raise InvalidArgument(problem)
+        if flag in _SWITCHES:
+            words[_SWITCHES[flag]] = "yes"
+            i += 1
+            continue
+        if flag in _WORD_FLAGS:
+            if i + 1 >= len(rest):
+                raise InvalidArgument(f"{flag} needs a value")
+            words[_WORD_FLAGS[flag]] = rest[i + 1]
+            i += 2
+            continue
         if flag in _SPEC_FLAGS:
             if i + 1 >= len(rest):
                 raise InvalidArgument(f"{flag} needs a value")
@@ -123,7 +145,9 @@ def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
         command.append(flag)
         i += 1
     whole = {}
-    for key in ("gpu", "pids_limit"):
+    for key, default in (("gpu", 0), ("pids_limit", 0), ("retries", 0), ("priority", None)):
+        if key not in values and default is None:
+            continue
         value = values.get(key, 0.0)
         if not math.isfinite(value) or value != int(value):
             raise InvalidArgument(f"-{key} must be a whole number, got {value:g}")
@@ -139,6 +163,27 @@ def _spec_task(client: Client, out: Renderer, tokens: list[str]) -> int:
         storage=values.get("storage", 0.0),
         gpu=whole["gpu"],
         pids_limit=whole["pids_limit"],
+        policy=_policy(whole, words),
+    )
+
+
+def _policy(whole: dict[str, int], words: dict[str, str]) -> RunPolicy:
+    """The spec form's -timeout, -retries, -retry_on, -priority and -preemptible."""
+    timeout = None
+    if "timeout" in words:
+        try:
+            timeout = parse_duration(words["timeout"])
+        except ValueError as exc:
+            raise InvalidArgument(f"-timeout: {exc}") from None
+    retry_on = words.get("retry_on", "failure")
+    if retry_on not in ("failure", "timeout"):
+        raise InvalidArgument(f"-retry_on must be failure or timeout, got {quote(retry_on)}")
+    return RunPolicy(
+        timeout_seconds=timeout,
+        retries=whole["retries"],
+        retry_on_timeout=retry_on == "timeout",
+        priority=whole.get("priority", PRIORITY_DEFAULT),
+        preemptible="preemptible" in words,
     )
 
 

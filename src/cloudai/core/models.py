@@ -35,6 +35,7 @@ from cloudai.core.names import (
     validate_image,
     validate_worker_id,
 )
+from cloudai.core.policy import PRIORITY_DEFAULT, Attempt, policy_problems
 from cloudai.core.resources import Resources
 from cloudai.core.stop import StopStage, holds_resources, stage_of
 
@@ -75,6 +76,11 @@ class TaskSpec:
     stop_signal: str = ""  # a name of STOP_SIGNALS (normalize_signal); empty: SIGTERM
     pids_limit: int = 0  # 0: the worker's default (core/hardening.py)
     secret_env: dict[str, str] = field(default_factory=dict)  # shown only as "***"
+    timeout_seconds: float | None = None  # None: the master's --max-task-time (or none)
+    retries: int = 0  # runs again after a failure, up to this many times (core/policy.py)
+    retry_on_timeout: bool = False
+    priority: int = PRIORITY_DEFAULT
+    preemptible: bool = False
 
     def problems(self) -> list[str]:
         """Every reason this spec cannot be accepted (empty when valid)."""
@@ -100,6 +106,7 @@ class TaskSpec:
             out.append(
                 f"pids limit must be between 1 and {PIDS_LIMIT_CEILING}, got {self.pids_limit}"
             )
+        out.extend(policy_problems(self.timeout_seconds, self.retries, self.priority))
         for name, value, limit in (("name", self.name, NAME_MAX), ("owner", self.owner, OWNER_MAX)):
             if (err := text_problem(name, value, limit)) is not None:
                 out.append(err)
@@ -177,6 +184,10 @@ class Task:
     mem_used_gb: float | None = None
     usage_at: float | None = None
     gpu_ids: tuple[str, ...] = ()  # the devices its placement gave it
+    attempt: int = 1  # which run this is (a retry reuses the task ID)
+    attempts: tuple[Attempt, ...] = ()  # its earlier runs, in a task's detail view
+    position: int = 0  # pending, in a queue listing: its place (1: next); 0: not known
+    waiting_reason: str = ""  # pending, in a queue listing: why it is not placed yet
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from cloudai.core.requests import CancelRequest
 from cloudai.errors import CloudAIError, Conflict, NotFound, StoreUnavailable, check
 from cloudai.failpoints import failpoint
 from cloudai.logsetup import box
+from cloudai.master import scheduler_stops
 from cloudai.master.outage import OutageCancels
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import order_pb, store_unrun_result
@@ -70,20 +71,23 @@ class CancelOutcome:
 
 
 def _decide_tx(
-    conn: Connection, task_id: str, req: CancelRequest, now: float
+    conn: Connection,
+    task_id: str,
+    req: CancelRequest,
+    now: float,
+    final: TaskStatus | None = TaskStatus.CANCELLED,
 ) -> tuple[str, Cancellation | None]:
     """The decision: ("cancelled", row) when this call cancelled it, ("already", None) when
     it was cancelled before. Raises NotFound / Conflict otherwise; writes nothing then."""
     task = tasks.get(conn, task_id)
     if task is None:
         raise NotFound(f"task {task_id} not found")
-    if task.status is TaskStatus.CANCELLED:
+    if task.status is TaskStatus.CANCELLED or scheduler_stops.settle(conn, task, final):
         return "already", None
     if task.status in TERMINAL:
         raise Conflict(f"task {task_id} already {task.status.value}: nothing to cancel")
     why = req.reason or f"cancelled by {req.actor}"
-    if not tasks.transition(conn, task_id, TaskStatus.CANCELLED, completed_at=now, reason=why):
-        # It moved between our read and our write (a report won): say what it is now.
+    if not scheduler_stops.set_status(conn, task_id, final, now, why):  # moved: a report won
         now_status = tasks.get(conn, task_id)
         if now_status is None or now_status.status is TaskStatus.CANCELLED:
             return "already", None
@@ -143,9 +147,11 @@ class Canceller:
         self.metrics.cancels.labels(kind).inc()
         return outcome
 
-    async def cancel(self, task_id: str, req: CancelRequest) -> CancelOutcome:
-        """Cancel one task; raises NotFound / Conflict for a task that cannot be cancelled."""
-        outcome, c = await self.store.tx(_decide_tx, task_id, req, time.time())
+    async def cancel(
+        self, task_id: str, req: CancelRequest, final: TaskStatus | None = TaskStatus.CANCELLED
+    ) -> CancelOutcome:
+        """Cancel one task (`final`: scheduler_stops.py); NotFound / Conflict if it cannot be."""
+        outcome, c = await self.store.tx(_decide_tx, task_id, req, time.time(), final)
         if outcome == "already" or c is None:
             return CancelOutcome(
                 task_id, True, f"task {task_id} already cancelled", "cancelled", already=True

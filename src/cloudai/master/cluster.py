@@ -14,9 +14,11 @@ from cloudai.master import planner
 from cloudai.master.cancel_desk import CancelDesk
 from cloudai.master.canceller import Canceller
 from cloudai.master.config import MasterConfig
+from cloudai.master.deadlines import Deadlines
 from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.membership import Membership
 from cloudai.master.peers import WorkerPeers
+from cloudai.master.preemption import Preemptor
 from cloudai.master.task_desk import TaskDesk
 from cloudai.metrics import MasterMetrics
 from cloudai.security.tls import Tls
@@ -55,6 +57,8 @@ class Cluster(Membership, TaskDesk, CancelDesk):
         self.dispatcher.on_store_away = self._lease_from_now
         self.dispatcher.also.append(self._reap_lost_workers)
         self.dispatcher.on_placed = lambda w: self.metrics.placements.labels(w).inc()
+        self.dispatcher.also.append(Deadlines(store, self.canceller).enforce)
+        self.dispatcher.preempt = Preemptor(store, self.canceller)
         self._lease_from_now()  # re-taken by start(), once workers can reach this master
 
     def _lease_from_now(self) -> None:

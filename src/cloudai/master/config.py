@@ -25,6 +25,7 @@ class MasterConfig:
     max_pending_per_user: int = 10_000  # a user's pending tasks beyond this are refused
     submit_rate: float = 200.0  # per user and second, bursts of twice as many; 0: no limit
     cancel_rate: float = 200.0
+    max_task_time: float = 0.0  # seconds: a task's time limit when it names none, and its cap
     # Where cancels taken while the store is unavailable are journaled (master/outage.py);
     # "": nowhere, and such cancels are refused. The CLI's master: $CLOUDAI_HOME.
     journal_dir: str = ""

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from cloudai.core.lifecycle import TaskStatus
+from cloudai.core.models import Worker
 from cloudai.errors import CloudAIError, InvalidArgument, RuntimeFailure, StoreUnavailable
 from cloudai.master import planner
 from cloudai.master.peers import WorkerPeers
-from cloudai.scheduler.placement import propose
+from cloudai.master.queue import queue_tx
+from cloudai.scheduler.queue import Slot
 from cloudai.store import Store, assignments, events, tasks, workers
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class Dispatcher:
         self._background: set[asyncio.Task[None]] = set()
         self.also: list[Callable[[], Awaitable[None]]] = []  # more work for each round
         self.on_placed: Callable[[str], None] = lambda _worker_id: None
+        # Makes room for waiting tasks by preempting lower-priority ones (master/preemption.py).
+        self.preempt: Callable[[list[Slot], list[Worker]], Awaitable[None]] | None = None
         self.on_store_away: Callable[[], None] = lambda: None  # each round the store fails
         self.store_away_since: float | None = None  # monotonic
 
@@ -85,46 +88,34 @@ class Dispatcher:
             await extra()
 
     async def place_pending(self) -> int:
-        """Place what fits, oldest first; one placer at a time (the store re-checks anyway)."""
+        """Place what fits, in queue order (scheduler/queue.py); one placer at a time (the
+        store re-checks anyway). Then make room for what waits, by preemption."""
         async with self._placing:
             return await self._place_pending()
 
     async def _place_pending(self) -> int:
-        pending = await self.store.tx(tasks.pending)
-        if not pending:
-            return 0
+        slots, workers = await self.store.tx(queue_tx, time.time(), self.config.heartbeat_interval)
         placed = 0
-        snapshot = await self.store.tx(
-            planner.load_workers, time.time(), self.config.heartbeat_interval
-        )
-        for task in pending:
-            if task.spec.worker_id:  # named: only that worker will do
-                candidates = [w for w in snapshot if w.worker_id == task.spec.worker_id]
-            else:
-                candidates = snapshot
-            choice = propose(task.spec.resources, candidates)
-            if choice is None:
+        for slot in slots:
+            if slot.worker_id is None:
                 continue
+            task = slot.task
             ok = await self.store.tx(
                 planner.commit_placement,
                 task.task_id,
-                choice,
+                slot.worker_id,
                 task.spec.resources,
                 time.time(),
                 "scheduler",
             )
             if ok:
                 placed += 1
-                self.on_placed(choice)
-                log.info("task %s placed on %s", task.task_id, choice)
-                # The store re-checked the room; the snapshot follows suit without a reload.
-                snapshot = [
-                    dataclasses.replace(w, allocated=w.allocated + task.spec.resources)
-                    if w.worker_id == choice
-                    else w
-                    for w in snapshot
-                ]
-                self.deliver_soon(task.task_id, choice)
+                self.on_placed(slot.worker_id)
+                log.info("task %s placed on %s", task.task_id, slot.worker_id)
+                self.deliver_soon(task.task_id, slot.worker_id)
+        waiting = [s for s in slots if s.worker_id is None]
+        if waiting and self.preempt is not None:
+            await self.preempt(waiting, workers)
         return placed
 
     def deliver_soon(self, task_id: str, worker_id: str) -> None:
@@ -154,7 +145,7 @@ class Dispatcher:
                 return
             try:
                 await self.peers.assign(
-                    worker_id, worker["address"], task_id, task.spec, task.gpu_ids
+                    worker_id, worker["address"], task_id, task.spec, task.gpu_ids, task.attempt
                 )
             except (InvalidArgument, RuntimeFailure) as exc:
                 await self.store.tx(self._reject_tx, task_id, worker_id, str(exc), time.time())

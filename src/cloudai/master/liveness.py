@@ -7,11 +7,15 @@ hold them, so ending a task frees them. A task ended here gets its one result fr
 
 from __future__ import annotations
 
+import dataclasses
+
 from sqlalchemy import Connection, select
 
 from cloudai.core.lease import Lease
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import TaskResult
+from cloudai.core.policy import Attempt
+from cloudai.master.retries import requeue_tx
 from cloudai.store import events, results, tasks
 from cloudai.store.schema import assignments
 from cloudai.store.schema import tasks as tasks_table
@@ -24,7 +28,13 @@ LOST_AFTER_INTERVALS = 3
 
 
 def fail_task(conn: Connection, task_id: str, worker_id: str, why: str, now: float) -> bool:
-    """End a running task as failed for `why`, with its result; False when it was not running."""
+    """End a running task as failed for `why`, with its result — or, with retries left, send
+    it back to the queue (master/retries.py); False when it was not running."""
+    task = tasks.get(conn, task_id)
+    if task is not None:
+        run = Attempt(task.attempt, worker_id, "failed", None, why, task.started_at, now)
+        if requeue_tx(conn, task, dataclasses.replace(run, gpu_ids=task.gpu_ids), now):
+            return True
     if not tasks.transition(conn, task_id, TaskStatus.FAILED, completed_at=now, reason=why):
         return False
     results.insert_once(

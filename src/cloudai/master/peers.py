@@ -51,11 +51,12 @@ class WorkerPeers:
         task_id: str,
         spec: TaskSpec,
         gpu_ids: Sequence[str] = (),
+        attempt: int = 1,
     ) -> str:
         try:
             ack = await self._stub(worker_id, address).AssignTask(
                 worker_pb2.AssignTaskRequest(
-                    task_id=task_id, spec=spec_to_pb(spec), gpu_ids=list(gpu_ids)
+                    task_id=task_id, spec=spec_to_pb(spec), gpu_ids=list(gpu_ids), attempt=attempt
                 ),
                 timeout=ASSIGN_DEADLINE,
             )

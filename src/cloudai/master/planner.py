@@ -14,8 +14,9 @@ from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import Task, TaskResult, TaskSpec, Worker, worker_state
 from cloudai.core.resources import Resources
 from cloudai.errors import Conflict, NoCapacity, NotFound
+from cloudai.master.retries import after_report_tx
 from cloudai.scheduler.placement import fits_anywhere
-from cloudai.store import assignments, cancellations, events, results, tasks, workers
+from cloudai.store import assignments, attempts, cancellations, events, results, tasks, workers
 from cloudai.store._dialect import lock_row
 from cloudai.store.schema import workers as workers_table
 
@@ -160,6 +161,8 @@ def task_detail(conn: Connection, task_id: str) -> Task | None:
     task = tasks.get(conn, task_id, events=True)
     if task is None:
         return None
+    if task.attempt > 1:
+        task = dataclasses.replace(task, attempts=attempts.for_task(conn, task_id))
     cancellation = cancellations.get(conn, task_id)
     if cancellation is not None:
         task = dataclasses.replace(task, cancellation=cancellation)
@@ -195,6 +198,11 @@ def record_result(conn: Connection, result: TaskResult, now: float) -> tuple[str
         raise Conflict(
             f"task {result.task_id} is assigned to {placed_on!r}, not {result.worker_id!r}"
         )
+    if task.status is TaskStatus.RUNNING and (requeued := after_report_tx(conn, task, result, now)):
+        return ReportOutcome.STORED, requeued
+    if task.status is TaskStatus.FAILED and result.status is TaskStatus.CANCELLED:
+        # Stopped by its time limit: its result says how the task ended, and why.
+        result = dataclasses.replace(result, status=task.status, error=result.error or task.reason)
     stored = results.insert_once(conn, result, now)
     won = tasks.transition(
         conn,

@@ -17,6 +17,7 @@ from cloudai.core.stop import StopStage
 from cloudai.core.stop_update import StopUpdate
 from cloudai.errors import Conflict, NotFound
 from cloudai.master import planner
+from cloudai.master.retries import requeue_unstarted_tx
 from cloudai.master.stop_orders import store_unrun_result
 from cloudai.store import cancellations, events, results
 
@@ -88,9 +89,11 @@ def apply_update_tx(conn: Connection, u: StopUpdate, now: float) -> Applied:
     events.add(conn, u.task_id, EVENT_KINDS[u.stage], u.worker_id, detail, u.at)
     if u.stage is not StopStage.REMOVED:
         return Applied(True)
-    if results.get(conn, u.task_id) is None:
-        # A worker reports a result before it removes a task; with none, the task never
-        # started there (the order reached it first).
+    # A worker reports a result before it removes a task; with none, the task never started
+    # there (the order reached it first). A run the scheduler stopped to run again goes back
+    # to the queue instead (master/retries.py).
+    unrun = results.get(conn, u.task_id) is None
+    if unrun and not requeue_unstarted_tx(conn, u.task_id, u.worker_id, now):
         why = f"cancelled before it started on {u.worker_id}"
         store_unrun_result(conn, u.task_id, u.worker_id, why, now)
     return Applied(True, confirmed=after)

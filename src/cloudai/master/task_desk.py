@@ -32,8 +32,10 @@ from cloudai.master import planner
 from cloudai.master.auth import Caller
 from cloudai.master.canceller import Canceller
 from cloudai.master.config import MasterConfig
+from cloudai.master.deadlines import with_time_limit
 from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.peers import WorkerPeers
+from cloudai.master.queue import in_queue_order, queue_tx
 from cloudai.metrics import MasterMetrics
 from cloudai.store import Store, assignments, events, results, tasks, workers
 
@@ -79,6 +81,7 @@ class TaskDesk:
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
         spec = dataclasses.replace(spec, owner=caller.name, stop_signal=stop_signal)
+        spec = with_time_limit(spec, self.config.max_task_time)
         problems = spec.problems()
         if problems:
             raise InvalidArgument("; ".join(problems))
@@ -127,7 +130,7 @@ class TaskDesk:
         # thousands of tasks stays well within a reply. `get_task` has them whole.
         if caller is None or caller.admin:
             found, total = await self.store.tx(_page_tx, f)
-            return _summaries(found), 0, total
+            return await self._queued(f.status, _summaries(found)), 0, total
         others = dataclasses.replace(f, cancelled_by="", limit=0)  # counted, not listed
         if f.owner and f.owner != caller.name:
             hidden = await self.store.tx(tasks.count_tasks, others, caller.name)
@@ -139,7 +142,14 @@ class TaskDesk:
             if f.cancelled_by or f.owner
             else await self.store.tx(tasks.count_tasks, others, caller.name)
         )
-        return _summaries(found), hidden, total
+        return await self._queued(f.status, _summaries(found)), hidden, total
+
+    async def _queued(self, status: str, found: list[Task]) -> list[Task]:
+        """Pending tasks in queue order, each with its position and why it waits."""
+        if status != TaskStatus.PENDING.value or not found:
+            return found
+        slots, _ = await self.store.tx(queue_tx, time.time(), self.config.heartbeat_interval)
+        return in_queue_order(found, slots)
 
     async def report(self, result: TaskResult) -> str:
         check(result.problems())

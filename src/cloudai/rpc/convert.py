@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from cloudai.api.v1 import master_pb2
 from cloudai.api.v1 import types_pb2 as pb
@@ -11,7 +10,6 @@ from cloudai.core.gpus import GpuDevice
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.limits import quote
 from cloudai.core.models import (
-    Cancellation,
     Task,
     TaskEvent,
     TaskResult,
@@ -19,10 +17,12 @@ from cloudai.core.models import (
     Worker,
     normalize_signal,
 )
+from cloudai.core.policy import PRIORITY_DEFAULT, Attempt
 from cloudai.core.requests import CancelRequest, TaskFilter
 from cloudai.core.resources import Resources
 from cloudai.core.stop_update import StopUpdate, parse_stage
 from cloudai.errors import InvalidArgument
+from cloudai.rpc.convert_cancel import cancellation_from_pb, cancellation_to_pb
 
 __all__ = [
     "cancel_request_from_pb",
@@ -67,9 +67,15 @@ def spec_to_pb(s: TaskSpec) -> pb.TaskSpec:
         stop_signal=s.stop_signal,
         pids_limit=s.pids_limit,
         secret_env=dict(s.secret_env),
+        retries=s.retries,
+        retry_on_timeout=s.retry_on_timeout,
+        priority=s.priority,
+        preemptible=s.preemptible,
     )
     if s.grace_seconds is not None:  # unset: the default; 0 is a grace of 0
         m.grace_seconds = s.grace_seconds
+    if s.timeout_seconds is not None:
+        m.timeout_seconds = s.timeout_seconds
     return m
 
 
@@ -86,6 +92,41 @@ def spec_from_pb(m: pb.TaskSpec) -> TaskSpec:
         stop_signal=m.stop_signal,
         pids_limit=m.pids_limit,
         secret_env=dict(m.secret_env),
+        timeout_seconds=m.timeout_seconds if m.HasField("timeout_seconds") else None,
+        retries=m.retries,
+        retry_on_timeout=m.retry_on_timeout,
+        priority=m.priority if m.HasField("priority") else PRIORITY_DEFAULT,
+        preemptible=m.preemptible,
+    )
+
+
+def attempt_to_pb(a: Attempt) -> pb.Attempt:
+    m = pb.Attempt(
+        number=a.number,
+        worker_id=a.worker_id,
+        status=a.status,
+        reason=a.reason,
+        started_at=a.started_at or 0.0,
+        ended_at=a.ended_at or 0.0,
+        oom_killed=a.oom_killed,
+        gpu_ids=list(a.gpu_ids),
+    )
+    if a.exit_code is not None:
+        m.exit_code = a.exit_code
+    return m
+
+
+def attempt_from_pb(m: pb.Attempt) -> Attempt:
+    return Attempt(
+        number=m.number,
+        worker_id=m.worker_id,
+        status=m.status,
+        exit_code=m.exit_code if m.HasField("exit_code") else None,
+        reason=m.reason,
+        started_at=m.started_at or None,
+        ended_at=m.ended_at or None,
+        oom_killed=m.oom_killed,
+        gpu_ids=tuple(m.gpu_ids),
     )
 
 
@@ -111,6 +152,10 @@ def task_to_pb(t: Task) -> pb.Task:
         mem_used_gb=t.mem_used_gb or 0.0,
         usage_at=t.usage_at or 0.0,
         gpu_ids=list(t.gpu_ids),
+        attempt=t.attempt,
+        attempts=[attempt_to_pb(a) for a in t.attempts],
+        position=t.position,
+        waiting_reason=t.waiting_reason,
         events=[
             pb.TaskEvent(at=e.at, kind=e.kind, actor=e.actor, message=e.message) for e in t.events
         ],
@@ -140,6 +185,10 @@ def task_from_pb(m: pb.Task) -> Task:
         mem_used_gb=m.mem_used_gb if m.usage_at else None,
         usage_at=m.usage_at or None,
         gpu_ids=tuple(m.gpu_ids),
+        attempt=m.attempt or 1,
+        attempts=tuple(attempt_from_pb(a) for a in m.attempts),
+        position=m.position,
+        waiting_reason=m.waiting_reason,
         events=tuple(TaskEvent(e.at, e.kind, e.actor, e.message) for e in m.events),
         result=result_from_pb(m.result) if m.HasField("result") else None,
         cancellation=(
@@ -182,55 +231,6 @@ def result_from_pb(m: pb.TaskResult) -> TaskResult:
         error=m.error,
         oom_killed=m.oom_killed,
         started_at=m.started_at or None,
-    )
-
-
-_CANCEL_TIMES = (
-    "requested_at",
-    "delivered_at",
-    "signal_at",
-    "killed_at",
-    "exited_at",
-    "removed_at",
-)
-
-
-def cancellation_to_pb(c: Cancellation) -> pb.Cancellation:
-    # Any: mypy checks a ** argument against every keyword, exit_code (an int) included.
-    times: dict[str, Any] = {name: getattr(c, name) or 0.0 for name in _CANCEL_TIMES}
-    m = pb.Cancellation(
-        requested_by=c.requested_by,
-        reason=c.reason,
-        force=c.force,
-        grace_seconds=c.grace_seconds,
-        stop_signal=c.stop_signal,
-        delivery_attempts=c.delivery_attempts,
-        last_error=c.last_error,
-        forced=c.forced,
-        stop_error=c.stop_error,
-        state=c.state,
-        **times,
-    )
-    if c.exit_code is not None:
-        m.exit_code = c.exit_code
-    return m
-
-
-def cancellation_from_pb(task_id: str, worker_id: str, m: pb.Cancellation) -> Cancellation:
-    return Cancellation(
-        task_id=task_id,
-        worker_id=None if m.state == "not_started" else worker_id or None,
-        requested_by=m.requested_by,
-        reason=m.reason,
-        force=m.force,
-        grace_seconds=m.grace_seconds,
-        stop_signal=m.stop_signal,
-        delivery_attempts=m.delivery_attempts,
-        last_error=m.last_error,
-        exit_code=m.exit_code if m.HasField("exit_code") else None,
-        forced=m.forced,
-        stop_error=m.stop_error,
-        **{name: getattr(m, name) or None for name in _CANCEL_TIMES},  # type: ignore[arg-type]
     )
 
 

@@ -10,7 +10,15 @@ from sqlalchemy import Connection, select
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.store.schema import assignments, tasks
 
-__all__ = ["create", "is_delivered", "mark_delivered", "record_attempt", "undelivered", "worker_of"]
+__all__ = [
+    "create",
+    "is_delivered",
+    "mark_delivered",
+    "record_attempt",
+    "remove",
+    "undelivered",
+    "worker_of",
+]
 
 
 def create(
@@ -73,3 +81,8 @@ def undelivered(conn: Connection) -> list[tuple[str, str]]:
         .order_by(assignments.c.assigned_at)
     )
     return [(r[0], r[1]) for r in rows]
+
+
+def remove(conn: Connection, task_id: str) -> None:
+    """Forget a run's placement: the task goes back to the queue (its run kept as an attempt)."""
+    conn.execute(assignments.delete().where(assignments.c.task_id == task_id))

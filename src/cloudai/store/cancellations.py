@@ -18,7 +18,7 @@ from cloudai.core.models import Cancellation
 from cloudai.core.stop import STAGE_COLUMNS, TRANSITIONS, StopStage
 from cloudai.store.schema import cancellations
 
-__all__ = ["advance", "create", "get", "mark_attempt", "open_for_worker"]
+__all__ = ["advance", "create", "forget", "get", "mark_attempt", "open_for_worker"]
 
 
 _FIELDS = [f.name for f in fields(Cancellation)]
@@ -123,3 +123,9 @@ def advance(
         values["forced"] = True
     res = conn.execute(t.update().where(t.c.task_id == task_id, *guard).values(**values))
     return res.rowcount == 1
+
+
+def forget(conn: Connection, task_id: str) -> None:
+    """Drop a finished stop of a run that goes back to the queue (a preemption, a time limit
+    with retries left): the run's outcome is kept as an attempt, the next run may be stopped."""
+    conn.execute(cancellations.delete().where(cancellations.c.task_id == task_id))

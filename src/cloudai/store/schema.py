@@ -72,6 +72,14 @@ tasks = Table(
     Column("cpu_percent", Float, nullable=True),  # usage from the last heartbeat
     Column("mem_used_gb", Float, nullable=True),
     Column("usage_at", Float, nullable=True),
+    # its policy (core/policy.py) and its run: 1, then 2 after a retry, ...
+    Column("priority", Integer, nullable=False, default=500, server_default="500"),
+    Column("preemptible", Boolean, nullable=False, default=False, server_default=false()),
+    Column("timeout_seconds", Float, nullable=True),  # None: no time limit
+    Column("retries", Integer, nullable=False, default=0, server_default="0"),
+    Column("retry_on_timeout", Boolean, nullable=False, default=False, server_default=false()),
+    Column("attempt", Integer, nullable=False, default=1, server_default="1"),
+    Column("not_before", Float, nullable=True),  # a retry's backoff: not placed before this
     Index("ix_tasks_status", "status"),
     Index("ix_tasks_owner", "owner"),
 )
@@ -103,6 +111,23 @@ results = Table(
     Column("started_at", Float, nullable=True),
     Column("completed_at", Float, nullable=False),
     Column("received_at", Float, nullable=False),
+)
+
+# One row per earlier run of a task: a retried run, or a preempted one sent back to the queue.
+# The task's result is only ever its last run's; these rows hold the others' outcomes.
+task_attempts = Table(
+    "task_attempts",
+    metadata,
+    Column("task_id", String(64), ForeignKey("tasks.task_id"), primary_key=True),
+    Column("number", Integer, primary_key=True, autoincrement=False),
+    Column("worker_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("exit_code", Integer, nullable=True),
+    Column("reason", Text, nullable=False, default=""),
+    Column("oom_killed", Boolean, nullable=False, default=False),
+    Column("started_at", Float, nullable=True),
+    Column("ended_at", Float, nullable=True),
+    Column("gpu_ids", JSON, nullable=True),
 )
 
 task_events = Table(

@@ -67,6 +67,12 @@ def insert(conn: Connection, task_id: str, spec: TaskSpec, now: float) -> None:
             grace_seconds=_GRACE_NOT_GIVEN if spec.grace_seconds is None else spec.grace_seconds,
             stop_signal=spec.stop_signal,
             pids_limit=spec.pids_limit,
+            priority=spec.priority,
+            preemptible=spec.preemptible,
+            timeout_seconds=spec.timeout_seconds,
+            retries=spec.retries,
+            retry_on_timeout=spec.retry_on_timeout,
+            attempt=1,
             status=TaskStatus.PENDING.value,
             reason="",
             oom_killed=False,
@@ -101,6 +107,11 @@ def _row_to_task(row: RowMapping, events: tuple[TaskEvent, ...] = ()) -> Task:
         grace_seconds=None if row["grace_seconds"] < 0 else row["grace_seconds"],
         stop_signal=row["stop_signal"],
         pids_limit=row["pids_limit"],
+        timeout_seconds=row["timeout_seconds"],
+        retries=row["retries"],
+        retry_on_timeout=bool(row["retry_on_timeout"]),
+        priority=row["priority"],
+        preemptible=bool(row["preemptible"]),
     )
     return Task(
         task_id=row["task_id"],
@@ -118,6 +129,7 @@ def _row_to_task(row: RowMapping, events: tuple[TaskEvent, ...] = ()) -> Task:
         mem_used_gb=row["mem_used_gb"],
         usage_at=row["usage_at"],
         gpu_ids=tuple(row["gpu_ids"] or ()),
+        attempt=row["attempt"],
     )
 
 
@@ -184,9 +196,10 @@ def pending(conn: Connection, limit: int = 500) -> list[Task]:
 
 
 def _stop_not_done() -> Any:
-    """A cancelled task whose container has not exited yet (core/stop.py: RELEASED)."""
+    """A task stopped by an order (cancelled, or failed by its time limit) whose container
+    has not exited yet (core/stop.py: RELEASED)."""
     return and_(
-        tasks.c.status == TaskStatus.CANCELLED.value,
+        tasks.c.status.in_([TaskStatus.CANCELLED.value, TaskStatus.FAILED.value]),
         cancellations.c.worker_id.is_not(None),
         *(cancellations.c[STAGE_COLUMNS[s]].is_(None) for s in RELEASED),
     )

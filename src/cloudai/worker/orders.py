@@ -29,6 +29,7 @@ class CancelOrder:
     reason: str = ""
     requested_by: str = ""
     received_at: float = field(default_factory=time.time)
+    attempt: int = 0  # the run it stops (a retry reuses the task ID); 0: every run
 
 
 def order_from_pb(m: types_pb2.CancelTaskRequest) -> tuple[str, CancelOrder]:
@@ -44,5 +45,6 @@ def order_from_pb(m: types_pb2.CancelTaskRequest) -> tuple[str, CancelOrder]:
         force=m.force,
         reason=bounded_text(m.reason, REASON_MAX),
         requested_by=bounded_text(m.requested_by, ACTOR_MAX),
+        attempt=max(m.attempt, 0),
     )
     return m.task_id, order

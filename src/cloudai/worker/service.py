@@ -69,7 +69,8 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         gpu_ids = tuple(request.gpu_ids)
         if (refusal := self._gpu_refusal(spec.resources.gpu, gpu_ids)) is not None:
             raise InvalidArgument(refusal)
-        message = self.supervisor.assign(request.task_id, spec, gpu_ids)
+        attempt = max(request.attempt, 0)
+        message = self.supervisor.assign(request.task_id, spec, gpu_ids, attempt)
         return types_pb2.TaskAck(success=True, message=message)
 
     def _gpu_refusal(self, wanted: int, gpu_ids: tuple[str, ...]) -> str | None:

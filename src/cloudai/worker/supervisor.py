@@ -36,6 +36,7 @@ __all__ = ["STEP_DEADLINE", "CancelOrder", "Supervisor"]
 
 log = logging.getLogger("cloudai.worker")
 TOMBSTONES = 10_000  # cancelled task IDs remembered, so a late assignment is refused
+EVERY_RUN = 2**31  # a tombstone for every run of a task (a stop order that names none)
 
 
 @dataclass(slots=True)
@@ -65,6 +66,7 @@ class _Entry:
     stopper: asyncio.Task[None] | None = None
     gpu_ids: tuple[str, ...] = ()  # its devices, held until its process has exited
     exited_at: float | None = None  # when the runtime saw its process end
+    attempt: int = 0  # which run of the task (a retry reuses its ID); 0: not told
 
 
 class Supervisor:
@@ -82,7 +84,9 @@ class Supervisor:
         self.link = link
         self.worker_id = worker_id
         self._tasks: dict[str, _Entry] = {}
-        self._tombstones: OrderedDict[str, float] = OrderedDict()
+        # task_id -> the last run stopped here: that run never starts, a later one (a retry
+        # the master decided after the stop) may.
+        self._tombstones: OrderedDict[str, int] = OrderedDict()
         self._confirming: set[str] = set()  # tasks not here whose removal is being confirmed
         # Checks the devices a task let go, before its end is reported (worker/gpus.py).
         self.on_gpus_released: Callable[[tuple[str, ...]], Awaitable[object]] | None = None
@@ -123,12 +127,18 @@ class Supervisor:
             log.info("[Task %s] re-adopted (%s)", handle.task_id, handle.ref[:12])
         return len(handles)
 
-    def assign(self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = ()) -> str:
-        if task_id in self._tombstones:
+    def assign(
+        self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = (), attempt: int = 0
+    ) -> str:
+        if self._tombstones.get(task_id, -1) >= attempt:
             raise Conflict(f"task {task_id} was cancelled: not starting it")
-        if task_id in self._tasks:
-            return f"task {task_id} already on {self.worker_id}"
-        entry = _Entry(task_id, spec, gpu_ids=tuple(gpu_ids))
+        if (old := self._tasks.get(task_id)) is not None:
+            if old.attempt >= attempt:
+                return f"task {task_id} already on {self.worker_id}"
+            # A retry of a task whose earlier run is still being cleaned up here: the master
+            # delivers it again once the earlier run is gone.
+            raise Conflict(f"task {task_id}: its run {old.attempt} is still being removed")
+        entry = _Entry(task_id, spec, gpu_ids=tuple(gpu_ids), attempt=attempt)
         self._tasks[task_id] = entry
         entry.runner = asyncio.create_task(self._run(entry, spec), name=f"task-{task_id}")
         return f"task {task_id} accepted by {self.worker_id}"
@@ -252,8 +262,8 @@ class Supervisor:
         if stop.exited_at is not None:
             self.metrics.stop_seconds.observe(max(stop.exited_at - stop.received_at, 0.0))
 
-    def _tombstone(self, task_id: str) -> None:
-        self._tombstones[task_id] = time.time()
+    def _tombstone(self, task_id: str, attempt: int) -> None:
+        self._tombstones[task_id] = max(attempt, self._tombstones.get(task_id, -1))
         self._tombstones.move_to_end(task_id)
         while len(self._tombstones) > TOMBSTONES:
             self._tombstones.popitem(last=False)
@@ -262,8 +272,8 @@ class Supervisor:
         """Record the order and carry it out in the background; answers at once. For a task
         this worker does not hold, the master hears at once that there is nothing to stop
         (and the task never starts here: the order is remembered); NotFound says so."""
-        self._tombstone(task_id)
         entry = self._tasks.get(task_id)
+        self._tombstone(task_id, order.attempt or (entry.attempt if entry else EVERY_RUN))
         if entry is None:
             self._confirm_gone(task_id)
             raise NotFound(f"task {task_id} is not on worker {self.worker_id}")
@@ -360,7 +370,7 @@ class Supervisor:
         for task_id, order in orders:
             entry = self._tasks.get(task_id)
             if entry is None:
-                self._tombstone(task_id)
+                self._tombstone(task_id, order.attempt or EVERY_RUN)
                 self._confirm_gone(task_id)
             elif entry.cancel is None:
                 self.cancel(task_id, order)

@@ -19,7 +19,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., mem_gb: _Optional[float] = ..., storage_gb: _Optional[float] = ..., gpu: _Optional[int] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("image", "command", "env", "resources", "name", "worker_id", "owner", "grace_seconds", "stop_signal", "pids_limit", "secret_env")
+    __slots__ = ("image", "command", "env", "resources", "name", "worker_id", "owner", "grace_seconds", "stop_signal", "pids_limit", "secret_env", "timeout_seconds", "retries", "retry_on_timeout", "priority", "preemptible")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,11 @@ class TaskSpec(_message.Message):
     STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     PIDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     SECRET_ENV_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_ON_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.ScalarMap[str, str]
@@ -56,7 +61,12 @@ class TaskSpec(_message.Message):
     stop_signal: str
     pids_limit: int
     secret_env: _containers.ScalarMap[str, str]
-    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., name: _Optional[str] = ..., worker_id: _Optional[str] = ..., owner: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., stop_signal: _Optional[str] = ..., pids_limit: _Optional[int] = ..., secret_env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    timeout_seconds: float
+    retries: int
+    retry_on_timeout: bool
+    priority: int
+    preemptible: bool
+    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., name: _Optional[str] = ..., worker_id: _Optional[str] = ..., owner: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., stop_signal: _Optional[str] = ..., pids_limit: _Optional[int] = ..., secret_env: _Optional[_Mapping[str, str]] = ..., timeout_seconds: _Optional[float] = ..., retries: _Optional[int] = ..., retry_on_timeout: _Optional[bool] = ..., priority: _Optional[int] = ..., preemptible: _Optional[bool] = ...) -> None: ...
 
 class TaskID(_message.Message):
     __slots__ = ("task_id",)
@@ -83,20 +93,22 @@ class TaskAck(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., task_id: _Optional[str] = ..., status: _Optional[str] = ..., error_code: _Optional[str] = ..., already: _Optional[bool] = ..., queued: _Optional[bool] = ...) -> None: ...
 
 class CancelTaskRequest(_message.Message):
-    __slots__ = ("task_id", "stop_signal", "grace_seconds", "force", "reason", "requested_by")
+    __slots__ = ("task_id", "stop_signal", "grace_seconds", "force", "reason", "requested_by", "attempt")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     stop_signal: str
     grace_seconds: float
     force: bool
     reason: str
     requested_by: str
-    def __init__(self, task_id: _Optional[str] = ..., stop_signal: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ..., requested_by: _Optional[str] = ...) -> None: ...
+    attempt: int
+    def __init__(self, task_id: _Optional[str] = ..., stop_signal: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ..., requested_by: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Cancellation(_message.Message):
     __slots__ = ("requested_by", "requested_at", "reason", "force", "grace_seconds", "stop_signal", "delivered_at", "delivery_attempts", "last_error", "signal_at", "killed_at", "exited_at", "exit_code", "forced", "removed_at", "stop_error", "state")
@@ -149,7 +161,7 @@ class TaskEvent(_message.Message):
     def __init__(self, at: _Optional[float] = ..., kind: _Optional[str] = ..., actor: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed", "result", "cancellation", "cpu_percent", "mem_used_gb", "usage_at", "gpu_ids")
+    __slots__ = ("task_id", "spec", "status", "worker_id", "exit_code", "reason", "created_at", "started_at", "completed_at", "events", "oom_killed", "result", "cancellation", "cpu_percent", "mem_used_gb", "usage_at", "gpu_ids", "attempts", "attempt", "position", "waiting_reason")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +179,10 @@ class Task(_message.Message):
     MEM_USED_GB_FIELD_NUMBER: _ClassVar[int]
     USAGE_AT_FIELD_NUMBER: _ClassVar[int]
     GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     spec: TaskSpec
     status: str
@@ -184,7 +200,33 @@ class Task(_message.Message):
     mem_used_gb: float
     usage_at: float
     gpu_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., usage_at: _Optional[float] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    attempt: int
+    position: int
+    waiting_reason: str
+    def __init__(self, task_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., status: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., oom_killed: _Optional[bool] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., cancellation: _Optional[_Union[Cancellation, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., usage_at: _Optional[float] = ..., gpu_ids: _Optional[_Iterable[str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., attempt: _Optional[int] = ..., position: _Optional[int] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("number", "worker_id", "status", "exit_code", "reason", "started_at", "ended_at", "oom_killed", "gpu_ids")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    worker_id: str
+    status: str
+    exit_code: int
+    reason: str
+    started_at: float
+    ended_at: float
+    oom_killed: bool
+    gpu_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, number: _Optional[int] = ..., worker_id: _Optional[str] = ..., status: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., oom_killed: _Optional[bool] = ..., gpu_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "worker_id", "status", "logs", "exit_code", "completed_at", "error", "oom_killed", "started_at", "cluster_id")

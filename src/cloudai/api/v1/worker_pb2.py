@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cloudai.api.v1 import types_pb2 as cloudai_dot_api_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63loudai/api/v1/worker.proto\x12\x0e\x63loudai.api.v1\x1a\x1a\x63loudai/api/v1/types.proto\"]\n\x11\x41ssignTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.cloudai.api.v1.TaskSpec\x12\x0f\n\x07gpu_ids\x18\x03 \x03(\t\"\x11\n\x0f\x44\x65scribeRequest2\xb0\x02\n\x06Worker\x12H\n\nAssignTask\x12!.cloudai.api.v1.AssignTaskRequest\x1a\x17.cloudai.api.v1.TaskAck\x12H\n\nCancelTask\x12!.cloudai.api.v1.CancelTaskRequest\x1a\x17.cloudai.api.v1.TaskAck\x12I\n\x0eStreamTaskLogs\x12\x1b.cloudai.api.v1.LogsRequest\x1a\x18.cloudai.api.v1.LogChunk0\x01\x12G\n\x08\x44\x65scribe\x12\x1f.cloudai.api.v1.DescribeRequest\x1a\x1a.cloudai.api.v1.WorkerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63loudai/api/v1/worker.proto\x12\x0e\x63loudai.api.v1\x1a\x1a\x63loudai/api/v1/types.proto\"n\n\x11\x41ssignTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.cloudai.api.v1.TaskSpec\x12\x0f\n\x07gpu_ids\x18\x03 \x03(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"\x11\n\x0f\x44\x65scribeRequest2\xb0\x02\n\x06Worker\x12H\n\nAssignTask\x12!.cloudai.api.v1.AssignTaskRequest\x1a\x17.cloudai.api.v1.TaskAck\x12H\n\nCancelTask\x12!.cloudai.api.v1.CancelTaskRequest\x1a\x17.cloudai.api.v1.TaskAck\x12I\n\x0eStreamTaskLogs\x12\x1b.cloudai.api.v1.LogsRequest\x1a\x18.cloudai.api.v1.LogChunk0\x01\x12G\n\x08\x44\x65scribe\x12\x1f.cloudai.api.v1.DescribeRequest\x1a\x1a.cloudai.api.v1.WorkerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudai.api.v1.worker_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ASSIGNTASKREQUEST']._serialized_start=75
-  _globals['_ASSIGNTASKREQUEST']._serialized_end=168
-  _globals['_DESCRIBEREQUEST']._serialized_start=170
-  _globals['_DESCRIBEREQUEST']._serialized_end=187
-  _globals['_WORKER']._serialized_start=190
-  _globals['_WORKER']._serialized_end=494
+  _globals['_ASSIGNTASKREQUEST']._serialized_end=185
+  _globals['_DESCRIBEREQUEST']._serialized_start=187
+  _globals['_DESCRIBEREQUEST']._serialized_end=204
+  _globals['_WORKER']._serialized_start=207
+  _globals['_WORKER']._serialized_end=511
 # @@protoc_insertion_point(module_scope)
