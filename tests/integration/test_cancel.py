@@ -24,6 +24,7 @@ from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import TaskResult, TaskSpec
 from cloudai.core.resources import Resources
 from cloudai.errors import Conflict, NotFound, Unavailable
+from cloudai.master.peers import CANCEL_DEADLINE
 from cloudai.rpc.convert import result_to_pb
 from cloudai.store import Store
 from cloudai.store.schema import results as results_table
@@ -170,7 +171,8 @@ def test_edge2_worker_unreachable_queues_the_stop(cluster: LocalCluster) -> None
     cluster.stop_worker("w1")  # nobody listens at its address now
     t0 = time.monotonic()
     (ack,) = cluster.client.cancel_many([task.task_id])
-    assert time.monotonic() - t0 < 2.0
+    # Answered without waiting out the master's call to the worker: the stop is queued.
+    assert time.monotonic() - t0 < CANCEL_DEADLINE / 2
     assert ack.success and ack.queued and "queued" in ack.message
     assert cluster.client.get_task(task.task_id).cancellation.state == "requested"
     restarted = cluster.add_worker("w1")  # its registration carries the stop order
@@ -258,7 +260,7 @@ def test_edge5_worker_timeout_answers_at_once(tmp_path: pathlib.Path) -> None:
         running.append(task.task_id)
         t0 = time.monotonic()
         (ack,) = cluster.client.cancel_many([task.task_id])
-        assert time.monotonic() - t0 < 1.0, "the cancel waited for the worker"
+        assert time.monotonic() - t0 < CANCEL_DEADLINE / 2, "the cancel waited for the worker"
         assert ack.success and ack.queued
         shown = eventually(
             lambda: (
@@ -431,7 +433,7 @@ def test_force_grace_reason_and_audit_trail(cluster: LocalCluster, monkeypatch: 
     cluster.client.cancel_many([b.task_id], grace=0.5, reason="short grace")
     fa, fb = confirmed(cluster, a.task_id), confirmed(cluster, b.task_id)
     assert fa.cancellation.force and fa.cancellation.forced and fa.cancellation.reason == "runaway"
-    assert fa.cancellation.exited_at - t0 < 5
+    assert fa.cancellation.exited_at - t0 < 15  # killed at once, not after its 30 s grace
     assert fb.cancellation.grace_seconds == 0.5 and fb.cancellation.forced
     assert fb.cancellation.killed_at is not None and fb.cancellation.signal_at is not None
     assert fb.cancellation.killed_at - fb.cancellation.signal_at >= 0.5
