@@ -19,8 +19,8 @@ from typing import Any
 
 from bench import machine
 from bench.chaos_run import FAULTS, Settings, Soak
-from bench.cli import RESULTS
 from bench.plan import IMAGE
+from bench.report import RESULTS
 from tests.invariants import read_store
 
 __all__ = ["main"]

@@ -18,13 +18,12 @@ from rich.console import Console
 from bench import machine
 from bench.model import Measure, missing
 from bench.plan import IMAGE, Sizes, sizes_for
-from bench.report import print_table, write_json, write_md
+from bench.report import RESULTS, print_table, write_json, write_md
 from bench.targets import judge
 from bench.ui import Ui
 
 __all__ = ["main"]
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 SECTIONS = ("F", "C", "S", "M")
 # What each section produces, for the rows of a section that could not run.
 EXPECTED = {

@@ -12,6 +12,9 @@ from rich.table import Table
 
 from bench.model import Measure
 
+# Where every bench command writes its results files.
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
 __all__ = ["print_table", "write_json", "write_md"]
 
 COLUMNS = ("figure", "n", "median", "p95", "p99", "min", "max", "unit", "target", "met?", "vs")
