@@ -66,6 +66,8 @@ def test_retries_and_the_queue_through_the_cli_and_the_shell(tmp_path: pathlib.P
             (2, "p1", 3),
             (3, "p1", 3),
         ]
+        # The last run, the task's own, is worded as the earlier ones.
+        assert {a["reason"] for a in done["attempts"]} == {"non-zero exit"}
         text = c.cli("task", "show", out["task_id"]).stdout
         assert "Attempts" in text and "Retries" in text
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cloudai.core.models import Task
-from cloudai.core.policy import PRIORITY_DEFAULT, Attempt, format_duration
+from cloudai.core.policy import PRIORITY_DEFAULT, Attempt, failure_reason, format_duration
 
 __all__ = ["attempts_table", "is_queue", "policy_rows", "queue_json", "queue_table"]
 
@@ -36,6 +36,13 @@ def attempt_json(a: Attempt) -> dict[str, Any]:
     }
 
 
+def _end_reason(t: Task) -> str:
+    """Why the current run ended, worded as an earlier run's attempt record words it."""
+    if t.status.value == "failed" and t.exit_code is not None:
+        return failure_reason(t.reason, t.oom_killed)
+    return t.reason
+
+
 def _current(t: Task) -> dict[str, Any]:
     """The current run, as an attempt: where it runs or ran, and how it ended if it has."""
     ended = t.status.value in ("completed", "failed", "cancelled")
@@ -44,7 +51,7 @@ def _current(t: Task) -> dict[str, Any]:
         "worker_id": t.worker_id,
         "status": t.status.value,
         "exit_code": t.exit_code,
-        "reason": t.reason if ended else "",
+        "reason": _end_reason(t) if ended else "",
         "oom_killed": t.oom_killed,
         "gpus": list(t.gpu_ids),
         "started_at": _iso(t.started_at),

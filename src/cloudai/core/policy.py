@@ -18,6 +18,7 @@ __all__ = [
     "Attempt",
     "RunPolicy",
     "backoff",
+    "failure_reason",
     "format_duration",
     "parse_duration",
     "policy_problems",
@@ -68,6 +69,12 @@ def format_duration(seconds: float) -> str:
 def backoff(failures: int) -> float:
     """Seconds to wait before the next run after `failures` failed runs (1, 2, 4, ... capped)."""
     return float(min(BACKOFF_BASE * 2 ** max(failures - 1, 0), BACKOFF_MAX))
+
+
+def failure_reason(error: str, oom_killed: bool) -> str:
+    """Why a failed run ended, as its attempt record says it: the runtime's error, else the
+    OOM kill, else the exit code."""
+    return error or ("OOM killed" if oom_killed else "non-zero exit")
 
 
 def policy_problems(timeout_seconds: float | None, retries: int, priority: int) -> list[str]:

@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import Task, TaskResult
-from cloudai.core.policy import DEADLINE_EXCEEDED, Attempt, backoff
+from cloudai.core.policy import DEADLINE_EXCEEDED, Attempt, backoff, failure_reason
 from cloudai.store import assignments, attempts, cancellations, events, tasks
 
 __all__ = ["after_report_tx", "requeue_unstarted_tx", "retries_left", "requeue_tx"]
@@ -80,7 +80,7 @@ def after_report_tx(conn: Connection, task: Task, result: TaskResult, now: float
             status = TaskStatus.FAILED
     elif result.status is TaskStatus.FAILED:
         status, stopped = TaskStatus.FAILED, False
-        reason = result.error or ("OOM killed" if result.oom_killed else "non-zero exit")
+        reason = failure_reason(result.error, result.oom_killed)
     else:
         return ""
     ended = Attempt(
