@@ -226,7 +226,13 @@ def test_a_hung_engine_call_is_a_failed_stop(
             assert w.releasing_tasks == (task_id,)  # held while its container may run
             assert w.allocated.mem_gb == pytest.approx(0.05)
             with spawn_env(c, COLUMNS="250"):  # the table on one line a row
-                assert "(+1 stopping)" in c.cli("workers").stdout
+                shown = c.cli("workers").stdout
+            assert "(+1 stopping), 1 stop failed" in shown
+            assert f"the stop of {task_id} failed" in shown  # and the worker shows why
+            (row,) = [r for r in c.cli_json("workers") if r["worker_id"] == worker_id]
+            (failure,) = row["stop_failures"]
+            assert failure["task_id"] == task_id
+            assert failure["error"].startswith("SIGTERM failed: the engine did not answer")
             holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[task_id])
 
             docker.api.kill(container(docker, task_id).id)  # the operator, on the engine

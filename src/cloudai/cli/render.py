@@ -322,11 +322,21 @@ class Renderer:
                 f"{a.storage_gb:g}/{c.storage_gb:g} ({v.storage_gb:g})",
                 _gpu_cell(w),
                 str(len(w.running_tasks))
-                + (f" (+{len(w.releasing_tasks)} stopping)" if w.releasing_tasks else ""),
+                + (f" (+{len(w.releasing_tasks)} stopping)" if w.releasing_tasks else "")
+                + (f", {len(w.stop_failures)} stop failed" if w.stop_failures else ""),
                 in_use,
                 _age(w.last_heartbeat, now),
             )
         self.console.print(table)
+        for w in workers:
+            for task_id, why in w.stop_failures:
+                self.console.print(
+                    Text(
+                        f"⚠ {w.worker_id}: the stop of {task_id} failed, its resources stay "
+                        f"held until its container is gone: {why}",
+                        style="yellow",
+                    )
+                )
 
     def worker_registered(self, w: Worker) -> None:
         if self.json_mode:

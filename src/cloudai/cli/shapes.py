@@ -174,6 +174,7 @@ def worker_json(w: Worker, now: float | None = None) -> dict[str, Any]:
         "running_tasks": list(w.running_tasks),
         "releasing_tasks": list(w.releasing_tasks),
         "releasing": _res(w.releasing),
+        "stop_failures": [{"task_id": t, "error": why} for t, why in w.stop_failures],
         "last_heartbeat": iso(w.last_heartbeat),
         "last_heartbeat_age_s": round(now - w.last_heartbeat, 1) if w.last_heartbeat else None,
         "drained": w.drained,

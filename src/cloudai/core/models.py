@@ -300,6 +300,8 @@ class Worker:
     mem_used_gb: float | None = None
     disk_free_gb: float | None = None
     gpus: tuple[GpuDevice, ...] = ()  # its devices, who holds each, and their telemetry
+    # (task_id, why) of its releasing tasks whose stop failed: they hold until their container goes
+    stop_failures: tuple[tuple[str, str], ...] = ()
 
     @property
     def available(self) -> Resources:

@@ -38,6 +38,7 @@ def load_workers(
     allocated = tasks.allocated_by_worker(conn, worker_id)
     active = tasks.active_ids_by_worker(conn, worker_id)
     releasing = tasks.releasing_by_worker(conn, worker_id)
+    stop_failures = tasks.stop_failures_by_worker(conn, worker_id)
     held_gpus = tasks.held_gpus_by_worker(conn, worker_id)
     rows = workers.all_rows(conn) if worker_id is None else [workers.get(conn, worker_id)]
     out = []
@@ -58,6 +59,7 @@ def load_workers(
                 running_tasks=tuple(sorted(active.get(wid, ()))),
                 releasing_tasks=tuple(releasing.get(wid, ((), Resources()))[0]),
                 releasing=releasing.get(wid, ((), Resources()))[1],
+                stop_failures=stop_failures.get(wid, ()),
                 drained=bool(row["drained"]),
                 cpu_percent=row["cpu_percent"],
                 mem_used_gb=row["mem_used_gb"],

@@ -253,6 +253,7 @@ def worker_to_pb(w: Worker) -> pb.WorkerInfo:
         mem_used_gb=w.mem_used_gb or 0.0,
         disk_free_gb=w.disk_free_gb or 0.0,
         gpus=[gpu_to_pb(g) for g in w.gpus],
+        stop_failures=dict(w.stop_failures),
     )
 
 
@@ -274,6 +275,7 @@ def worker_from_pb(m: pb.WorkerInfo) -> Worker:
         mem_used_gb=m.mem_used_gb if m.last_heartbeat else None,
         disk_free_gb=m.disk_free_gb if m.last_heartbeat else None,
         gpus=tuple(gpu_from_pb(g) for g in m.gpus),
+        stop_failures=tuple(sorted(m.stop_failures.items())),
     )
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "pending_of",
     "record_usage",
     "releasing_by_worker",
+    "stop_failures_by_worker",
     "transition",
 ]
 
@@ -254,6 +255,22 @@ def releasing_by_worker(
         ids.setdefault(wid, []).append(tid)
     held = _sum_requests(conn, _stop_not_done(), worker_id) if ids else {}
     return {w: (sorted(t), held.get(w, Resources())) for w, t in ids.items()}
+
+
+def stop_failures_by_worker(
+    conn: Connection, worker_id: str | None = None
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """worker_id -> ((task_id, why), ...): the releasing tasks whose stop failed (a signal or
+    kill the engine refused or never answered). They hold their resources until their container
+    is gone; `workers` shows why."""
+    stmt = select(assignments.c.worker_id, tasks.c.task_id, cancellations.c.stop_error)
+    stmt = stmt.select_from(_placed()).where(_stop_not_done(), cancellations.c.stop_error != "")
+    if worker_id is not None:
+        stmt = stmt.where(assignments.c.worker_id == worker_id)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for wid, tid, why in conn.execute(stmt):
+        out.setdefault(wid, []).append((tid, why))
+    return {w: tuple(sorted(f)) for w, f in out.items()}
 
 
 def _sum_requests(conn: Connection, which: Any, worker_id: str | None) -> dict[str, Resources]:

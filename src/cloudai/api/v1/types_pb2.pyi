@@ -267,7 +267,14 @@ class LogChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "address", "capacity", "allocated", "available", "state", "last_heartbeat", "running_tasks", "registered_at", "runtime", "drained", "cpu_percent", "mem_used_gb", "disk_free_gb", "releasing_tasks", "releasing", "gpus")
+    __slots__ = ("worker_id", "address", "capacity", "allocated", "available", "state", "last_heartbeat", "running_tasks", "registered_at", "runtime", "drained", "cpu_percent", "mem_used_gb", "disk_free_gb", "releasing_tasks", "releasing", "gpus", "stop_failures")
+    class StopFailuresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +292,7 @@ class WorkerInfo(_message.Message):
     RELEASING_TASKS_FIELD_NUMBER: _ClassVar[int]
     RELEASING_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
+    STOP_FAILURES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     capacity: Resources
@@ -302,7 +310,8 @@ class WorkerInfo(_message.Message):
     releasing_tasks: _containers.RepeatedScalarFieldContainer[str]
     releasing: Resources
     gpus: _containers.RepeatedCompositeFieldContainer[GpuDevice]
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., available: _Optional[_Union[Resources, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., running_tasks: _Optional[_Iterable[str]] = ..., registered_at: _Optional[float] = ..., runtime: _Optional[str] = ..., drained: _Optional[bool] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., releasing_tasks: _Optional[_Iterable[str]] = ..., releasing: _Optional[_Union[Resources, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuDevice, _Mapping]]] = ...) -> None: ...
+    stop_failures: _containers.ScalarMap[str, str]
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., available: _Optional[_Union[Resources, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., running_tasks: _Optional[_Iterable[str]] = ..., registered_at: _Optional[float] = ..., runtime: _Optional[str] = ..., drained: _Optional[bool] = ..., cpu_percent: _Optional[float] = ..., mem_used_gb: _Optional[float] = ..., disk_free_gb: _Optional[float] = ..., releasing_tasks: _Optional[_Iterable[str]] = ..., releasing: _Optional[_Union[Resources, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuDevice, _Mapping]]] = ..., stop_failures: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GpuDevice(_message.Message):
     __slots__ = ("id", "name", "memory_total_mb", "memory_used_mb", "utilization_percent", "busy", "task_id")
