@@ -151,3 +151,22 @@ def test_the_result_of_a_stop_without_a_cancel_is_kept_as_a_report(store: Store)
     assert stored is not None and stored["exit_code"] == 137
     with pytest.raises(NotFound):
         apply(store, StopUpdate(tid, "w1", StopStage.REMOVED, NOW + 2))
+
+
+def test_a_stop_order_names_the_run_it_stops(store: Store) -> None:
+    """The order a worker gets (heartbeat reply or nudge) names the task's run, so a stop that
+    reaches the worker before the run itself refuses that run and no later one."""
+    from cloudai.master.stop_orders import order_pb, stop_orders_tx
+    from cloudai.store.schema import tasks as tasks_table
+
+    tid = cancelled_task(store)
+    assert row(store, tid).run == 1
+    (order,) = [o for o in store.tx_sync(stop_orders_tx, "w1", []) if o.task_id == tid]
+    assert order.attempt == 1 == order_pb(row(store, tid)).attempt
+
+    def third_run(conn: Any) -> None:  # as a task placed again after two failed runs
+        conn.execute(tasks_table.update().where(tasks_table.c.task_id == tid).values(attempt=3))
+
+    store.tx_sync(third_run)
+    (order,) = [o for o in store.tx_sync(stop_orders_tx, "w1", []) if o.task_id == tid]
+    assert order.attempt == 3

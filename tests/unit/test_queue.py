@@ -285,6 +285,9 @@ def test_a_stopped_run_never_starts_but_a_later_retry_may() -> None:
         with pytest.raises(Conflict, match="still being removed"):
             sup.assign("task-1-aa", img, attempt=3)
         assert "already on" in sup.assign("task-1-aa", img, attempt=2)
+        # A late order for run 1 (built before the master requeued it) leaves run 2 alone.
+        assert "run 1 is not here" in sup.cancel("task-1-aa", CancelOrder(attempt=1))
+        assert sup._tasks["task-1-aa"].cancel is None
         # An order naming no run (an older master) stops every run.
         sup.stop_orders([("task-2-bb", CancelOrder())])
         with pytest.raises(Conflict):

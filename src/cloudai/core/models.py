@@ -242,6 +242,7 @@ class Cancellation:
     forced: bool = False
     removed_at: float | None = None
     stop_error: str = ""
+    run: int = 0  # the task's run it stops (a retry reuses the task ID); 0: every run
 
     @property
     def stage(self) -> StopStage:

@@ -34,6 +34,7 @@ def order_pb(c: Cancellation) -> types_pb2.CancelTaskRequest:
         force=c.force,
         reason=c.reason,
         requested_by=c.requested_by,
+        attempt=c.run,  # the run it stops: a later run of the task may still start there
     )
 
 

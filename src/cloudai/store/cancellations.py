@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, RowMapping, Select, select
 
 from cloudai.core.models import Cancellation
 from cloudai.core.stop import STAGE_COLUMNS, TRANSITIONS, StopStage
 from cloudai.store.schema import cancellations
+from cloudai.store.schema import tasks as tasks_table
 
 __all__ = ["advance", "create", "forget", "get", "mark_attempt", "open_for_worker"]
 
@@ -26,6 +27,14 @@ _FIELDS = [f.name for f in fields(Cancellation)]
 
 def _from_row(row: RowMapping) -> Cancellation:
     return Cancellation(**{k: row[k] for k in _FIELDS})
+
+
+def _select() -> Select[Any]:
+    """Cancellations with the run each stops: the task's current one (a requeue forgets the
+    row, so a row always belongs to the run that was current when it was decided)."""
+    return select(cancellations, tasks_table.c.attempt.label("run")).join(
+        tasks_table, tasks_table.c.task_id == cancellations.c.task_id
+    )
 
 
 def create(
@@ -59,7 +68,7 @@ def create(
 
 def get(conn: Connection, task_id: str) -> Cancellation | None:
     row = (
-        conn.execute(select(cancellations).where(cancellations.c.task_id == task_id))
+        conn.execute(_select().where(cancellations.c.task_id == task_id))
         .mappings()
         .first()
     )
@@ -69,7 +78,7 @@ def get(conn: Connection, task_id: str) -> Cancellation | None:
 def open_for_worker(conn: Connection, worker_id: str) -> list[Cancellation]:
     """Stops on this worker that it has not confirmed yet (not removed)."""
     rows = conn.execute(
-        select(cancellations)
+        _select()
         .where(cancellations.c.worker_id == worker_id, cancellations.c.removed_at.is_(None))
         .order_by(cancellations.c.requested_at)
     ).mappings()

@@ -273,6 +273,10 @@ class Supervisor:
         this worker does not hold, the master hears at once that there is nothing to stop
         (and the task never starts here: the order is remembered); NotFound says so."""
         entry = self._tasks.get(task_id)
+        if entry is not None and 0 < order.attempt < entry.attempt:
+            # An order for an earlier run (a reply built before the master requeued it):
+            # that run is gone, and the one here is a later one the master wants run.
+            return f"task {task_id}: run {order.attempt} is not here (run {entry.attempt} is)"
         self._tombstone(task_id, order.attempt or (entry.attempt if entry else EVERY_RUN))
         if entry is None:
             self._confirm_gone(task_id)
