@@ -18,3 +18,14 @@ def cluster(store_url: str, tmp_path: Any) -> Iterator[LocalCluster]:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def one_slot(store_url: str, tmp_path: Any) -> Iterator[LocalCluster]:
+    """One worker, w1, with room for exactly one 1-CPU task (on SQLite, then on PostgreSQL)."""
+    c = LocalCluster(store_url, tmp_path)
+    try:
+        c.add_worker("w1", cpu=1, mem=1)
+        yield c
+    finally:
+        c.close()

@@ -4,7 +4,6 @@ fair share and preemption, through the client API the CLI uses."""
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,17 +31,6 @@ def gated(gate: pathlib.Path, **kw: Any) -> TaskSpec:
         f"while [ ! -e {gate} ]; do sleep 0.05; done",
         **kw,
     )
-
-
-@pytest.fixture
-def one_slot(store_url: str, tmp_path: pathlib.Path) -> Iterator[LocalCluster]:
-    """One worker with room for exactly one 1-CPU task (on SQLite, then on PostgreSQL)."""
-    c = LocalCluster(store_url, tmp_path)
-    try:
-        c.add_worker("w1", cpu=1, mem=1)
-        yield c
-    finally:
-        c.close()
 
 
 def handles(c: LocalCluster, worker_id: str) -> set[str]:

@@ -4,27 +4,13 @@ request (core/stop.py): a second task waits for them, and `workers` shows them r
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from cloudai.core.models import TaskSpec
 from cloudai.core.resources import Resources
 from cloudai.core.stop import StopStage
 from tests.cluster import HEARTBEAT, LocalCluster
 from tests.helpers import eventually
-
-
-@pytest.fixture
-def one_slot(sqlite_url: str, tmp_path: pathlib.Path) -> Iterator[LocalCluster]:
-    """One worker with room for exactly one 1-CPU task."""
-    c = LocalCluster(sqlite_url, tmp_path)
-    try:
-        c.add_worker("w1", cpu=1, mem=1)
-        yield c
-    finally:
-        c.close()
 
 
 def worker(c: LocalCluster) -> Any:
