@@ -45,6 +45,7 @@ class Window:
     rss: list[tuple[float, float]] = field(default_factory=list)  # (at, MB)
     loadgen_cpu: list[list[float]] = field(default_factory=list)  # per process, % per second
     drive: dict[str, Any] = field(default_factory=dict)
+    idle_pct: float = 0.0  # the server's CPU (% of a core) before any caller came
 
     def beats_in(self, lo: float, hi: float) -> list[float]:
         return [ms for at, ms in self.beats if lo <= at < hi]
@@ -52,11 +53,14 @@ class Window:
     def cpu_in(self, lo: float, hi: float) -> list[float]:
         return [pct for at, pct, _ in self.cpu if lo <= at < hi]
 
-    def cpu_us_per_call(self, lo: float, hi: float) -> float | None:
-        """The server's CPU time over [lo, hi) divided by the calls sent in it, in µs."""
+    def cpu_us_per_call(self, lo: float, hi: float, net: bool = True) -> float | None:
+        """The server's CPU time over [lo, hi) divided by the calls sent in it, in µs; `net`:
+        less what the server spent idle (`idle_pct`) over the same seconds."""
         secs = sum(s for at, _, s in self.cpu if lo <= at < hi)
+        if net:
+            secs -= self.idle_pct / 100 * len([1 for at, _, _ in self.cpu if lo <= at < hi])
         calls = len(self.beats_in(lo, hi))
-        return 1e6 * secs / calls if calls else None
+        return 1e6 * max(secs, 0.0) / calls if calls else None
 
 
 def loadgen_note(w: Window) -> tuple[str, bool]:
@@ -100,11 +104,14 @@ def run_load(
     step: Step | None,
     target: Callable[..., None] = loadgen_main,
     driver: Driver | None = None,
+    baseline: float = 0.0,
 ) -> Window:
     """Start `loadgens` processes running `target(addr, share, INTERVAL, conn)` over `ids`;
     when all are ready (registered), heartbeat for `window` s. With a `driver` (a function and
     its first arguments; then come begin, end and a Pipe), it runs in a process of its own
-    from `idle` s into the window to its end."""
+    from `idle` s into the window to its end. First, for `baseline` s, the server's CPU with
+    no caller at all (its idle loops)."""
+    idle_pct = _idle_cpu(psutil.Process(server_pid), baseline) if baseline > 0 else 0.0
     ctx = multiprocessing.get_context("spawn")
     shares = [ids[k::loadgens] for k in range(loadgens)]
     pipes, procs = [], []
@@ -120,6 +127,7 @@ def run_load(
             register_ms += _recv(conn, 900, "registration")["register_ms"]
         start = time.time() + 1.0
         w = Window(start, start + idle, start + window, register_ms=register_ms)
+        w.idle_pct = idle_pct
         for conn in pipes:
             conn.send(("go", w.start, w.end))
         d_parent = None
@@ -147,6 +155,12 @@ def run_load(
             if p.is_alive():
                 p.kill()
                 p.join(5)
+
+
+def _idle_cpu(server: psutil.Process, seconds: float) -> float:
+    t0, c0 = time.monotonic(), _cpu_s(server)
+    time.sleep(seconds)
+    return 100.0 * (_cpu_s(server) - c0) / (time.monotonic() - t0)
 
 
 def _cpu_s(p: psutil.Process) -> float:

@@ -3,10 +3,11 @@
 Every planned submit goes out on its schedule (`submit` of them, evenly over [begin, end)),
 whatever the master's pace: up to `MAX_IN_FLIGHT` calls wait on it at once, over 8 channels
 (8 clients), so a master that falls behind shows as a growing backlog (latency) and, past the
-calls' deadline, as submits not accepted, never as fewer offers. Every other submitted task is
-cancelled a second after its submit was offered (or at once when its submit took longer), up
-to `cancel` of them; a cancel is offered even when it falls after `end`. Started with the
-`spawn` method; the results go back over a Pipe: done(results)."""
+calls' deadline, as submits not accepted, never as fewer offers; each answer's time is kept,
+so the bench can tell the calls answered within the window from the backlog. Every other
+submitted task is cancelled a second after its submit was offered (or at once when its submit
+took longer), up to `cancel` of them; a cancel is offered even when it falls after `end`.
+Started with the `spawn` method; the results go back over a Pipe: done(results)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ async def _drive(
         "errors": [],
         "error_count": 0,
         "late_offers": 0,
+        "submit_done": [],  # when each accepted call was answered (time.time())
+        "cancel_done": [],
         "max_in_flight": 0,
     }
     calls: list[asyncio.Task[None]] = []
@@ -87,6 +90,7 @@ async def _drive(
             finally:
                 in_flight -= 1
             out[f"{what}_ms"].append((time.perf_counter() - p) * 1000)
+            out[f"{what}_done"].append(time.time())
             return reply
 
     async def submit_then_cancel(i: int, offered: float, cancels: bool) -> None:

@@ -22,6 +22,8 @@ from bench.ui import Step, Ui
 
 __all__ = ["run_fleet_scale"]
 
+BASELINE_S = 3.0  # the idle master's CPU, before the workers come, for "CPU per heartbeat"
+
 
 def _point(procs: Procs, url: str, workers: int, window: float, step: Step) -> Window:
     port = free_port()
@@ -29,8 +31,10 @@ def _point(procs: Procs, url: str, workers: int, window: float, step: Step) -> W
     wait_serving(port, master)
     try:
         ids = [f"sim-{i:05d}" for i in range(workers)]
+        gens = loadgens_for(workers)
+        addr = f"127.0.0.1:{port}"
         return run_load(
-            f"127.0.0.1:{port}", master.pid, ids, loadgens_for(workers), window, window, step
+            addr, master.pid, ids, gens, window, window, step, baseline=min(BASELINE_S, window / 2)
         )
     finally:
         procs.stop(master, timeout=60)
@@ -57,6 +61,7 @@ def _summary(kind: str, workers: int, w: Window) -> dict[str, Any]:
         "master_cpu_mean_pct": round(sum(cpu) / len(cpu), 1) if cpu else None,
         "master_rss_max_mb": round(max(r for _, r in w.rss), 1) if w.rss else None,
         "cpu_us_per_heartbeat": round(w.cpu_us_per_call(w.start, w.end) or 0.0, 1),
+        "master_idle_cpu_pct": round(w.idle_pct, 1),
         "loadgen_cpu_mean_pct": [round(sum(xs) / len(xs), 1) for xs in w.loadgen_cpu if xs],
         "loadgen_saturated": saturated,
         "register_p99_ms": round(percentile(w.register_ms, 99), 1) if w.register_ms else None,
