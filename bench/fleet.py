@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from bench.secure import Peer
 from bench.simworkers import loadgen_main
 from bench.ui import Step
 
@@ -46,6 +47,8 @@ class Window:
     loadgen_cpu: list[list[float]] = field(default_factory=list)  # per process, % per second
     drive: dict[str, Any] = field(default_factory=dict)
     idle_pct: float = 0.0  # the server's CPU (% of a core) before any caller came
+    idle_s: float = 0.0  # over how many seconds idle_pct was measured
+    assigned: int = 0  # AssignTask calls the simulated workers answered
 
     def beats_in(self, lo: float, hi: float) -> list[float]:
         return [ms for at, ms in self.beats if lo <= at < hi]
@@ -95,7 +98,7 @@ Driver = tuple[Callable[..., None], tuple[Any, ...]]
 
 
 def run_load(
-    addr: str,
+    addr: Peer,
     server_pid: int,
     ids: list[str],
     loadgens: int,
@@ -127,7 +130,7 @@ def run_load(
             register_ms += _recv(conn, 900, "registration")["register_ms"]
         start = time.time() + 1.0
         w = Window(start, start + idle, start + window, register_ms=register_ms)
-        w.idle_pct = idle_pct
+        w.idle_pct, w.idle_s = idle_pct, baseline
         for conn in pipes:
             conn.send(("go", w.start, w.end))
         d_parent = None
@@ -146,6 +149,7 @@ def run_load(
             w.beats += done["beats"]
             w.hb_errors += done["errors"]
             w.hb_error_count += done["error_count"]
+            w.assigned += done.get("assigned", 0)
         if d_parent is not None:
             w.drive = _recv(d_parent, 300, "M2 results")
         return w

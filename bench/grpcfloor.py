@@ -1,6 +1,7 @@
 """G1: the Python gRPC floor on this machine. A grpc.aio server process with one empty unary
 method (bytes in, bytes out: no protobuf, no work), called as M1 calls the master: the same
-load generators' pattern (one channel per simulated worker, each calling every 5 s on a fixed
+load generators' pattern, secure as M1 (the master's certificate, mutual TLS, a worker
+certificate per channel) (one channel per simulated worker, each calling every 5 s on a fixed
 schedule with a random phase). Its CPU time per call is what any Python gRPC server pays per
 heartbeat; M1's "CPU per heartbeat" row is the master's cost against it."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import pathlib
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -17,9 +19,13 @@ import grpc
 from bench.fleet import Window, loadgen_note, run_load
 from bench.model import Measure
 from bench.plan import Sizes
+from bench.procs import Procs
+from bench.secure import Peer, master_channel
 from bench.simworkers import beat_on_schedule
-from bench.ui import Ui
+from bench.ui import Step, Ui
 from cloudai.rpc.server import CHANNEL_OPTIONS
+from cloudai.security.pki import Pki
+from cloudai.security.tls import Tls
 
 __all__ = ["compare_to_floor", "run_grpc_floor"]
 
@@ -31,17 +37,21 @@ def _empty(request: bytes, context: Any) -> bytes:
     return b""
 
 
-def server_main(conn: Connection) -> None:
-    asyncio.run(_serve(conn))
+def server_main(pki_dir: str | None, conn: Connection) -> None:
+    asyncio.run(_serve(pki_dir, conn))
 
 
-async def _serve(conn: Connection) -> None:
+async def _serve(pki_dir: str | None, conn: Connection) -> None:
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     handler = grpc.method_handlers_generic_handler(
         "bench.Floor", {"Empty": grpc.unary_unary_rpc_method_handler(_empty)}
     )
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if pki_dir is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:  # as the master's worker port: its certificate, mutual TLS
+        tls = Tls.for_master(Pki(pathlib.Path(pki_dir)))
+        port = server.add_secure_port("127.0.0.1:0", tls.server_credentials(True))
     await server.start()
     conn.send(("port", port))
     loop = asyncio.get_running_loop()
@@ -49,12 +59,12 @@ async def _serve(conn: Connection) -> None:
     await server.stop(1.0)
 
 
-def floor_loadgen_main(addr: str, ids: list[str], interval: float, conn: Connection) -> None:
-    asyncio.run(_floor_loadgen(addr, ids, interval, conn))
+def floor_loadgen_main(peer: Peer, ids: list[str], interval: float, conn: Connection) -> None:
+    asyncio.run(_floor_loadgen(peer, ids, interval, conn))
 
 
-async def _floor_loadgen(addr: str, ids: list[str], interval: float, conn: Connection) -> None:
-    channels = [grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS) for _ in ids]
+async def _floor_loadgen(peer: Peer, ids: list[str], interval: float, conn: Connection) -> None:
+    channels = [master_channel(peer, w) for w in ids]  # each with its own certificate
     calls = [c.unary_unary(METHOD) for c in channels]
     try:
         took: list[float] = []
@@ -85,9 +95,17 @@ async def _floor_loadgen(addr: str, ids: list[str], interval: float, conn: Conne
 
 def run_grpc_floor(sizes: Sizes, ui: Ui) -> list[Measure]:
     step = ui.step("G1     gRPC floor", int(sizes.g1_window))
+    with Procs(secure=True) as procs:  # only for its PKI: certs init in a temporary home
+        try:
+            return _run(sizes, step, str(procs.pki_dir))
+        finally:
+            step.done()
+
+
+def _run(sizes: Sizes, step: Step, pki_dir: str) -> list[Measure]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    server = ctx.Process(target=server_main, args=(child,), name="bench-g1-server")
+    server = ctx.Process(target=server_main, args=(pki_dir, child), name="bench-g1-server")
     server.start()
     try:
         if not parent.poll(60):
@@ -98,7 +116,7 @@ def run_grpc_floor(sizes: Sizes, ui: Ui) -> list[Measure]:
         if server.pid is None:
             raise RuntimeError("the G1 server process has no pid")
         w = run_load(
-            f"127.0.0.1:{port}",
+            Peer(f"127.0.0.1:{port}", pki_dir),
             server.pid,
             ids,
             2,
@@ -110,7 +128,6 @@ def run_grpc_floor(sizes: Sizes, ui: Ui) -> list[Measure]:
         )
         parent.send("stop")
     finally:
-        step.done()
         server.join(10)
         if server.is_alive():
             server.kill()
@@ -124,7 +141,8 @@ def _measures(w: Window, sizes: Sizes) -> list[Measure]:
     gross = w.cpu_us_per_call(w.start, w.end, net=False) or 0.0
     gens, _ = loadgen_note(w)
     what = (
-        f"{sizes.g1_workers} channels, one empty unary call each every 5 s, {sizes.g1_window:g} s"
+        f"{sizes.g1_workers} channels (mutual TLS, a certificate each), one empty unary call "
+        f"each every 5 s, {sizes.g1_window:g} s"
     )
     errors = f"; {w.hb_error_count} calls failed ({w.hb_errors[:2]})" if w.hb_errors else ""
     return [

@@ -2,9 +2,10 @@
 
 Every planned submit goes out on its schedule (`submit` of them, evenly over [begin, end)),
 whatever the master's pace: up to `MAX_IN_FLIGHT` calls wait on it at once, over 8 channels
-(8 clients), so a master that falls behind shows as a growing backlog (latency) and, past the
-calls' deadline, as submits not accepted, never as fewer offers; each answer's time is kept,
-so the bench can tell the calls answered within the window from the backlog. Every other
+(8 clients; TLS and the admin token when the master is secure), so a master that falls
+behind shows as a growing backlog (latency) and, past the calls' deadline, as submits not
+accepted, never as fewer offers; each answer's time is kept, so the bench can tell the calls
+answered within the window from the backlog. Every other
 submitted task is cancelled a second after its submit was offered (or at once when its submit
 took longer), up to `cancel` of them; a cancel is offered even when it falls after `end`.
 Started with the `spawn` method; the results go back over a Pipe: done(results)."""
@@ -18,8 +19,8 @@ from typing import Any
 
 import grpc
 
+from bench.secure import Peer, admin_channel
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
-from cloudai.rpc.server import CHANNEL_OPTIONS
 
 __all__ = ["driver_main"]
 
@@ -30,7 +31,7 @@ LATE_S = 0.1  # an offer this far behind its schedule counts as late
 
 
 def driver_main(
-    master: str,
+    master: Peer,
     worker_ids: list[str],
     image: str,
     submit: int,
@@ -43,7 +44,7 @@ def driver_main(
 
 
 async def _drive(
-    master: str,
+    master: Peer,
     worker_ids: list[str],
     image: str,
     begin: float,
@@ -51,7 +52,7 @@ async def _drive(
     submit: int,
     cancel: int,
 ) -> dict[str, Any]:
-    channels = [grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS) for _ in range(CLIENTS)]
+    channels = [admin_channel(master) for _ in range(CLIENTS)]
     stubs = [master_pb2_grpc.MasterStub(c) for c in channels]
     meta = (("cloudai-user", "bench-m2"),)
     gate = asyncio.Semaphore(MAX_IN_FLIGHT)

@@ -17,6 +17,7 @@ from bench.fleet import INTERVAL, Window, loadgen_note, loadgens_for, run_load
 from bench.model import Measure, missing, percentile
 from bench.plan import Sizes
 from bench.procs import Procs, free_port, wait_serving
+from bench.secure import Peer
 from bench.store_scale import pg_database
 from bench.ui import Step, Ui
 
@@ -26,13 +27,14 @@ BASELINE_S = 3.0  # the idle master's CPU, before the workers come, for "CPU per
 
 
 def _point(procs: Procs, url: str, workers: int, window: float, step: Step) -> Window:
-    port = free_port()
-    master = procs.master(port, url, log_name=f"k-master-{workers}.log")
-    wait_serving(port, master)
+    port, wport = free_port(), free_port()
+    master = procs.master(port, url, log_name=f"k-master-{workers}.log", worker_port=wport)
+    wait_serving(port, master, credentials=procs.credentials())
     try:
         ids = [f"sim-{i:05d}" for i in range(workers)]
         gens = loadgens_for(workers)
-        addr = f"127.0.0.1:{port}"
+        pki = str(procs.pki_dir) if procs.pki_dir else None
+        addr = Peer(f"127.0.0.1:{wport if pki else port}", pki)
         return run_load(
             addr, master.pid, ids, gens, window, window, step, baseline=min(BASELINE_S, window / 2)
         )
@@ -80,7 +82,7 @@ def run_fleet_scale(
     step = ui.step("M5 K   workers at scale", int(seconds * len(kinds)))
     out: list[Measure] = []
     try:
-        with Procs() as procs:
+        with Procs(secure=True) as procs:
             for kind in kinds:
                 if kind == "postgresql" and not pg_url:
                     out += _missing(kind, "no PostgreSQL: set CLOUDAI_TEST_PG_URL or pass --pg-url")

@@ -16,6 +16,7 @@ from bench.model import Measure, percentile
 from bench.plan import IMAGE, Sizes
 from bench.procs import Procs, free_port, wait_serving
 from bench.profiling import summarize_profile
+from bench.secure import Peer
 from bench.targets import judge
 from bench.ui import Step, Ui
 
@@ -28,24 +29,26 @@ SLACK_S = 1.0  # M2: a call answered this long after the window's end still kept
 def _run_window(
     procs: Procs, sizes: Sizes, window: float, idle: float, step: Step | None, profile: Any
 ) -> Window:
-    port = free_port()
+    port, wport = free_port(), free_port()
     db = f"sqlite:///{procs.tmp / ('m1-prof.db' if profile else 'm1.db')}"
-    master = procs.master(port, db, profile_to=profile, log_name="m-master.log")
-    wait_serving(port, master)
+    master = procs.master(port, db, profile_to=profile, log_name="m-master.log", worker_port=wport)
+    wait_serving(port, master, credentials=procs.credentials())
     try:
         ids = [f"sim-{i:04d}" for i in range(sizes.m_workers)]
         submit = round(sizes.m_submit * (window - idle) / (sizes.m_window - sizes.m_idle))
         cancel = round(sizes.m_cancel * submit / max(sizes.m_submit, 1))
-        start_in = f"127.0.0.1:{port}"
+        pki = str(procs.pki_dir) if procs.pki_dir else None
+        workers = Peer(f"127.0.0.1:{wport if pki else port}", pki)
+        client = Peer(f"127.0.0.1:{port}", pki, procs.token)
         return run_load(
-            start_in,
+            workers,
             master.pid,
             ids,
             sizes.m_loadgens,
             window,
             idle,
             step,
-            driver=(driver_main, (start_in, ids, IMAGE, submit, cancel)),
+            driver=(driver_main, (client, ids, IMAGE, submit, cancel)),
             baseline=min(BASELINE_S, window / 2),
         )
     finally:
@@ -54,7 +57,7 @@ def _run_window(
 
 def run_master_scale(sizes: Sizes, ui: Ui, profiles: dict[str, str] | None) -> list[Measure]:
     step = ui.step("M1 M2  master scale", int(sizes.m_window))
-    with Procs() as procs:
+    with Procs(secure=True) as procs:
         try:
             step.say(f"{sizes.m_workers} workers register, then heartbeat")
             w = _run_window(procs, sizes, sizes.m_window, sizes.m_idle, step, None)
@@ -118,7 +121,7 @@ def _measures(w: Window, sizes: Sizes) -> list[Measure]:
             "M1",
             "M1 CPU per heartbeat",
             f"master CPU time per heartbeat, {alone}, less the idle master's "
-            f"({w.idle_pct:.1f}% of a core, measured {BASELINE_S:g} s before the workers came)",
+            f"({w.idle_pct:.1f}% of a core, measured {w.idle_s:g} s before the workers came)",
             "µs",
             value=per_beat,
             headline="value",
@@ -144,7 +147,8 @@ def _measures(w: Window, sizes: Sizes) -> list[Measure]:
             f"{busy:g} s, 8 clients",
             "ms",
             d["submit_ms"],
-            note=f"{submitted} accepted of {planned} offered; at most {d['max_in_flight']} "
+            note=f"{submitted} accepted of {planned} offered ({w.assigned} AssignTask calls "
+            f"reached the simulated workers); at most {d['max_in_flight']} "
             f"calls in flight; {d['late_offers']} offers went out over 100 ms late"
             f"{drive_errors}",
         ),

@@ -9,6 +9,9 @@ CancelTask are acknowledged at once; a task stays "running" until cancelled or o
 stopped. A task is told apart by the worker named in its spec (M2's client, bench/m2driver.py,
 names one).
 
+When the master is secure, each worker has its own certificate and calls the master's worker
+port with mutual TLS, and the Worker server serves TLS (bench/secure.py).
+
 Processes are started with the `spawn` method and talk to the parent over a Pipe:
 ready -> go(start, end) -> done(results)."""
 
@@ -23,6 +26,7 @@ from typing import Any
 
 import grpc
 
+from bench.secure import Peer, master_channel, worker_server_credentials
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2, worker_pb2_grpc
 from cloudai.rpc.server import CHANNEL_OPTIONS
 
@@ -67,17 +71,20 @@ class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
         return types_pb2.WorkerInfo(runtime="fake")
 
 
-def loadgen_main(master: str, ids: list[str], interval: float, conn: Connection) -> None:
+def loadgen_main(master: Peer, ids: list[str], interval: float, conn: Connection) -> None:
     asyncio.run(_loadgen(master, ids, interval, conn))
 
 
-async def _loadgen(master: str, ids: list[str], interval: float, conn: Connection) -> None:
+async def _loadgen(master: Peer, ids: list[str], interval: float, conn: Connection) -> None:
     fake = _FakeWorkers(ids)
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     worker_pb2_grpc.add_WorkerServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if master.pki_dir is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", worker_server_credentials(master.pki_dir))
     await server.start()
-    channels = {w: grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS) for w in ids}
+    channels = {w: master_channel(master, w) for w in ids}
     stubs = {w: master_pb2_grpc.MasterStub(c) for w, c in channels.items()}
     loop = asyncio.get_running_loop()
     try:
