@@ -169,7 +169,7 @@ def _draw(
     """The scaling curve's PNG next to the results (and to docs/ with --docs); its name."""
     from bench.curve import draw_curve
 
-    png = args.out / f"{stamp}-scaling.png"
+    png: pathlib.Path = args.out / f"{stamp}-scaling.png"
     try:
         draw_curve(curve, png, f"cloudai master, heartbeats only ({stamp})")
     except ImportError as exc:  # matplotlib is the bench extra's
