@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a PostgreSQL server for M3/M4, M5 and the curve (databases are created and "
         "dropped on it; default: $CLOUDAI_TEST_PG_URL, else those run on SQLite only)",
     )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run M1/M2, G1 and K with --insecure masters and plaintext simulated workers "
+        "(default: TLS, a certificate per worker, the admin token), to see what TLS costs",
+    )
     prof = p.add_mutually_exclusive_group()
     prof.add_argument(
         "--profile",
@@ -147,18 +153,19 @@ def _parts(
         from bench.swarm import run_swarm
 
         return [(EXPECTED["S"], lambda: run_swarm(sizes, ui))]
+    secure = not args.insecure
     if section == "K":
         from bench.m5 import run_fleet_scale
 
-        return [(EXPECTED["K"], lambda: run_fleet_scale(sizes, ui, args.pg_url, curve))]
+        return [(EXPECTED["K"], lambda: run_fleet_scale(sizes, ui, args.pg_url, curve, secure))]
     from bench.grpcfloor import run_grpc_floor
     from bench.scale import run_master_scale
     from bench.store_scale import run_store_scale
 
     keep = profiles if args.profile or (sizes.mode == "full" and not args.no_profile) else None
     return [
-        (("M1", "M2"), lambda: run_master_scale(sizes, ui, keep)),
-        (("G1",), lambda: run_grpc_floor(sizes, ui)),
+        (("M1", "M2"), lambda: run_master_scale(sizes, ui, keep, secure)),
+        (("G1",), lambda: run_grpc_floor(sizes, ui, secure)),
         (("M3", "M4"), lambda: run_store_scale(sizes, ui, args.pg_url, keep)),
     ]
 
@@ -171,7 +178,8 @@ def _draw(
 
     png: pathlib.Path = args.out / f"{stamp}-scaling.png"
     try:
-        draw_curve(curve, png, f"cloudai master, heartbeats only ({stamp})")
+        security = "--insecure" if args.insecure else "TLS, a certificate per worker"
+        draw_curve(curve, png, f"cloudai master, heartbeats only, {security} ({stamp})")
     except ImportError as exc:  # matplotlib is the bench extra's
         errors["curve"] = f"no PNG: {exc} (pip install -e .[bench])"
         return ""

@@ -48,6 +48,7 @@ class Window:
     drive: dict[str, Any] = field(default_factory=dict)
     idle_pct: float = 0.0  # the server's CPU (% of a core) before any caller came
     idle_s: float = 0.0  # over how many seconds idle_pct was measured
+    secure: bool = False  # the callers used TLS
     assigned: int = 0  # AssignTask calls the simulated workers answered
 
     def beats_in(self, lo: float, hi: float) -> list[float]:
@@ -131,6 +132,7 @@ def run_load(
         start = time.time() + 1.0
         w = Window(start, start + idle, start + window, register_ms=register_ms)
         w.idle_pct, w.idle_s = idle_pct, baseline
+        w.secure = addr.secure
         for conn in pipes:
             conn.send(("go", w.start, w.end))
         d_parent = None

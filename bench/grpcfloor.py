@@ -30,6 +30,7 @@ from cloudai.security.tls import Tls
 __all__ = ["compare_to_floor", "run_grpc_floor"]
 
 METHOD = "/bench.Floor/Empty"
+_TLS = "mutual TLS, a certificate each"
 BASELINE_S = 5.0  # the idle server's CPU, subtracted from its CPU per call
 
 
@@ -93,16 +94,16 @@ async def _floor_loadgen(peer: Peer, ids: list[str], interval: float, conn: Conn
             await c.close()
 
 
-def run_grpc_floor(sizes: Sizes, ui: Ui) -> list[Measure]:
+def run_grpc_floor(sizes: Sizes, ui: Ui, secure: bool = True) -> list[Measure]:
     step = ui.step("G1     gRPC floor", int(sizes.g1_window))
-    with Procs(secure=True) as procs:  # only for its PKI: certs init in a temporary home
+    with Procs(secure=secure) as procs:  # only for its PKI: certs init in a temporary home
         try:
-            return _run(sizes, step, str(procs.pki_dir))
+            return _run(sizes, step, str(procs.pki_dir) if procs.pki_dir else None)
         finally:
             step.done()
 
 
-def _run(sizes: Sizes, step: Step, pki_dir: str) -> list[Measure]:
+def _run(sizes: Sizes, step: Step, pki_dir: str | None) -> list[Measure]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     server = ctx.Process(target=server_main, args=(pki_dir, child), name="bench-g1-server")
@@ -132,16 +133,16 @@ def _run(sizes: Sizes, step: Step, pki_dir: str) -> list[Measure]:
         if server.is_alive():
             server.kill()
             server.join(5)
-    return _measures(w, sizes)
+    return _measures(w, sizes, pki_dir is not None)
 
 
-def _measures(w: Window, sizes: Sizes) -> list[Measure]:
+def _measures(w: Window, sizes: Sizes, secure: bool) -> list[Measure]:
     calls = w.beats_in(w.start, w.end)
     per_call = w.cpu_us_per_call(w.start, w.end)
     gross = w.cpu_us_per_call(w.start, w.end, net=False) or 0.0
     gens, _ = loadgen_note(w)
     what = (
-        f"{sizes.g1_workers} channels (mutual TLS, a certificate each), one empty unary call "
+        f"{sizes.g1_workers} channels ({_TLS if secure else 'plaintext'}), one empty unary call "
         f"each every 5 s, {sizes.g1_window:g} s"
     )
     errors = f"; {w.hb_error_count} calls failed ({w.hb_errors[:2]})" if w.hb_errors else ""

@@ -57,6 +57,7 @@ def _summary(kind: str, workers: int, w: Window) -> dict[str, Any]:
     gens, saturated = loadgen_note(w)
     return {
         "store": kind,
+        "secure": w.secure,
         "workers": workers,
         "heartbeats": len(hb),
         "heartbeat_p99_ms": round(percentile(hb, 99), 2) if hb else None,
@@ -73,7 +74,7 @@ def _summary(kind: str, workers: int, w: Window) -> dict[str, Any]:
 
 
 def run_fleet_scale(
-    sizes: Sizes, ui: Ui, pg_url: str | None, curve: list[dict[str, Any]]
+    sizes: Sizes, ui: Ui, pg_url: str | None, curve: list[dict[str, Any]], secure: bool = True
 ) -> list[Measure]:
     """M5's rows; the curve's points go to `curve`."""
     kinds = ["sqlite", "postgresql"]
@@ -82,7 +83,7 @@ def run_fleet_scale(
     step = ui.step("M5 K   workers at scale", int(seconds * len(kinds)))
     out: list[Measure] = []
     try:
-        with Procs(secure=True) as procs:
+        with Procs(secure=secure) as procs:
             for kind in kinds:
                 if kind == "postgresql" and not pg_url:
                     out += _missing(kind, "no PostgreSQL: set CLOUDAI_TEST_PG_URL or pass --pg-url")
@@ -120,7 +121,8 @@ def _missing(kind: str, why: str) -> list[Measure]:
 
 
 def _measures(kind: str, n: int, w: Window, sizes: Sizes) -> list[Measure]:
-    fleet = f"{n} workers, heartbeat every {INTERVAL:g} s, {sizes.m5_window:g} s, {kind}"
+    tls = "TLS" if w.secure else "--insecure"
+    fleet = f"{n} workers, heartbeat every {INTERVAL:g} s, {sizes.m5_window:g} s, {kind}, {tls}"
     gens, _ = loadgen_note(w)
     s = _summary(kind, n, w)
     errors = f"; {w.hb_error_count} heartbeats failed ({w.hb_errors[:2]})" if w.hb_errors else ""

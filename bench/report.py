@@ -186,7 +186,8 @@ def write_md(path: pathlib.Path, run: dict[str, Any], measures: list[Measure]) -
             "",
             "## Scaling curve",
             "",
-            "Heartbeats only, a fresh master and store per point"
+            "Heartbeats only, a fresh master and store per point, "
+            + ("TLS" if run["curve"][0].get("secure") else "--insecure")
             + (f"; drawn in [{png}]({png})" if png else "")
             + ".",
             "",

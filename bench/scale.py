@@ -55,9 +55,11 @@ def _run_window(
         procs.stop(master, timeout=60)  # a profiled master writes its stats on the way out
 
 
-def run_master_scale(sizes: Sizes, ui: Ui, profiles: dict[str, str] | None) -> list[Measure]:
+def run_master_scale(
+    sizes: Sizes, ui: Ui, profiles: dict[str, str] | None, secure: bool = True
+) -> list[Measure]:
     step = ui.step("M1 M2  master scale", int(sizes.m_window))
-    with Procs(secure=True) as procs:
+    with Procs(secure=secure) as procs:
         try:
             step.say(f"{sizes.m_workers} workers register, then heartbeat")
             w = _run_window(procs, sizes, sizes.m_window, sizes.m_idle, step, None)
@@ -65,14 +67,14 @@ def run_master_scale(sizes: Sizes, ui: Ui, profiles: dict[str, str] | None) -> l
             raise RuntimeError(f"{exc}\n{procs.tail()}") from exc
         finally:
             step.done()
-        measures = _measures(w, sizes)
+        measures = _measures(w, sizes, secure)
         judge(measures)
         if profiles is not None and sizes.profile_window and any(m.met is False for m in measures):
             profiles["M1+M2 master (cProfile)"] = _profile(procs, sizes, ui)
     return measures
 
 
-def _measures(w: Window, sizes: Sizes) -> list[Measure]:
+def _measures(w: Window, sizes: Sizes, secure: bool) -> list[Measure]:
     hb_idle, hb_busy = w.beats_in(w.start, w.idle_end), w.beats_in(w.idle_end, w.end)
     cpu_idle, cpu_busy = w.cpu_in(w.start, w.idle_end), w.cpu_in(w.idle_end, w.end)
     per_beat = w.cpu_us_per_call(w.start, w.idle_end)
@@ -80,7 +82,7 @@ def _measures(w: Window, sizes: Sizes) -> list[Measure]:
     rss = [r for _, r in w.rss]
     d = w.drive
     hb_errors = f"; {w.hb_error_count} heartbeats failed ({w.hb_errors[:2]})" if w.hb_errors else ""
-    fleet = f"{sizes.m_workers} workers, heartbeat every {INTERVAL:g} s"
+    fleet = f"{sizes.m_workers} workers, heartbeat every {INTERVAL:g} s, {_security(secure)}"
     busy = sizes.m_window - sizes.m_idle
     alone = f"{fleet}, heartbeats alone (the first {sizes.m_idle:g} s of {sizes.m_window:g})"
     with_m2 = f"{fleet}, with M2 on top (the last {busy:g} s)"
@@ -175,6 +177,10 @@ def _measures(w: Window, sizes: Sizes) -> list[Measure]:
             f"accepted at all: {submitted} submits, {cancelled} cancels",
         ),
     ]
+
+
+def _security(secure: bool) -> str:
+    return "TLS (mutual for workers)" if secure else "--insecure"
 
 
 def _profile(procs: Procs, sizes: Sizes, ui: Ui) -> str:
