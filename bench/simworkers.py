@@ -44,6 +44,9 @@ class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
         self.owner: dict[str, str] = {}
         self.assigned = 0
         self.cancelled = 0
+        self.stubs: dict[str, Any] = {}  # worker_id -> its Master stub, for its stop updates
+        self.update_errors: list[str] = []
+        self._updates: set[asyncio.Task[None]] = set()
 
     async def AssignTask(self, request: Any, context: Any) -> types_pb2.TaskAck:
         worker_id = request.spec.worker_id
@@ -58,10 +61,43 @@ class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
         self.cancelled += 1
         return types_pb2.TaskAck(success=True, message="stopping", task_id=request.task_id)
 
-    def stop(self, task_id: str) -> None:
+    def stop(self, task_id: str, ordered_to: str | None = None) -> None:
+        """Stop a task (a CancelTask, or a heartbeat reply's order to `ordered_to`) and tell
+        the master as a real worker does (`_stopped`)."""
         worker_id = self.owner.pop(task_id, None)
         if worker_id is not None:
             self.held[worker_id].discard(task_id)
+        who = worker_id or ordered_to
+        if who is None or who not in self.stubs:
+            return
+        t = asyncio.create_task(self._stopped(who, task_id, ran=worker_id is not None))
+        self._updates.add(t)
+        t.add_done_callback(self._updates.discard)
+
+    async def _stopped(self, worker_id: str, task_id: str, ran: bool) -> None:
+        """A stop's updates, in order, as a real worker sends them: signalled, exited (with
+        the result), removed; for a task it does not hold, removed at once."""
+        stages = ("signalled", "exited", "removed") if ran else ("removed",)
+        for stage in stages:
+            now = time.time()
+            update = master_pb2.StopUpdate(
+                task_id=task_id, worker_id=worker_id, stage=stage, at=now
+            )
+            if stage == "exited":
+                update.result.CopyFrom(
+                    types_pb2.TaskResult(
+                        task_id=task_id,
+                        worker_id=worker_id,
+                        status="cancelled",
+                        exit_code=143,
+                        completed_at=now,
+                    )
+                )
+            try:
+                await self.stubs[worker_id].UpdateStop(update, timeout=RPC_TIMEOUT)
+            except grpc.aio.AioRpcError as exc:
+                self.update_errors.append(f"{exc.code().name}: {exc.details()}")
+                return
 
     async def StreamTaskLogs(self, request: Any, context: Any) -> AsyncIterator[Any]:
         return
@@ -86,6 +122,7 @@ async def _loadgen(master: Peer, ids: list[str], interval: float, conn: Connecti
     await server.start()
     channels = {w: master_channel(master, w) for w in ids}
     stubs = {w: master_pb2_grpc.MasterStub(c) for w, c in channels.items()}
+    fake.stubs = stubs
     loop = asyncio.get_running_loop()
     try:
         register_ms = await _register_all(stubs, f"127.0.0.1:{port}")
@@ -105,6 +142,7 @@ async def _loadgen(master: Peer, ids: list[str], interval: float, conn: Connecti
                     "error_count": len(errors),
                     "assigned": fake.assigned,
                     "cancelled": fake.cancelled,
+                    "update_errors": fake.update_errors[:20],
                 },
             )
         )
@@ -157,7 +195,7 @@ async def _beat(
         )
         reply = await stub.SendHeartbeat(request, timeout=RPC_TIMEOUT)
         for order in reply.stop_orders:
-            fake.stop(order.task_id)
+            fake.stop(order.task_id, worker_id)
 
     await beat_on_schedule(send, interval, start, end, beats, errors)
 
