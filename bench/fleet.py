@@ -50,6 +50,7 @@ class Window:
     idle_s: float = 0.0  # over how many seconds idle_pct was measured
     secure: bool = False  # the callers used TLS
     assigned: int = 0  # AssignTask calls the simulated workers answered
+    update_errors: list[str] = field(default_factory=list)  # their failed UpdateStop calls
 
     def beats_in(self, lo: float, hi: float) -> list[float]:
         return [ms for at, ms in self.beats if lo <= at < hi]
@@ -152,6 +153,7 @@ def run_load(
             w.hb_errors += done["errors"]
             w.hb_error_count += done["error_count"]
             w.assigned += done.get("assigned", 0)
+            w.update_errors += done.get("update_errors", [])
         if d_parent is not None:
             w.drive = _recv(d_parent, 300, "M2 results")
         return w

@@ -92,6 +92,8 @@ def _measures(w: Window, sizes: Sizes, secure: bool) -> list[Measure]:
         return f"{percentile(xs, 99):.0f} ms" if xs else "none"
 
     drive_errors = f"; {d['error_count']} calls failed ({d['errors'][:2]})" if d["errors"] else ""
+    if w.update_errors:
+        drive_errors += f"; the simulated workers' stop updates failed: {w.update_errors[:2]}"
     planned, cancels = d["offered"], d["cancels_planned"]
     submitted, cancelled = len(d["submit_ms"]), len(d["cancel_ms"])
     # Keeping up: a submit answered by the window's end (+ SLACK_S), a cancel (offered a second
