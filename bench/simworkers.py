@@ -74,6 +74,15 @@ class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
         self._updates.add(t)
         t.add_done_callback(self._updates.discard)
 
+    async def settle(self, timeout: float) -> None:
+        """Let the stop updates in flight finish (for `timeout` s), then cancel the rest, so
+        none is left to find its channel closed."""
+        if self._updates:
+            _, late = await asyncio.wait(set(self._updates), timeout=timeout)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
     async def _stopped(self, worker_id: str, task_id: str, ran: bool) -> None:
         """A stop's updates, in order, as a real worker sends them: signalled, exited (with
         the result), removed; for a task it does not hold, removed at once."""
@@ -147,6 +156,7 @@ async def _loadgen(master: Peer, ids: list[str], interval: float, conn: Connecti
             )
         )
     finally:
+        await fake.settle(5.0)
         for c in channels.values():
             await c.close()
         await server.stop(1.0)
