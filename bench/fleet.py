@@ -110,6 +110,7 @@ def run_load(
     target: Callable[..., None] = loadgen_main,
     driver: Driver | None = None,
     baseline: float = 0.0,
+    interval: float = INTERVAL,
 ) -> Window:
     """Start `loadgens` processes running `target(addr, share, INTERVAL, conn)` over `ids`;
     when all are ready (registered), heartbeat for `window` s. With a `driver` (a function and
@@ -123,7 +124,7 @@ def run_load(
     try:
         for share in shares:
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=target, args=(addr, share, INTERVAL, child), name="bench-load")
+            p = ctx.Process(target=target, args=(addr, share, interval, child), name="bench-load")
             p.start()
             pipes.append(parent)
             procs.append(p)

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from bench.fleet import Window, loadgen_note, run_load
+from bench.fleet import INTERVAL, Window, loadgen_note, run_load
 from bench.model import Measure
 from bench.plan import Sizes
 from bench.procs import Procs
@@ -94,16 +94,30 @@ async def _floor_loadgen(peer: Peer, ids: list[str], interval: float, conn: Conn
             await c.close()
 
 
+def m2_call_rate(sizes: Sizes) -> float:
+    """The calls per second M1 with M2 on top makes the master serve: heartbeats, submits,
+    and per cancel the call and the worker's three stop updates (signalled, exited,
+    removed)."""
+    busy = max(sizes.m_window - sizes.m_idle, 1.0)
+    return sizes.m_workers / INTERVAL + sizes.m_submit / busy + 4 * sizes.m_cancel / busy
+
+
 def run_grpc_floor(sizes: Sizes, ui: Ui, secure: bool = True) -> list[Measure]:
-    step = ui.step("G1     gRPC floor", int(sizes.g1_window))
+    step = ui.step("G1     gRPC floor", int(2 * sizes.g1_window))
     with Procs(secure=secure) as procs:  # only for its PKI: certs init in a temporary home
         try:
-            return _run(sizes, step, str(procs.pki_dir) if procs.pki_dir else None)
+            pki = str(procs.pki_dir) if procs.pki_dir else None
+            out = _run(sizes, step, pki, INTERVAL, "")
+            # The same, at the rate of calls M1 with M2 puts on the master.
+            busy = sizes.g1_workers / m2_call_rate(sizes)
+            return out + _run(sizes, step, pki, busy, " at M1+M2's rate")
         finally:
             step.done()
 
 
-def _run(sizes: Sizes, step: Step, pki_dir: str | None) -> list[Measure]:
+def _run(
+    sizes: Sizes, step: Step, pki_dir: str | None, interval: float, suffix: str
+) -> list[Measure]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     server = ctx.Process(target=server_main, args=(pki_dir, child), name="bench-g1-server")
@@ -112,7 +126,7 @@ def _run(sizes: Sizes, step: Step, pki_dir: str | None) -> list[Measure]:
         if not parent.poll(60):
             raise TimeoutError("the G1 server did not start in 60 s")
         _, port = parent.recv()
-        step.say(f"{sizes.g1_workers} callers, every 5 s")
+        step.say(f"{sizes.g1_workers} callers, every {interval:.2g} s")
         ids = [f"g1-{i:04d}" for i in range(sizes.g1_workers)]
         if server.pid is None:
             raise RuntimeError("the G1 server process has no pid")
@@ -126,6 +140,7 @@ def _run(sizes: Sizes, step: Step, pki_dir: str | None) -> list[Measure]:
             step,
             target=floor_loadgen_main,
             baseline=min(BASELINE_S, sizes.g1_window / 2),
+            interval=interval,
         )
         parent.send("stop")
     finally:
@@ -133,23 +148,23 @@ def _run(sizes: Sizes, step: Step, pki_dir: str | None) -> list[Measure]:
         if server.is_alive():
             server.kill()
             server.join(5)
-    return _measures(w, sizes, pki_dir is not None)
+    return _measures(w, sizes, pki_dir is not None, interval, suffix)
 
 
-def _measures(w: Window, sizes: Sizes, secure: bool) -> list[Measure]:
+def _measures(w: Window, sizes: Sizes, secure: bool, interval: float, suffix: str) -> list[Measure]:
     calls = w.beats_in(w.start, w.end)
     per_call = w.cpu_us_per_call(w.start, w.end)
     gross = w.cpu_us_per_call(w.start, w.end, net=False) or 0.0
     gens, _ = loadgen_note(w)
     what = (
         f"{sizes.g1_workers} channels ({_TLS if secure else 'plaintext'}), one empty unary call "
-        f"each every 5 s, {sizes.g1_window:g} s"
+        f"each every {interval:.3g} s ({sizes.g1_workers / interval:.0f}/s), {sizes.g1_window:g} s"
     )
     errors = f"; {w.hb_error_count} calls failed ({w.hb_errors[:2]})" if w.hb_errors else ""
     return [
         Measure(
             "G1",
-            "G1 gRPC floor call",
+            f"G1 gRPC floor call{suffix}",
             f"empty unary call (grpc.aio), {what}",
             "ms",
             calls,
@@ -158,12 +173,12 @@ def _measures(w: Window, sizes: Sizes, secure: bool) -> list[Measure]:
         ),
         Measure(
             "G1",
-            "G1 gRPC floor CPU per call",
+            f"G1 gRPC floor CPU per call{suffix}",
             f"the empty server's CPU time per call, {what}, less its idle CPU",
             "µs",
             value=per_call,
             headline="value",
-            extra={"n": len(calls)},
+            extra={"n": len(calls), "rate": sizes.g1_workers / interval},
             note="mean server CPU "
             f"{sum(w.cpu_in(w.start, w.end)) / max(len(w.cpu), 1):.1f}% of a core, idle "
             f"{w.idle_pct:.1f}%; {gross:.0f} µs per call with the idle CPU included",
@@ -181,4 +196,16 @@ def compare_to_floor(measures: list[Measure]) -> None:
         f"; the master's cost per heartbeat is {m1.value:.0f} µs against a Python gRPC floor of "
         f"{g1.value:.0f} µs per empty call (G1, both less their idle CPU): "
         f"{m1.value / g1.value:.1f}×"
+    )
+    busy, floor = (
+        rows.get("M1 master CPU with M2"),
+        rows.get("G1 gRPC floor CPU per call at M1+M2's rate"),
+    )
+    if busy is None or floor is None or floor.value is None or "rate" not in floor.extra:
+        return
+    rate = float(floor.extra["rate"])
+    busy.note += (
+        f"; the gRPC floor alone, {rate:.0f} empty calls/s (the calls M1+M2 makes the master "
+        f"serve), is {floor.value * rate / 1e4:.0f}% of a core (G1 at M1+M2's rate: "
+        f"{floor.value:.0f} µs per call)"
     )
