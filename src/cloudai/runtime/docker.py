@@ -187,13 +187,31 @@ class DockerRuntime(Runtime):
         return Handle(task_id=task_id, ref=cid, started_at=time.time(), gpu_ids=gpu_ids)
 
     async def wait(self, handle: Handle) -> Exit:
-        """The container's exit. An engine that goes away (restarted: its containers run on
-        under live-restore) breaks the wait, which is taken up again once it is back: the
+        out = await self._waited(handle)
+        return out if isinstance(out, Exit) else await self._exit_of(handle, out)
+
+    async def wait_and_read(self, handle: Handle, limit: int = LOG_LIMIT) -> tuple[Exit, str]:
+        """The exit, then its details (OOM) and the output's tail read at once: two engine
+        calls side by side, not one after the other, on the way to the removal."""
+        out = await self._waited(handle)
+        if isinstance(out, Exit):
+            return out, await self.final_logs(handle, limit)
+        exit_, logs = await asyncio.gather(
+            self._exit_of(handle, out), self.final_logs(handle, limit)
+        )
+        return exit_, logs
+
+    async def _waited(self, handle: Handle) -> dict[str, Any] | Exit:
+        """The engine's answer to a wait for the container's exit (an Exit when it is gone).
+        An engine that goes away (restarted: its containers run on under live-restore) breaks
+        the wait, which is taken up again once it is back: the
         container's fate is the engine's to tell, never guessed from a broken connection."""
         away = 0
         while True:
             try:
-                out = await self._call(self.api.wait, handle.ref, timeout=_WAIT_SLICE)
+                out: dict[str, Any] = await self._call(
+                    self.api.wait, handle.ref, timeout=_WAIT_SLICE
+                )
                 break
             except requests.exceptions.ReadTimeout:
                 continue  # still running (or the engine is slow): wait on
@@ -212,6 +230,9 @@ class DockerRuntime(Runtime):
         if away:
             log.info("[Task %s] Docker engine back: its container is followed again",
                      handle.task_id)  # fmt: skip
+        return out
+
+    async def _exit_of(self, handle: Handle, out: dict[str, Any]) -> Exit:
         code = out.get("StatusCode")
         try:
             state = (await self._call(self.api.inspect_container, handle.ref))["State"]
