@@ -52,6 +52,10 @@ _ENGINE_RETRY = 0.5  # between two tries of an engine that is away (restarting)
 _ENGINE_PATIENCE = 60.0  # how long a log read or a removal waits for it
 
 
+class _ImageGone(Exception):
+    """The engine no longer has an image `prepare` saw: pull it again (inside `start`)."""
+
+
 def _explain(exc: Exception) -> str:
     if isinstance(exc, docker.errors.APIError):
         return str(exc.explanation or exc)
@@ -111,6 +115,7 @@ class DockerRuntime(Runtime):
         except docker.errors.DockerException as exc:
             raise Unavailable(f"no Docker engine: {exc}") from exc
         self.api = self.client.api
+        self._present: set[str] = set()  # images the engine had (`prepare` skips their lookup)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -138,8 +143,14 @@ class DockerRuntime(Runtime):
             raise Unavailable(f"Docker engine not answering: {exc}") from exc
 
     async def prepare(self, task_id: str, spec: TaskSpec) -> None:
+        """Pull the image if the engine lacks it. An image seen here before is not looked up
+        again (one engine call less on the way to a start); one removed from the engine
+        meanwhile is pulled again by `start`."""
+        if spec.image in self._present:
+            return
         try:
             await self._call(self.api.inspect_image, spec.image)
+            self._present.add(spec.image)
             return
         except docker.errors.ImageNotFound:
             pass
@@ -151,9 +162,15 @@ class DockerRuntime(Runtime):
             await self._call(self.api.pull, repo, tag=tag or "latest")
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             raise RuntimeFailure(f"image pull failed for {spec.image}: {_explain(exc)}") from exc
+        self._present.add(spec.image)
 
     async def start(self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = ()) -> Handle:
-        return await self._call(self._start_sync, task_id, spec, tuple(gpu_ids))
+        try:
+            return await self._call(self._start_sync, task_id, spec, tuple(gpu_ids))
+        except _ImageGone:  # removed from the engine since `prepare` saw it
+            self._present.discard(spec.image)
+            await self.prepare(task_id, spec)
+            return await self._call(self._start_sync, task_id, spec, tuple(gpu_ids))
 
     def _start_sync(self, task_id: str, spec: TaskSpec, gpu_ids: tuple[str, ...]) -> Handle:
         host_config = self.api.create_host_config(
@@ -176,6 +193,8 @@ class DockerRuntime(Runtime):
                 stop_signal=spec.signal,
             )
             cid = created["Id"]
+        except docker.errors.ImageNotFound as exc:
+            raise _ImageGone(spec.image) from exc
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: a container of this task exists already
                 raise RuntimeFailure(f"cannot create container: {_explain(exc)}") from exc
