@@ -110,7 +110,7 @@ class Supervisor:
     async def adopt(self) -> int:
         """Take back the tasks this worker's runtime still holds (after a restart), and tell
         the master the spooled ends it has not answered for (their containers, if still
-        there, are removed first). Returns how many tasks it took back."""
+        there, are removed first). Returns how many tasks it took back or replays."""
         spooled: dict[str, list[Spooled]] = {}
         for rec in await asyncio.to_thread(self.spool.load):
             spooled.setdefault(rec.task_id, []).append(rec)
@@ -129,9 +129,11 @@ class Supervisor:
                 self._replay(entry, recs, held.pop(task_id, None)), name=f"replay-{task_id}"
             )
             log.info("[Task %s] its end is spooled: telling the master again", task_id)
+        adopted = 0
         for handle in held.values():
             if handle.task_id in self._tasks:
                 continue
+            adopted += 1
             entry = _Entry(handle.task_id, None, handle, gpu_ids=handle.gpu_ids)
             entry.started.set()
             self._tasks[handle.task_id] = entry
@@ -139,7 +141,7 @@ class Supervisor:
                 self._finish(entry, handle), name=f"task-{handle.task_id}"
             )
             log.info("[Task %s] re-adopted (%s)", handle.task_id, handle.ref[:12])
-        return len(handles) + len(spooled)
+        return adopted + len(spooled)
 
     async def _replay(self, entry: _Entry, recs: list[Spooled], handle: Handle | None) -> None:
         for rec in recs:
