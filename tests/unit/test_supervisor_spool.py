@@ -142,3 +142,30 @@ def test_the_container_is_removed_before_the_master_answers_and_the_end_replayed
         await again.close()
 
     asyncio.run(scenario())
+
+
+def test_without_a_spool_the_master_hears_before_the_removal(tmp_path: pathlib.Path) -> None:
+    """A spool that cannot be written (here its directory is a file): the run's end is not
+    lost for it. The master hears of the exit first and the container goes after, as
+    before the spool."""
+
+    async def scenario() -> None:
+        (tmp_path / "spool").write_text("not a directory")
+        calls: list[str] = []
+        runtime, link = _Runtime(calls), _Link(calls)
+        sup = Supervisor(runtime, link, "w1", spool=Spool(tmp_path))  # type: ignore[arg-type]
+        sup.assign("t-2", TaskSpec(image="img"), attempt=1)
+        await _until(lambda: "t-2" in runtime.containers, "the start")
+        sup.cancel("t-2", CancelOrder(attempt=1))
+        await _until(lambda: "update exited" in calls, "the exit to be told")
+        for _ in range(50):  # let every ready step run: the removal waits for the answer
+            await asyncio.sleep(0)
+        assert "destroy" not in calls
+        link.answer()
+        await _until(lambda: "update removed" in calls, "the removal")
+        assert calls[-2:] == ["destroy", "update removed"]
+        link.answer()
+        await _until(lambda: sup.running_ids() == [], "the task to be forgotten")
+        await sup.close()
+
+    asyncio.run(scenario())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cloudai.core.lifecycle import TaskStatus
@@ -108,20 +108,18 @@ class Ends:
         return at, ""
 
     async def tell(
-        self, rec: Spooled, removal: Removal | None, cancelled: Callable[[], bool]
+        self,
+        rec: Spooled,
+        removal: Removal | None,
+        cancelled: Callable[[], bool],
+        *,
+        told: bool = False,
     ) -> None:
-        """Tell the master how the run ended: a stop's `exited` update with the result (or,
-        never started, its `removed`), or the result's report; then, for a stop (or a cancel
-        that came while the run was ending), the removal's outcome. Returns once the master
-        has answered every one (or refused it: a retry would be refused too)."""
+        """Tell the master how the run ended (`tell_end`, unless `told` already); then, for a
+        stop (or a cancel that came while the run was ending), the removal's outcome. Returns
+        once the master has answered every one (or refused it: a retry would be refused too)."""
         tid = rec.task_id
-        last: asyncio.Task[None] | None = None
-        if rec.stop:
-            stage = StopStage.EXITED if rec.ref else StopStage.REMOVED
-            detail = "" if rec.ref else "never started"
-            last = self.link.update(tid, stage, detail, rec.result, at=rec.exited_at)
-        else:
-            await self.link.report(rec.result)
+        last = None if told else self.tell_end(rec)
         if removal is not None:
             removed_at, error = await removal
             if cancelled():
@@ -130,9 +128,18 @@ class Ends:
                 else:
                     last = self.link.update(tid, StopStage.REMOVED, at=removed_at)
         if last is not None:
-            await last
+            await last  # a stop's updates go in order: the last answered, all are
         if rec.stop:
             log.info("[Task %s] ✓ cancellation reported to master", tid)
+
+    def tell_end(self, rec: Spooled) -> Awaitable[None]:
+        """The run's end to the master: a stop's `exited` update with the result (or, never
+        started, its `removed`), else the result's report. Await it for the answer."""
+        if not rec.stop:
+            return asyncio.ensure_future(self.link.report(rec.result))
+        stage = StopStage.EXITED if rec.ref else StopStage.REMOVED
+        detail = "" if rec.ref else "never started"
+        return self.link.update(rec.task_id, stage, detail, rec.result, at=rec.exited_at)
 
     def count_stop(self, stop: StopRecord) -> None:
         if stop.error:

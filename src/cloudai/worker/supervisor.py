@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from cloudai.core.models import DEFAULT_GRACE_SECONDS, TaskSpec
+from cloudai.core.models import TaskSpec
 from cloudai.core.stop import StopStage
 from cloudai.errors import CloudAIError, Conflict, NotFound
 from cloudai.failpoints import failpoint
@@ -240,7 +240,14 @@ class Supervisor:
             exited_at=entry.exited_at if handle else None,
             ref=handle.ref if handle else "",
         )
-        await self.spool.write(rec)
+        try:
+            await self.spool.write(rec)
+            durable = True
+        except OSError as exc:  # e.g. a full disk: the master hears first, as before the spool
+            log.error(
+                "[Task %s] ✗ cannot spool its end: %s; removing after the report", rec.task_id, exc
+            )
+            durable = False
         failpoint("worker.after_spool")  # a test hook: spooled, not yet removed nor reported
         log.info(
             "[Task %s] ended %s (exit %s)%s",
@@ -252,22 +259,29 @@ class Supervisor:
         self.metrics.tasks_ended.labels(result.status.value).inc()
         if entry.stop is not None:
             self.ends.count_stop(entry.stop)
-        await self._deliver(entry, rec, handle)
+        await self._deliver(entry, rec, handle, durable)
         self._tasks.pop(entry.task_id, None)
 
-    async def _deliver(self, entry: _Entry, rec: Spooled, handle: Handle | None) -> None:
-        """Remove the run's container and tell the master (a stop: after the removal; a run
-        that ended by itself: alongside it), then drop its spool entry."""
-        removal = self.ends.removal(rec, handle)
-        if removal is not None and rec.stop:
-            await asyncio.wait({removal})
+    async def _deliver(
+        self, entry: _Entry, rec: Spooled, handle: Handle | None, durable: bool = True
+    ) -> None:
+        """Remove the container and tell the master (a stop: after the removal, else alongside
+        it), then drop the spool entry; not `durable` (unspooled): the master hears first."""
+        if durable:
+            removal = self.ends.removal(rec, handle)
+            if removal is not None and rec.stop:
+                await asyncio.wait({removal})
+        else:
+            await self.ends.tell_end(rec)
+            removal = self.ends.removal(rec, handle)
         if handle is not None and entry.gpu_ids and self.on_gpus_released is not None:
             try:
                 await asyncio.wait_for(self.on_gpus_released(entry.gpu_ids), self.step_deadline)
             except (CloudAIError, TimeoutError) as exc:
                 log.warning("[Task %s] ⚠ GPU check after the exit: %s", entry.task_id, exc)
-        await self.ends.tell(rec, removal, lambda: entry.cancel is not None)
-        await self.spool.delete(rec)
+        await self.ends.tell(rec, removal, lambda: entry.cancel is not None, told=not durable)
+        if durable:
+            await self.spool.delete(rec)
 
     def _tombstone(self, task_id: str, attempt: int) -> None:
         self._tombstones[task_id] = max(attempt, self._tombstones.get(task_id, -1))
@@ -308,8 +322,8 @@ class Supervisor:
                     f"Reason: {order.reason or '-'}",
                     "Mode: force (SIGKILL now)"
                     if order.force
-                    else f"Mode: {self._signal_of(entry, order)}, "
-                    f"grace {self._grace_of(entry, order):g}s",
+                    else f"Mode: {order.signal_for(entry.spec)}, "
+                    f"grace {order.grace_for(entry.spec):g}s",
                 ],
             )
         )
@@ -324,25 +338,13 @@ class Supervisor:
         sent = self.link.update(task_id, StopStage.REMOVED, f"not on {self.worker_id}")
         sent.add_done_callback(lambda _t: self._confirming.discard(task_id))
 
-    @staticmethod
-    def _signal_of(entry: _Entry, order: CancelOrder) -> str:
-        if order.force:
-            return "SIGKILL"
-        return order.signal or (entry.spec.signal if entry.spec else "SIGTERM")
-
-    @staticmethod
-    def _grace_of(entry: _Entry, order: CancelOrder) -> float:
-        if order.grace is not None:
-            return order.grace
-        return entry.spec.grace if entry.spec else DEFAULT_GRACE_SECONDS
-
     async def _stop(self, entry: _Entry) -> None:
         """The runtime's stop sequence (signal, grace, SIGKILL, each step under its own
         deadline), each step told to the master as it happens."""
         handle, order, tid = entry.handle, entry.cancel, entry.task_id
         if handle is None or order is None:
             return  # not started, or no order: nothing to stop (yet)
-        signal, grace = self._signal_of(entry, order), self._grace_of(entry, order)
+        signal, grace = order.signal_for(entry.spec), order.grace_for(entry.spec)
         stop = entry.stop = StopRecord(received_at=order.received_at, signal=signal)
         log.info("[Task %s] Cancelling task (container: %s)...", tid, handle.ref[:12])
 
