@@ -27,6 +27,12 @@ class Sizes:
     m3_queries: int  # M3: calls of each kind per store
     m4_starts: int  # M4: master starts per store (the first, after the fill, included)
     profile_window: float  # seconds of a profiled M1+M2 rerun after an M miss (0: none)
+    g1_workers: int  # G1: simulated callers of the empty gRPC method, every 5 s
+    g1_window: float  # G1: seconds measured
+    k_points: tuple[int, ...]  # the scaling curve: workers per point (heartbeats only)
+    k_window: float  # seconds measured per curve point, after registration
+    m5_workers: int  # M5: simulated workers (also the curve's point of that size)
+    m5_window: float  # M5: seconds measured, after registration
 
 
 FULL = Sizes(
@@ -46,6 +52,12 @@ FULL = Sizes(
     m3_queries=100,
     m4_starts=2,
     profile_window=20.0,
+    g1_workers=1000,
+    g1_window=30.0,
+    k_points=(250, 500, 1000, 2000, 5000),
+    k_window=35.0,
+    m5_workers=5000,
+    m5_window=60.0,
 )
 QUICK = Sizes(
     mode="quick",
@@ -57,13 +69,19 @@ QUICK = Sizes(
     m_workers=100,
     m_window=15.0,
     m_idle=5.0,
-    m_submit=300,
-    m_cancel=150,
+    m_submit=1110,
+    m_cancel=555,
     m_loadgens=1,
     m3_rows=20_000,
     m3_queries=30,
     m4_starts=2,
     profile_window=10.0,
+    g1_workers=200,
+    g1_window=10.0,
+    k_points=(100, 200, 400),
+    k_window=10.0,
+    m5_workers=400,
+    m5_window=10.0,
 )
 TINY = Sizes(
     mode="tiny",
@@ -82,6 +100,12 @@ TINY = Sizes(
     m3_queries=10,
     m4_starts=1,
     profile_window=0.0,
+    g1_workers=4,
+    g1_window=3.0,
+    k_points=(4, 8),
+    k_window=3.0,
+    m5_workers=8,
+    m5_window=3.0,
 )
 
 

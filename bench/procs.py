@@ -15,7 +15,7 @@ import tempfile
 import time
 from typing import IO
 
-from cloudai.client import Client
+from cloudai.client import Client, Credentials
 
 __all__ = ["Procs", "free_port", "wait_serving"]
 
@@ -33,7 +33,10 @@ def _port_open(port: int) -> bool:
 
 
 def wait_serving(
-    port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0
+    port: int,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 120.0,
+    credentials: Credentials | None = None,
 ) -> tuple[float, float]:
     """Wait until the master on `port` serves: its health check says SERVING, and then a
     ListWorkers call is answered. Returns the monotonic times of both.
@@ -51,7 +54,7 @@ def wait_serving(
     while not _port_open(port):
         check()
         time.sleep(0.005)
-    with Client(f"127.0.0.1:{port}", user="bench") as client:
+    with Client(f"127.0.0.1:{port}", user="bench", credentials=credentials) as client:
         while not client.health(timeout=5.0):
             check()
             time.sleep(0.005)
@@ -64,16 +67,17 @@ def wait_serving(
             time.sleep(0.005)
 
 
-# The simulated workers of M speak plain gRPC with no certificates, so every section runs the
-# master and workers --insecure: the figures leave out TLS and token checks (see
-# docs/performance.md). Measuring the secure path is part of "Master at scale".
+# Sections C and S, and M3/M4, run the master and workers --insecure: those figures leave out
+# TLS and token checks (see docs/performance.md). M1/M2, G1 and K run secure (Procs(secure=True)).
 INSECURE = "--insecure"
 
 
 class Procs:
-    """Starts and stops cloudai processes; everything lives under one temporary directory."""
+    """Starts and stops cloudai processes; everything lives under one temporary directory.
+    `secure`: `cloudai certs init` in its CLOUDAI_HOME first, and masters serve TLS (clients
+    with the admin token, workers with mutual TLS on --worker-listen)."""
 
-    def __init__(self, keep_dir: pathlib.Path | None = None) -> None:
+    def __init__(self, keep_dir: pathlib.Path | None = None, secure: bool = False) -> None:
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="cloudai-bench-"))
         self.keep_dir = keep_dir  # copy the logs here on failure
         self.home = self.tmp / "home"
@@ -85,6 +89,27 @@ class Procs:
         }
         self._procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[IO[bytes]] = []
+        self.secure = secure
+        self.token = ""
+        if secure:
+            subprocess.run(
+                [sys.executable, "-m", "cloudai.cli.main", "certs", "init"],
+                env=self.env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            self.token = (self.home / "token").read_text().strip()
+
+    @property
+    def pki_dir(self) -> pathlib.Path | None:
+        return self.home / "pki" if self.secure else None
+
+    def credentials(self) -> Credentials | None:
+        """The admin's, for a Client of a secure master (None: plaintext)."""
+        if not self.secure:
+            return None
+        return Credentials(self.token, (self.home / "pki" / "ca.crt").read_bytes())
 
     def __enter__(self) -> Procs:
         return self
@@ -112,9 +137,14 @@ class Procs:
         extra: tuple[str, ...] = (),
         profile_to: pathlib.Path | None = None,
         log_name: str = "master.log",
+        worker_port: int = 0,
     ) -> subprocess.Popen[bytes]:
-        """A master on 127.0.0.1:port (not waited for: see `wait_serving`). With `profile_to`,
-        it runs under cProfile (every thread) and writes its stats there when it stops."""
+        """A master on 127.0.0.1:port (not waited for: see `wait_serving`), taking workers'
+        calls on 127.0.0.1:worker_port when secure. With `profile_to`, it runs under cProfile
+        (every thread) and writes its stats there when it stops."""
+        if self.secure and not worker_port:
+            raise ValueError("a secure master needs its worker port")
+        security = ["--worker-listen", f"127.0.0.1:{worker_port}"] if self.secure else [INSECURE]
         args = [
             "master",
             "--listen",
@@ -123,7 +153,7 @@ class Procs:
             db_url,
             "--metrics-listen",
             "off",
-            INSECURE,
+            *security,
             *extra,
         ]
         if profile_to is not None:

@@ -25,6 +25,7 @@ COMPARE = {
     "C3": ("F3", "S3"),
     "C4": ("F4", "S4"),
     "C7": ("F5", "S7"),
+    "M1 CPU per heartbeat": ("G1 gRPC floor CPU per call",),
 }
 
 
@@ -177,6 +178,21 @@ def write_md(path: pathlib.Path, run: dict[str, Any], measures: list[Measure]) -
         lines.append(f"- **{m.label}**: " + ". ".join(bits) + ".")
     for name, text in run.get("errors", {}).items():
         lines.append(f"- {name} not produced: {text}")
+    if run.get("curve"):
+        from bench.curve import md_curve
+
+        png = run.get("curve_png")
+        lines += [
+            "",
+            "## Scaling curve",
+            "",
+            "Heartbeats only, a fresh master and store per point, "
+            + ("TLS" if run["curve"][0].get("secure") else "--insecure")
+            + (f"; drawn in [{png}]({png})" if png else "")
+            + ".",
+            "",
+            *md_curve(run["curve"]),
+        ]
     for name, summary in run.get("profiles", {}).items():
         lines += ["", f"## Profile: {name}", "", "```", summary.rstrip(), "```"]
     path.write_text("\n".join(lines) + "\n")

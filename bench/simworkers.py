@@ -1,4 +1,4 @@
-"""Simulated workers and a submitting client, for M1/M2: processes that speak the real gRPC
+"""Simulated workers, for M1, M5 and the scaling curve: processes that speak the real gRPC
 protocol to a real master, with a fake runtime (nothing ever runs).
 
 Each load-generator process registers its share of the workers (RegisterWorker, each with its
@@ -6,7 +6,11 @@ own channel, as a real worker has), heartbeats each of them every `interval` sec
 fixed schedule with a random phase (SendHeartbeat, listing the tasks it holds), and serves the
 Worker service on one port that every one of its workers gives as its address: AssignTask and
 CancelTask are acknowledged at once; a task stays "running" until cancelled or ordered
-stopped. A task is told apart by the worker named in its spec (the M2 client names one).
+stopped. A task is told apart by the worker named in its spec (M2's client, bench/m2driver.py,
+names one).
+
+When the master is secure, each worker has its own certificate and calls the master's worker
+port with mutual TLS, and the Worker server serves TLS (bench/secure.py).
 
 Processes are started with the `spawn` method and talk to the parent over a Pipe:
 ready -> go(start, end) -> done(results)."""
@@ -16,16 +20,17 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 import grpc
 
+from bench.secure import Peer, master_channel, worker_server_credentials
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2, worker_pb2_grpc
 from cloudai.rpc.server import CHANNEL_OPTIONS
 
-__all__ = ["driver_main", "loadgen_main"]
+__all__ = ["beat_on_schedule", "loadgen_main"]
 
 CAPACITY = types_pb2.Resources(cpu=64, mem_gb=256, storage_gb=1000, gpu=0)
 RPC_TIMEOUT = 60.0
@@ -39,6 +44,9 @@ class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
         self.owner: dict[str, str] = {}
         self.assigned = 0
         self.cancelled = 0
+        self.stubs: dict[str, Any] = {}  # worker_id -> its Master stub, for its stop updates
+        self.update_errors: list[str] = []
+        self._updates: set[asyncio.Task[None]] = set()
 
     async def AssignTask(self, request: Any, context: Any) -> types_pb2.TaskAck:
         worker_id = request.spec.worker_id
@@ -53,10 +61,52 @@ class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
         self.cancelled += 1
         return types_pb2.TaskAck(success=True, message="stopping", task_id=request.task_id)
 
-    def stop(self, task_id: str) -> None:
+    def stop(self, task_id: str, ordered_to: str | None = None) -> None:
+        """Stop a task (a CancelTask, or a heartbeat reply's order to `ordered_to`) and tell
+        the master as a real worker does (`_stopped`)."""
         worker_id = self.owner.pop(task_id, None)
         if worker_id is not None:
             self.held[worker_id].discard(task_id)
+        who = worker_id or ordered_to
+        if who is None or who not in self.stubs:
+            return
+        t = asyncio.create_task(self._stopped(who, task_id, ran=worker_id is not None))
+        self._updates.add(t)
+        t.add_done_callback(self._updates.discard)
+
+    async def settle(self, timeout: float) -> None:
+        """Let the stop updates in flight finish (for `timeout` s), then cancel the rest, so
+        none is left to find its channel closed."""
+        if self._updates:
+            _, late = await asyncio.wait(set(self._updates), timeout=timeout)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def _stopped(self, worker_id: str, task_id: str, ran: bool) -> None:
+        """A stop's updates, in order, as a real worker sends them: signalled, exited (with
+        the result), removed; for a task it does not hold, removed at once."""
+        stages = ("signalled", "exited", "removed") if ran else ("removed",)
+        for stage in stages:
+            now = time.time()
+            update = master_pb2.StopUpdate(
+                task_id=task_id, worker_id=worker_id, stage=stage, at=now
+            )
+            if stage == "exited":
+                update.result.CopyFrom(
+                    types_pb2.TaskResult(
+                        task_id=task_id,
+                        worker_id=worker_id,
+                        status="cancelled",
+                        exit_code=143,
+                        completed_at=now,
+                    )
+                )
+            try:
+                await self.stubs[worker_id].UpdateStop(update, timeout=RPC_TIMEOUT)
+            except grpc.aio.AioRpcError as exc:
+                self.update_errors.append(f"{exc.code().name}: {exc.details()}")
+                return
 
     async def StreamTaskLogs(self, request: Any, context: Any) -> AsyncIterator[Any]:
         return
@@ -66,18 +116,22 @@ class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
         return types_pb2.WorkerInfo(runtime="fake")
 
 
-def loadgen_main(master: str, ids: list[str], interval: float, conn: Connection) -> None:
+def loadgen_main(master: Peer, ids: list[str], interval: float, conn: Connection) -> None:
     asyncio.run(_loadgen(master, ids, interval, conn))
 
 
-async def _loadgen(master: str, ids: list[str], interval: float, conn: Connection) -> None:
+async def _loadgen(master: Peer, ids: list[str], interval: float, conn: Connection) -> None:
     fake = _FakeWorkers(ids)
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     worker_pb2_grpc.add_WorkerServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if master.pki_dir is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", worker_server_credentials(master.pki_dir))
     await server.start()
-    channels = {w: grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS) for w in ids}
+    channels = {w: master_channel(master, w) for w in ids}
     stubs = {w: master_pb2_grpc.MasterStub(c) for w, c in channels.items()}
+    fake.stubs = stubs
     loop = asyncio.get_running_loop()
     try:
         register_ms = await _register_all(stubs, f"127.0.0.1:{port}")
@@ -97,10 +151,12 @@ async def _loadgen(master: str, ids: list[str], interval: float, conn: Connectio
                     "error_count": len(errors),
                     "assigned": fake.assigned,
                     "cancelled": fake.cancelled,
+                    "update_errors": fake.update_errors[:20],
                 },
             )
         )
     finally:
+        await fake.settle(5.0)
         for c in channels.values():
             await c.close()
         await server.stop(1.0)
@@ -136,11 +192,10 @@ async def _beat(
     beats: list[tuple[float, float]],
     errors: list[str],
 ) -> None:
-    """Heartbeat on a fixed schedule from a random phase until `end`: (sent at, ms) each."""
-    at = start + random.uniform(0, interval)
+    """Heartbeat one simulated worker, listing the tasks it holds; obey the stop orders."""
     rng = random.Random(worker_id)
-    while at < end:
-        await asyncio.sleep(max(0.0, at - time.time()))
+
+    async def send() -> None:
         request = master_pb2.HeartbeatRequest(
             worker_id=worker_id,
             running_task_ids=sorted(fake.held[worker_id]),
@@ -148,111 +203,31 @@ async def _beat(
             mem_used_gb=rng.uniform(1, 8),
             disk_free_gb=500.0,
         )
+        reply = await stub.SendHeartbeat(request, timeout=RPC_TIMEOUT)
+        for order in reply.stop_orders:
+            fake.stop(order.task_id, worker_id)
+
+    await beat_on_schedule(send, interval, start, end, beats, errors)
+
+
+async def beat_on_schedule(
+    send: Callable[[], Awaitable[None]],
+    interval: float,
+    start: float,
+    end: float,
+    beats: list[tuple[float, float]],
+    errors: list[str],
+) -> None:
+    """Call `send` on a fixed schedule from a random phase until `end`: (sent at, ms) each."""
+    at = start + random.uniform(0, interval)
+    while at < end:
+        await asyncio.sleep(max(0.0, at - time.time()))
         sent = time.time()
         p = time.perf_counter()
         try:
-            reply = await stub.SendHeartbeat(request, timeout=RPC_TIMEOUT)
+            await send()
         except grpc.aio.AioRpcError as exc:
             errors.append(f"{exc.code().name}: {exc.details()}")
         else:
             beats.append((sent, (time.perf_counter() - p) * 1000))
-            for order in reply.stop_orders:
-                fake.stop(order.task_id)
         at += interval
-
-
-def driver_main(
-    master: str,
-    worker_ids: list[str],
-    image: str,
-    begin: float,
-    end: float,
-    submit: int,
-    cancel: int,
-    conn: Connection,
-) -> None:
-    conn.send(("done", asyncio.run(_drive(master, worker_ids, image, begin, end, submit, cancel))))
-
-
-async def _drive(
-    master: str,
-    worker_ids: list[str],
-    image: str,
-    begin: float,
-    end: float,
-    submit: int,
-    cancel: int,
-) -> dict[str, Any]:
-    """M2: `submit` tasks paced evenly over [begin, end], each on a named simulated worker,
-    at most 8 calls in flight (8 clients); every other one cancelled a second later, up to
-    `cancel`. Records each call's latency; stops offering at `end`."""
-    channels = [grpc.aio.insecure_channel(master, options=CHANNEL_OPTIONS) for _ in range(8)]
-    stubs = [master_pb2_grpc.MasterStub(c) for c in channels]
-    meta = (("cloudai-user", "bench-m2"),)
-    gate = asyncio.Semaphore(8)
-    out: dict[str, Any] = {"submit_ms": [], "cancel_ms": [], "errors": [], "error_count": 0}
-    submits: list[asyncio.Task[None]] = []
-    cancels: list[asyncio.Task[None]] = []
-    pace = (end - begin) / max(submit, 1)
-
-    def failed(what: str, exc: grpc.aio.AioRpcError) -> None:
-        out["error_count"] += 1
-        if len(out["errors"]) < 20:
-            out["errors"].append(f"{what}: {exc.code().name}: {exc.details()}")
-
-    async def cancel_later(i: int, task_id: str) -> None:
-        await asyncio.sleep(1.0)
-        if time.time() >= end:
-            return
-        async with gate:
-            p = time.perf_counter()
-            try:
-                await stubs[i % 8].CancelTasks(
-                    master_pb2.CancelRequest(task_ids=[task_id]), timeout=RPC_TIMEOUT, metadata=meta
-                )
-            except grpc.aio.AioRpcError as exc:
-                failed("cancel", exc)
-                return
-            out["cancel_ms"].append((time.perf_counter() - p) * 1000)
-
-    async def submit_one(i: int) -> None:
-        spec = types_pb2.TaskSpec(
-            image=image,
-            command=["sleep", "3600"],
-            resources=types_pb2.Resources(cpu=0.1, mem_gb=0.1),
-            worker_id=worker_ids[i % len(worker_ids)],
-            owner="bench-m2",
-        )
-        async with gate:
-            p = time.perf_counter()
-            try:
-                task = await stubs[i % 8].SubmitTask(
-                    master_pb2.SubmitTaskRequest(spec=spec), timeout=RPC_TIMEOUT, metadata=meta
-                )
-            except grpc.aio.AioRpcError as exc:
-                failed("submit", exc)
-                return
-            out["submit_ms"].append((time.perf_counter() - p) * 1000)
-        if i % 2 == 0 and len(cancels) < cancel:
-            cancels.append(asyncio.create_task(cancel_later(i, task.task_id)))
-
-    await asyncio.sleep(max(0.0, begin - time.time()))
-    for i in range(submit):
-        at = begin + i * pace
-        if at >= end:
-            break
-        await asyncio.sleep(max(0.0, at - time.time()))
-        while gate.locked() and time.time() < end:  # the master is behind: wait for a slot
-            await asyncio.sleep(0.002)
-        if time.time() >= end:
-            break
-        submits.append(asyncio.create_task(submit_one(i)))
-    if submits:
-        await asyncio.wait(submits, timeout=RPC_TIMEOUT)
-    if cancels:
-        await asyncio.wait(cancels, timeout=RPC_TIMEOUT)
-    out["offered"] = len(submits)
-    out["cancels_offered"] = len(cancels)
-    for c in channels:
-        await c.close()
-    return out

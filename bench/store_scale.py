@@ -26,7 +26,7 @@ from cloudai.client import Client
 from cloudai.store import Store
 from cloudai.store.schema import assignments, tasks, workers
 
-__all__ = ["populate", "run_store_scale"]
+__all__ = ["pg_database", "populate", "run_store_scale"]
 
 WORKERS = 100
 CHUNK = 5_000
@@ -144,7 +144,7 @@ def _fresh_heartbeats(url: str) -> None:
 
 
 @contextlib.contextmanager
-def _pg_database(base: str) -> Iterator[str]:
+def pg_database(base: str) -> Iterator[str]:
     """A fresh database on the server of `base`, dropped afterwards."""
     import psycopg
 
@@ -174,7 +174,7 @@ def run_store_scale(
             why = "no PostgreSQL: set CLOUDAI_TEST_PG_URL or pass --pg-url"
             if pg_url:
                 try:
-                    with _pg_database(pg_url) as url:
+                    with pg_database(pg_url) as url:
                         out.extend(_one_store(procs, url, "postgresql", sizes, step, None))
                     why = ""
                 except Exception as exc:  # the SQLite figures stand; say why these are missing

@@ -37,7 +37,7 @@ from sqlalchemy import Connection, create_engine, func, select
 
 from cloudai.core.lifecycle import ACTIVE, HOLDS_RESOURCES, TERMINAL, TaskStatus
 from cloudai.core.resources import Resources
-from cloudai.store import Store, normalize_url, tasks
+from cloudai.store import Store, holdings, normalize_url, tasks
 from cloudai.store.schema import results, task_attempts
 
 __all__ = [
@@ -229,7 +229,7 @@ def _read(conn: Connection) -> tuple[dict[str, StoreTask], dict[str, Resources]]
     counts = dict(
         conn.execute(select(results.c.task_id, func.count()).group_by(results.c.task_id)).all()
     )
-    releasing = {t for ids, _ in tasks.releasing_by_worker(conn).values() for t in ids}
+    releasing = {t for ids, _ in holdings.releasing_by_worker(conn).values() for t in ids}
     runs: dict[str, list[int]] = {}
     for task_id, number in conn.execute(
         select(task_attempts.c.task_id, task_attempts.c.number).order_by(task_attempts.c.number)
@@ -248,7 +248,7 @@ def _read(conn: Connection) -> tuple[dict[str, StoreTask], dict[str, Resources]]
         )
         for t in tasks.list_tasks(conn)
     }
-    return found, tasks.allocated_by_worker(conn)
+    return found, holdings.allocated_by_worker(conn)
 
 
 def docker_engine(docker: Any) -> Callable[[], list[Container]]:

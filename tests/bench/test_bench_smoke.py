@@ -40,9 +40,13 @@ def _assert_produced(result: dict[str, Any], names: list[str]) -> None:
 
 
 def test_master_scale_figures_without_docker(tmp_path: pathlib.Path) -> None:
-    """Simulated workers over real gRPC, SQLite (and PostgreSQL when CLOUDAI_TEST_PG_URL)."""
-    result = _bench(tmp_path, "M", timeout=180)
-    _assert_produced(result, ["M1", "M2", "M3", "M4"])
+    """Simulated workers over real gRPC (TLS, a certificate each), SQLite (and PostgreSQL when
+    CLOUDAI_TEST_PG_URL): M1-M5, the gRPC floor, and the scaling curve's points and PNG."""
+    result = _bench(tmp_path, "M,K", timeout=300)
+    _assert_produced(result, ["M1", "M2", "G1", "M3", "M4", "M5"])
+    sqlite_points = [p for p in result["curve"] if p["store"] == "sqlite"]
+    assert sqlite_points and all(p["heartbeats"] > 0 for p in sqlite_points), result["curve"]
+    assert (tmp_path / result["curve_png"]).stat().st_size > 0
 
 
 def test_floor_and_cloudai_figures(tmp_path: pathlib.Path) -> None:

@@ -15,7 +15,7 @@ from cloudai.core.resources import Resources
 from cloudai.errors import Conflict, NoCapacity, NotFound
 from cloudai.master import planner
 from cloudai.master.planner import ReportOutcome
-from cloudai.store import events, results, tasks, workers
+from cloudai.store import events, holdings, results, tasks, workers
 from cloudai.store.engine import Store
 from cloudai.store.schema import results as results_table
 from cloudai.store.schema import tasks as tasks_table
@@ -151,7 +151,7 @@ def test_concurrent_placements_never_overcommit_a_worker(store: Store) -> None:
     for t in threads:
         t.join(60)
     assert len(placed) == 2
-    held = store.tx_sync(tasks.allocated_by_worker, "w1")["w1"]
+    held = store.tx_sync(holdings.allocated_by_worker, "w1")["w1"]
     assert held.cpu == pytest.approx(2.0) and held.mem_gb == pytest.approx(1.0)
     running = store.tx_sync(tasks.list_tasks, TaskFilter("running"))
     assert sorted(t.task_id for t in running) == sorted(placed)
@@ -162,11 +162,11 @@ def test_allocation_is_derived_from_running_tasks(store: Store) -> None:
     add_worker(store, "w1", cpu=4.0)
     submit(store, "a", cpu=1.0, worker="w1")
     submit(store, "b", cpu=2.0, worker="w1")
-    assert store.tx_sync(tasks.allocated_by_worker, "w1")["w1"].cpu == pytest.approx(3.0)
+    assert store.tx_sync(holdings.allocated_by_worker, "w1")["w1"].cpu == pytest.approx(3.0)
     store.tx_sync(tasks.transition, "a", TaskStatus.COMPLETED)
-    assert store.tx_sync(tasks.allocated_by_worker, "w1")["w1"].cpu == pytest.approx(2.0)
+    assert store.tx_sync(holdings.allocated_by_worker, "w1")["w1"].cpu == pytest.approx(2.0)
     store.tx_sync(tasks.transition, "b", TaskStatus.CANCELLED)
-    assert store.tx_sync(tasks.allocated_by_worker, "w1").get("w1", Resources()).cpu == 0.0
+    assert store.tx_sync(holdings.allocated_by_worker, "w1").get("w1", Resources()).cpu == 0.0
     (w,) = store.tx_sync(planner.load_workers, NOW, INTERVAL)
     assert w.available.cpu == pytest.approx(4.0) and w.running_tasks == ()
 
@@ -303,7 +303,7 @@ def test_list_filters_by_status_and_worker(store: Store) -> None:
     assert ids(worker="w2") == ["b"]
     assert ids(status="running", worker="w2") == []
     assert [t.task_id for t in store.tx_sync(tasks.pending)] == ["c"]
-    assert store.tx_sync(tasks.active_ids_on, "w1") == ["a"]
+    assert store.tx_sync(holdings.active_ids_on, "w1") == ["a"]
 
 
 def test_status_column_holds_only_known_states(store: Store) -> None:

@@ -11,7 +11,7 @@ from cloudai.core.models import TaskSpec
 from cloudai.core.resources import Resources
 from cloudai.core.stop import StopStage
 from cloudai.master import planner
-from cloudai.store import cancellations, tasks, workers
+from cloudai.store import cancellations, holdings, tasks, workers
 from cloudai.store.engine import Store
 
 NOW = 1_000_000.0
@@ -70,12 +70,12 @@ def test_a_cancelled_task_holds_its_devices_until_its_container_exited(store: St
     assert place(store, "a", 1)
     store.tx_sync(tasks.transition, "a", TaskStatus.CANCELLED)
     store.tx_sync(cancellations.create, "a", "w1", "ann", "", False, 10.0, "SIGTERM", NOW)
-    assert store.tx_sync(tasks.held_gpus_by_worker, "w1") == {"w1": {"0": "a"}}
+    assert store.tx_sync(holdings.held_gpus_by_worker, "w1") == {"w1": {"0": "a"}}
     assert not place(store, "b", 1)  # its container still runs
     store.tx_sync(cancellations.advance, "a", StopStage.SIGNALLED, NOW + 1)
     assert not place(store, "b", 1)
     store.tx_sync(cancellations.advance, "a", StopStage.EXITED, NOW + 2)
-    assert store.tx_sync(tasks.held_gpus_by_worker, "w1") == {}
+    assert store.tx_sync(holdings.held_gpus_by_worker, "w1") == {}
     assert place(store, "b", 1) and devices(store, "b") == ("0",)
 
 

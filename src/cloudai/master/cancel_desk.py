@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import Connection
+
 from cloudai.core.limits import ids_problems
 from cloudai.core.requests import CancelRequest
 from cloudai.core.stop_update import StopUpdate
@@ -15,12 +17,22 @@ from cloudai.master.canceller import Canceller, CancelOutcome
 from cloudai.master.config import MasterConfig
 from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.peers import WorkerPeers
-from cloudai.master.stop_updates import apply_update_tx
+from cloudai.master.stop_updates import Applied, apply_update_tx
 from cloudai.master.task_desk import deny_tx
 from cloudai.metrics import MasterMetrics
 from cloudai.store import Store, assignments, tasks
 
 __all__ = ["CancelDesk"]
+
+
+def _apply_own_update_tx(conn: Connection, update: StopUpdate, now: float) -> Applied:
+    """A stop update from the worker the task is placed on (another's is refused)."""
+    placed_on = assignments.worker_of(conn, update.task_id)
+    if placed_on is not None and placed_on != update.worker_id:
+        raise PermissionDenied(
+            f"task {update.task_id} is not assigned to worker {update.worker_id[:64]!r}"
+        )
+    return apply_update_tx(conn, update, now)
 
 
 class CancelDesk:
@@ -56,8 +68,7 @@ class CancelDesk:
             )
             for t in task_ids
         ]
-        self.dispatcher.wake()  # room freed
-        return outcomes
+        return outcomes  # a stop frees room when its container exits (update_stop wakes)
 
     async def _not_permitted(self, task_ids: list[str], caller: Caller, action: str) -> set[str]:
         """The tasks among `task_ids` that are other users' (each refusal an audit event)."""
@@ -77,7 +88,6 @@ class CancelDesk:
                     f"{caller.name} may not cancel task {task_id}: not the owner"
                 )
             outcome = await self.canceller.cancel_one(task_id, CancelRequest(caller.name))
-        self.dispatcher.wake()
         return outcome
 
     async def update_stop(self, update: StopUpdate) -> bool:
@@ -85,19 +95,14 @@ class CancelDesk:
         when it changed something."""
         check(update.problems())
         update = update.bounded()
-        placed_on = await self.store.tx(assignments.worker_of, update.task_id)
-        if placed_on is not None and placed_on != update.worker_id:
-            raise PermissionDenied(
-                f"task {update.task_id} is not assigned to worker {update.worker_id[:64]!r}"
-            )
         await self.canceller.outage.replay()  # a stop journaled without the store goes first
         if update.result is not None:  # a stop's exit carries the task's result
             failpoint("report.before_result_write")
-        applied = await self.store.tx(apply_update_tx, update, time.time())
+        applied = await self.store.tx(_apply_own_update_tx, update, time.time())
         if applied.stop_seconds is not None:
             self.metrics.cancel_stop.labels(applied.how).observe(applied.stop_seconds)
         if applied.confirmed is not None:
             self.canceller.webhook.notify("cancel_confirmed", applied.confirmed)
-        if applied.advanced:
+        if applied.confirmed is not None or applied.stop_seconds is not None:
             self.dispatcher.wake()  # an exit or a removal frees the task's resources
         return applied.advanced

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -106,6 +107,15 @@ def _decide_tx(
     return "cancelled", cancellations.get(conn, task_id)
 
 
+def _decide_where_tx(
+    conn: Connection, task_id: str, req: CancelRequest, now: float, final: TaskStatus | None
+) -> tuple[str, Cancellation | None, workers.WorkerRow | None]:
+    """The decision, and the row of the worker to stop it on (None: not placed)."""
+    outcome, c = _decide_tx(conn, task_id, req, now, final)
+    worker = None if c is None or c.worker_id is None else workers.get(conn, c.worker_id)
+    return outcome, c, worker
+
+
 class Canceller:
     def __init__(
         self, store: Store, peers: WorkerPeers, config: MasterConfig, metrics: MasterMetrics
@@ -117,6 +127,7 @@ class Canceller:
         self._delivering: dict[str, asyncio.Task[bool]] = {}
         self.webhook = Webhook(config.cancel_webhook)
         self.outage = OutageCancels(config, peers, self.cancel)  # cancels without the store
+        self.on_decided: Callable[[str], None] = lambda _worker_id: None  # a stop for a worker
 
     # ---- the decision -------------------------------------------------------------------
 
@@ -151,12 +162,14 @@ class Canceller:
         self, task_id: str, req: CancelRequest, final: TaskStatus | None = TaskStatus.CANCELLED
     ) -> CancelOutcome:
         """Cancel one task (`final`: scheduler_stops.py); NotFound / Conflict if it cannot be."""
-        outcome, c = await self.store.tx(_decide_tx, task_id, req, time.time(), final)
+        outcome, c, worker = await self.store.tx(_decide_where_tx, task_id, req, time.time(), final)
         if outcome == "already" or c is None:
             return CancelOutcome(
                 task_id, True, f"task {task_id} already cancelled", "cancelled", already=True
             )
         failpoint("cancel.after_status_write")
+        if c.worker_id is not None:
+            self.on_decided(c.worker_id)
         self.webhook.notify("cancel_requested", c)
         lines = [f"Task ID: {task_id}", f"Requested by: {req.actor}"]
         if req.reason:
@@ -168,7 +181,7 @@ class Canceller:
                 task_id, True, f"task {task_id} cancelled (it had not started)", "cancelled"
             )
         # Not None: an assignment's worker row (a foreign key) is never deleted.
-        worker = cast(workers.WorkerRow, await self.store.tx(workers.get, c.worker_id))
+        worker = cast(workers.WorkerRow, worker)
         lines.append(f"Target Worker: {c.worker_id} ({worker['address']})")
         lines.append("✓ status set to 'cancelled'; resources held until its container is gone")
         state = worker_state(worker["last_heartbeat"], time.time(), self.config.heartbeat_interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 from cloudai.core.lease import Lease
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import Worker
+from cloudai.errors import CloudAIError
 from cloudai.loops import Loops
 from cloudai.master import planner
+from cloudai.master.beats import Beats
 from cloudai.master.cancel_desk import CancelDesk
 from cloudai.master.canceller import Canceller
 from cloudai.master.config import MasterConfig
@@ -55,6 +58,10 @@ class Cluster(Membership, TaskDesk, CancelDesk):
         self.canceller = Canceller(store, self.peers, self.config, self.metrics)
         self.dispatcher.also.append(self.canceller.outage.replay)  # first: before new orders
         self.dispatcher.on_store_away = self._lease_from_now
+        self.beats = Beats(self.config.heartbeat_interval)  # heartbeats in memory
+        self.dispatcher.on_delivered = self.beats.changed
+        self.dispatcher.heard = self.beats.heard
+        self.canceller.on_decided = self.beats.changed
         self.dispatcher.also.append(self._reap_lost_workers)
         self.dispatcher.on_placed = lambda w: self.metrics.placements.labels(w).inc()
         self.dispatcher.also.append(Deadlines(store, self.canceller).enforce)
@@ -87,17 +94,20 @@ class Cluster(Membership, TaskDesk, CancelDesk):
             self.lease.lost_after,
         )
         self.loops.start("dispatch-loop", self.dispatcher.run)
+        self.loops.start("beat-writer", self._write_beats_loop)
 
     def _metrics_snapshot(self) -> tuple[dict[str, int], list[Worker]]:
         """For a scrape (on the HTTP server's thread): tasks by status, workers."""
         by_status = self.store.tx_sync(tasks.count_by_status)
-        snapshot = self.store.tx_sync(
-            planner.load_workers, time.time(), self.config.heartbeat_interval
-        )
-        return by_status, snapshot
+        now = time.time()
+        interval = self.config.heartbeat_interval
+        found = self.store.tx_sync(planner.load_workers, now, interval, None, self.beats.heard())
+        return by_status, [self.with_latest_beat(w, now) for w in found]
 
     async def stop(self) -> None:
         await self.loops.stop()
+        with contextlib.suppress(CloudAIError):
+            await self.write_beats()  # the last heartbeats heard
         await self.dispatcher.stop()
         await self.canceller.close()
         await self.peers.close()

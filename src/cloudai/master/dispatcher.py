@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from cloudai.core.lifecycle import TaskStatus
-from cloudai.core.models import Worker
+from cloudai.core.models import Task, Worker
 from cloudai.errors import CloudAIError, InvalidArgument, RuntimeFailure, StoreUnavailable
 from cloudai.master import planner
 from cloudai.master.peers import WorkerPeers
@@ -40,8 +40,12 @@ class Dispatcher:
         self._delivering: set[str] = set()
         self._placing = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
-        self.also: list[Callable[[], Awaitable[None]]] = []  # more work for each round
+        # More work for a round, at most once a dispatch interval (not at every wake-up).
+        self.also: list[Callable[[], Awaitable[None]]] = []
+        self._also_at = -float("inf")  # monotonic: when `also` last ran
         self.on_placed: Callable[[str], None] = lambda _worker_id: None
+        self.on_delivered: Callable[[str], None] = lambda _worker_id: None
+        self.heard: Callable[[], Mapping[str, float]] = dict  # heartbeats not yet written
         # Makes room for waiting tasks by preempting lower-priority ones (master/preemption.py).
         self.preempt: Callable[[list[Slot], list[Worker]], Awaitable[None]] | None = None
         self.on_store_away: Callable[[], None] = lambda: None  # each round the store fails
@@ -84,6 +88,9 @@ class Dispatcher:
     async def round(self) -> None:
         await self.place_pending()
         await self.deliver()
+        if time.monotonic() - self._also_at < self.config.dispatch_interval:
+            return  # a wake-up (a submit, a cancel): placement and delivery only
+        self._also_at = time.monotonic()
         for extra in self.also:
             await extra()
 
@@ -94,7 +101,8 @@ class Dispatcher:
             return await self._place_pending()
 
     async def _place_pending(self) -> int:
-        slots, workers = await self.store.tx(queue_tx, time.time(), self.config.heartbeat_interval)
+        interval = self.config.heartbeat_interval
+        slots, workers = await self.store.tx(queue_tx, time.time(), interval, self.heard())
         placed = 0
         for slot in slots:
             if slot.worker_id is None:
@@ -118,11 +126,16 @@ class Dispatcher:
             await self.preempt(waiting, workers)
         return placed
 
-    def deliver_soon(self, task_id: str, worker_id: str) -> None:
-        """Send a new assignment now, not at the next round."""
+    def deliver_soon(
+        self, task_id: str, worker_id: str, placed: tuple[Task, str] | None = None
+    ) -> None:
+        """Send a new assignment now, not at the next round (`placed`: the task and the
+        worker's address, as the transaction that placed it read them)."""
         if task_id in self._delivering:
             return
-        t = asyncio.create_task(self._deliver_one(task_id, worker_id), name=f"assign-{task_id}")
+        t = asyncio.create_task(
+            self._deliver_one(task_id, worker_id, placed), name=f"assign-{task_id}"
+        )
         self._background.add(t)
         t.add_done_callback(self._background.discard)
 
@@ -135,17 +148,26 @@ class Dispatcher:
         if todo:
             await asyncio.gather(*(self._deliver_one(t, w) for t, w in todo))
 
-    async def _deliver_one(self, task_id: str, worker_id: str) -> None:
+    async def _deliver_one(
+        self, task_id: str, worker_id: str, placed: tuple[Task, str] | None = None
+    ) -> None:
         if task_id in self._delivering:
             return
         self._delivering.add(task_id)
         try:
-            task, worker, done = await self.store.tx(self._delivery_state_tx, task_id, worker_id)
-            if task is None or worker is None or task.status is not TaskStatus.RUNNING or done:
-                return
+            if placed is None:
+                task, worker, done = await self.store.tx(
+                    self._delivery_state_tx, task_id, worker_id
+                )
+                if task is None or worker is None or task.status is not TaskStatus.RUNNING:
+                    return
+                if done:
+                    return
+                placed = task, worker["address"]
+            task, address = placed
             try:
                 await self.peers.assign(
-                    worker_id, worker["address"], task_id, task.spec, task.gpu_ids, task.attempt
+                    worker_id, address, task_id, task.spec, task.gpu_ids, task.attempt
                 )
             except (InvalidArgument, RuntimeFailure) as exc:
                 await self.store.tx(self._reject_tx, task_id, worker_id, str(exc), time.time())
@@ -163,6 +185,7 @@ class Dispatcher:
                     )
                 return
             await self.store.tx(self._delivered_tx, task_id, worker_id, time.time())
+            self.on_delivered(worker_id)
             log.info("✓ task %s delivered to %s", task_id, worker_id)
         finally:
             self._delivering.discard(task_id)

@@ -8,8 +8,9 @@ hold them, so ending a task frees them. A task ended here gets its one result fr
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from cloudai.core.lease import Lease
 from cloudai.core.lifecycle import TaskStatus
@@ -44,17 +45,19 @@ def fail_task(conn: Connection, task_id: str, worker_id: str, why: str, now: flo
     return True
 
 
+_RUNNING_ON = (  # built once: every heartbeat's full pass runs it
+    select(assignments.c.task_id, assignments.c.delivered_at)
+    .join(tasks_table, tasks_table.c.task_id == assignments.c.task_id)
+    .where(
+        assignments.c.worker_id == bindparam("w"),
+        tasks_table.c.status == TaskStatus.RUNNING.value,
+    )
+)
+
+
 def _running_on(conn: Connection, worker_id: str) -> list[tuple[str, float | None]]:
     """(task_id, delivered_at) of the running tasks placed on the worker."""
-    rows = conn.execute(
-        select(assignments.c.task_id, assignments.c.delivered_at)
-        .join(tasks_table, tasks_table.c.task_id == assignments.c.task_id)
-        .where(
-            assignments.c.worker_id == worker_id,
-            tasks_table.c.status == TaskStatus.RUNNING.value,
-        )
-    )
-    return [(r[0], r[1]) for r in rows]
+    return [(r[0], r[1]) for r in conn.execute(_RUNNING_ON, {"w": worker_id})]
 
 
 def reconcile_tx(
@@ -64,27 +67,37 @@ def reconcile_tx(
     stopping: set[str],
     now: float,
     interval: float,
+    waiting: list[str] | None = None,
 ) -> list[str]:
     """Tasks the store has as running on this worker that the worker does not hold (accepted
     long enough ago that the heartbeat must show them) end `failed` "lost on worker".
-    Returns their IDs."""
+    Returns their IDs; those not held but too young to judge go in `waiting`."""
     lost = []
     for task_id, delivered_at in _running_on(conn, worker_id):
-        if task_id in running or task_id in stopping or delivered_at is None:
+        if task_id in running or task_id in stopping:
             continue
-        if now - delivered_at < LOST_AFTER_INTERVALS * interval:
-            continue  # accepted after this heartbeat was built, perhaps
+        if delivered_at is None or now - delivered_at < LOST_AFTER_INTERVALS * interval:
+            if waiting is not None:  # accepted after this heartbeat was built, perhaps
+                waiting.append(task_id)
+            continue
         why = f"lost on worker {worker_id}: it no longer runs the task"
         if fail_task(conn, task_id, worker_id, why, now):
             lost.append(task_id)
     return lost
 
 
-def reap_lost_workers_tx(conn: Connection, now: float, lease: Lease) -> list[str]:
+def reap_lost_workers_tx(
+    conn: Connection,
+    now: float,
+    lease: Lease,
+    heard: Mapping[str, float] | None = None,
+    reaped: list[str] | None = None,
+) -> list[str]:
     """Running tasks of workers whose lease has lapsed end `failed` "worker lost". The lease
     counts from the later of the last heartbeat and this master's start (core/lease.py), so a
     restarted master gives each worker a full deadline first. If such a worker comes back, its
-    heartbeat gets stop orders for them."""
+    heartbeat gets stop orders for them. `heard`: heartbeats not yet written (master/beats.py),
+    which count; the workers whose tasks ended go in `reaped`."""
     cutoff = lease.lapsed_before(now)
     if cutoff is None:
         return []
@@ -95,9 +108,13 @@ def reap_lost_workers_tx(conn: Connection, now: float, lease: Lease) -> list[str
         )
     )
     ended = []
-    for (worker_id,) in silent:
+    for (worker_id,) in silent.all():
+        if heard is not None and heard.get(worker_id, cutoff) > cutoff:
+            continue
         for task_id, _ in _running_on(conn, worker_id):
             why = f"worker lost: {worker_id} sent no heartbeat for over {lease.lost_after:g}s"
             if fail_task(conn, task_id, worker_id, why, now):
                 ended.append(task_id)
+                if reaped is not None and worker_id not in reaped:
+                    reaped.append(worker_id)
     return ended

@@ -3,9 +3,13 @@ their replies carry), drain, removal, and the workers' view."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Connection
 
@@ -22,6 +26,7 @@ from cloudai.core.models import (
     Worker,
     validate_address,
     validate_worker_id,
+    worker_state,
 )
 from cloudai.core.resources import Resources
 from cloudai.errors import (
@@ -30,10 +35,12 @@ from cloudai.errors import (
     Conflict,
     InvalidArgument,
     NotFound,
+    StoreUnavailable,
     WrongCluster,
     check,
 )
 from cloudai.master import planner
+from cloudai.master.beats import Beats, Touch
 from cloudai.master.canceller import Canceller
 from cloudai.master.config import MasterConfig
 from cloudai.master.dispatcher import Dispatcher
@@ -41,7 +48,7 @@ from cloudai.master.liveness import reap_lost_workers_tx, reconcile_tx
 from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import stop_orders_tx
 from cloudai.metrics import MasterMetrics
-from cloudai.store import Store, tasks, workers
+from cloudai.store import Store, holdings, tasks, workers
 from cloudai.store._dialect import lock_row
 from cloudai.store.engine import masked_url
 from cloudai.store.schema import workers as workers_table
@@ -49,6 +56,13 @@ from cloudai.store.schema import workers as workers_table
 __all__ = ["Membership"]
 
 log = logging.getLogger("cloudai.master")
+
+
+def _write_beats_tx(conn: Connection, batch: dict[str, Touch]) -> None:
+    workers.touch_many(conn, ((w, t.at, t.telemetry, t.gpus) for w, t in batch.items()))
+    tasks.record_usage_many(
+        conn, [(task, w, c, m, t.at) for w, t in batch.items() for task, c, m in t.usage]
+    )
 
 
 def _worker_problems(capacity: Resources, runtime: str) -> list[str]:
@@ -64,7 +78,7 @@ def _remove_worker_tx(conn: Connection, worker_id: str, now: float) -> None:
     removed)."""
     if lock_row(conn, workers_table, "worker_id", worker_id) is None:
         raise NotFound(f"worker {worker_id!r} not found")
-    active = sorted(tasks.active_ids_on(conn, worker_id))
+    active = sorted(holdings.active_ids_on(conn, worker_id))
     if active:
         shown = ", ".join(active[:3]) + (", ..." if len(active) > 3 else "")
         raise Conflict(
@@ -90,6 +104,7 @@ class Membership:
     canceller: Canceller
     cluster_id: str
     lease: Lease
+    beats: Beats
     _refusals_logged: dict[str, float]
     _unknown_reported: set[tuple[str, str]]
 
@@ -139,6 +154,7 @@ class Membership:
         if gpu_ids and len(gpu_ids) != capacity.gpu:
             raise InvalidArgument(f"{len(gpu_ids)} GPU ids for a capacity of {capacity.gpu} GPUs")
         self.canceller.outage.heard(worker_id, running or [], address)
+        self.beats.forget(worker_id)  # its first heartbeat takes the full pass
         orders = await self.store.tx(
             self._register_tx,
             worker_id,
@@ -193,14 +209,23 @@ class Membership:
 
     def _reconcile(
         self, conn: Connection, worker_id: str, running: set[str], stopping: set[str], now: float
-    ) -> None:
-        lost = reconcile_tx(conn, worker_id, running, stopping, now, self.config.heartbeat_interval)
+    ) -> list[str]:
+        """Reconcile (liveness.py); the tasks delivered there that the worker may not list
+        yet."""
+        waiting: list[str] = []
+        interval = self.config.heartbeat_interval
+        lost = reconcile_tx(conn, worker_id, running, stopping, now, interval, waiting)
         for task_id in lost:
             self.metrics.lost.labels("lost_on_worker").inc()
             log.warning("✗ task %s lost on worker %s: failed", task_id, worker_id)
+        return waiting
 
     async def _reap_lost_workers(self) -> None:
-        ended = await self.store.tx(reap_lost_workers_tx, time.time(), self.lease)
+        reaped: list[str] = []
+        heard = self.beats.heard()  # heartbeats not yet written count
+        ended = await self.store.tx(reap_lost_workers_tx, time.time(), self.lease, heard, reaped)
+        for worker_id in reaped:
+            self.beats.changed(worker_id)
         for task_id in ended:
             self.metrics.lost.labels("worker_lost").inc()
             log.warning("✗ task %s failed: its worker was lost", task_id)
@@ -243,12 +268,13 @@ class Membership:
         worker_id: str,
         running: list[str],
         stopping: list[str],
-        telemetry: dict[str, float] | None = None,
-        usage: list[tuple[str, float, float]] | None = None,
+        telemetry: Mapping[str, float | None] | None = None,
+        usage: Sequence[tuple[str, float | None, float | None]] | None = None,
         gpus: list[GpuDevice] | None = None,
     ) -> tuple[bool, list[types_pb2.CancelTaskRequest]]:
         """Record a heartbeat with its telemetry (GPUs' too: busy ones are not handed out),
-        reconcile, and answer whether the worker is known and its stop orders."""
+        reconcile, and answer whether the worker is known and its stop orders. Most are
+        answered from memory and written in a batch (master/beats.py)."""
         check(
             validate_worker_id(worker_id),
             ids_problems("running_task_ids", running),
@@ -256,16 +282,18 @@ class Membership:
             ids_problems("usage", [u[0] for u in usage or []]),
         )
         self.canceller.outage.heard(worker_id, running)  # before the store, which may be away
-        return await self.store.tx(
-            self._heartbeat_tx,
-            worker_id,
-            running,
-            stopping,
-            telemetry,
-            usage or [],
-            gpus or [],
-            time.time(),
+        self.metrics.heartbeats.labels(worker_id).inc()
+        touch = Touch(time.time(), telemetry, gpus or [], usage or [])
+        if self.beats.answer(worker_id, running, stopping, touch):
+            return True, []
+        gen = self.beats.generation(worker_id)
+        known, orders, quiet = await self.store.tx(
+            self._heartbeat_tx, worker_id, running, stopping, touch
         )
+        self.beats.after_full(
+            worker_id, gen, running, stopping, touch.gpus, touch.at, known and quiet
+        )
+        return known, orders
 
     def _heartbeat_tx(
         self,
@@ -273,21 +301,38 @@ class Membership:
         worker_id: str,
         running: list[str],
         stopping: list[str],
-        telemetry: dict[str, float] | None,
-        usage: list[tuple[str, float, float]],
-        gpus: list[GpuDevice],
-        now: float,
-    ) -> tuple[bool, list[types_pb2.CancelTaskRequest]]:
-        if not workers.touch(conn, worker_id, now, telemetry, gpus):
-            return False, []
-        self.metrics.heartbeats.labels(worker_id).inc()
-        if usage:
-            tasks.record_usage(conn, usage, worker_id, now)
-        self._reconcile(conn, worker_id, set(running), set(stopping), now)
+        touch: Touch,
+    ) -> tuple[bool, list[types_pb2.CancelTaskRequest], bool]:
+        """The full pass: write the heartbeat, reconcile, the stop orders; and whether it was
+        quiet (no order, no unknown task, none delivered that the worker does not list yet)."""
+        now = touch.at
+        if not workers.touch(conn, worker_id, now, touch.telemetry, touch.gpus):
+            return False, [], False
+        tasks.record_usage_many(conn, [(t, worker_id, c, m, now) for t, c, m in touch.usage])
+        waiting = self._reconcile(conn, worker_id, set(running), set(stopping), now)
         unknown: list[str] = []
         orders = stop_orders_tx(conn, worker_id, running, unknown)
         self._report_unknown(worker_id, unknown)
-        return True, orders
+        return True, orders, not (orders or unknown or waiting)
+
+    async def _write_beats_loop(self) -> None:
+        """beat-writer: the heartbeats answered from memory, written once an interval."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            with contextlib.suppress(StoreUnavailable):  # kept; the dispatch loop says so
+                await self.write_beats()
+
+    async def write_beats(self) -> None:
+        """The heartbeats answered from memory since the last call, in one transaction (each
+        dispatch round); kept for the next one if the store is away."""
+        batch = self.beats.take()
+        if not batch:
+            return
+        try:
+            await self.store.tx(_write_beats_tx, batch)
+        except BaseException:
+            self.beats.put_back(batch)
+            raise
 
     async def drain(self, worker_id: str, drain: bool) -> Worker:
         """Stop (or resume) placing new tasks on a worker; its running tasks go on."""
@@ -303,12 +348,30 @@ class Membership:
         heartbeat."""
         worker = await self.get_worker(worker_id)
         await self.store.tx(_remove_worker_tx, worker_id, time.time())
+        self.beats.forget(worker_id)
         log.info("worker %s removed", worker_id)
         return worker
 
     async def list_workers(self) -> list[Worker]:
-        return await self.store.tx(
-            planner.load_workers, time.time(), self.config.heartbeat_interval
+        now = time.time()
+        interval = self.config.heartbeat_interval
+        found = await self.store.tx(planner.load_workers, now, interval, None, self.beats.heard())
+        return [self.with_latest_beat(w, now) for w in found]
+
+    def with_latest_beat(self, w: Worker, now: float) -> Worker:
+        """The worker with the telemetry of its newest heartbeat, written or not."""
+        touch = self.beats.latest(w.worker_id)  # not written yet: newer than the store's
+        if touch is None:
+            return w
+        t = touch.telemetry or {}
+        last = max(touch.at, w.last_heartbeat or 0.0)
+        return dataclasses.replace(
+            w,
+            last_heartbeat=last,
+            state=worker_state(last, now, self.config.heartbeat_interval),
+            cpu_percent=t.get("cpu_percent", w.cpu_percent),
+            mem_used_gb=t.get("mem_used_gb", w.mem_used_gb),
+            disk_free_gb=t.get("disk_free_gb", w.disk_free_gb),
         )
 
     async def get_worker(self, worker_id: str) -> Worker:

@@ -6,6 +6,7 @@ module that owns it."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from sqlalchemy import Connection
 
@@ -16,7 +17,16 @@ from cloudai.core.resources import Resources
 from cloudai.errors import Conflict, NoCapacity, NotFound
 from cloudai.master.retries import after_report_tx
 from cloudai.scheduler.placement import fits_anywhere
-from cloudai.store import assignments, attempts, cancellations, events, results, tasks, workers
+from cloudai.store import (
+    assignments,
+    attempts,
+    cancellations,
+    events,
+    holdings,
+    results,
+    tasks,
+    workers,
+)
 from cloudai.store._dialect import lock_row
 from cloudai.store.schema import workers as workers_table
 
@@ -30,30 +40,46 @@ __all__ = [
 ]
 
 
+def _last_beat(row: workers.WorkerRow, heard: Mapping[str, float] | None) -> float | None:
+    """The later of the heartbeat written and the one heard (master/beats.py: not yet
+    written)."""
+    written: float | None = row["last_heartbeat"]
+    late = None if heard is None else heard.get(row["worker_id"])
+    if late is None or (written is not None and written >= late):
+        return written
+    return late
+
+
 def load_workers(
-    conn: Connection, now: float, interval: float, worker_id: str | None = None
+    conn: Connection,
+    now: float,
+    interval: float,
+    worker_id: str | None = None,
+    heard: Mapping[str, float] | None = None,
 ) -> list[Worker]:
     """Every worker (or just `worker_id`) with its allocation derived from the tasks that hold
-    resources on it. A fixed number of queries, whatever the number of workers."""
-    allocated = tasks.allocated_by_worker(conn, worker_id)
-    active = tasks.active_ids_by_worker(conn, worker_id)
-    releasing = tasks.releasing_by_worker(conn, worker_id)
-    stop_failures = tasks.stop_failures_by_worker(conn, worker_id)
-    held_gpus = tasks.held_gpus_by_worker(conn, worker_id)
+    resources on it. A fixed number of queries, whatever the number of workers. `heard`: the
+    heartbeats heard and not yet written, which count for its state."""
+    allocated = holdings.allocated_by_worker(conn, worker_id)
+    active = holdings.active_ids_by_worker(conn, worker_id)
+    releasing = holdings.releasing_by_worker(conn, worker_id)
+    stop_failures = holdings.stop_failures_by_worker(conn, worker_id)
+    held_gpus = holdings.held_gpus_by_worker(conn, worker_id)
     rows = workers.all_rows(conn) if worker_id is None else [workers.get(conn, worker_id)]
     out = []
     for row in rows:
         if row is None or row["removed_at"] is not None:
             continue
         wid = row["worker_id"]
+        last = _last_beat(row, heard)
         out.append(
             Worker(
                 worker_id=wid,
                 address=row["address"],
                 capacity=workers.capacity_of(row),
                 allocated=allocated.get(wid, Resources()),
-                state=worker_state(row["last_heartbeat"], now, interval),
-                last_heartbeat=row["last_heartbeat"],
+                state=worker_state(last, now, interval),
+                last_heartbeat=last,
                 registered_at=row["registered_at"],
                 runtime=row["runtime"],
                 running_tasks=tuple(sorted(active.get(wid, ()))),
@@ -102,12 +128,24 @@ def commit_placement(
     row = lock_row(conn, workers_table, "worker_id", worker_id)
     if row is None or row["drained"] or row["removed_at"] is not None:
         return False
-    held = tasks.allocated_by_worker(conn, worker_id).get(worker_id, Resources())
+    return _place_on_locked(conn, row, task_id, request, now, actor)
+
+
+def _place_on_locked(
+    conn: Connection,
+    row: workers.WorkerRow,
+    task_id: str,
+    request: Resources,
+    now: float,
+    actor: str,
+) -> bool:
+    worker_id = row["worker_id"]
+    held = holdings.allocated_by_worker(conn, worker_id).get(worker_id, Resources())
     if not request.fits_in(workers.capacity_of(row) - held):
         return False
     gpu_ids: tuple[str, ...] | None = ()
     if request.gpu:
-        taken = set(tasks.held_gpus_by_worker(conn, worker_id).get(worker_id, {}))
+        taken = set(holdings.held_gpus_by_worker(conn, worker_id).get(worker_id, {}))
         taken |= workers.busy_gpus_of(row)
         gpu_ids = pick_gpus(workers.gpu_ids_of(row), taken, request.gpu)
     if gpu_ids is None:
@@ -120,42 +158,66 @@ def commit_placement(
     return True
 
 
-def submit(conn: Connection, task_id: str, spec: TaskSpec, now: float, interval: float) -> Task:
-    """Store a new task; place it at once when it names a worker. All or nothing."""
-    all_workers = load_workers(conn, now, interval, spec.worker_id or None)
-    request = spec.resources
+def submit(
+    conn: Connection,
+    task_id: str,
+    spec: TaskSpec,
+    now: float,
+    interval: float,
+    heard: float | None = None,
+) -> Task:
+    """Store a new task; place it at once when it names a worker (`heard`: that worker's
+    last heartbeat not yet written). All or nothing."""
     if spec.worker_id:
-        target = next((w for w in all_workers if w.worker_id == spec.worker_id), None)
-        if target is None:
-            raise NotFound(f"unknown worker {spec.worker_id!r}")
-        if target.state != "healthy":
-            raise Conflict(f"worker {spec.worker_id!r} is {target.state}: not taking tasks")
-        if target.drained:
-            raise Conflict(f"worker {spec.worker_id!r} is drained: not taking tasks")
-        if not request.fits_in(target.capacity):
+        _submit_placed(conn, task_id, spec, now, interval, heard)
+    else:
+        all_workers = load_workers(conn, now, interval)
+        request = spec.resources
+        if all_workers and not fits_anywhere(request, all_workers):
+            biggest = max(all_workers, key=lambda w: (w.capacity.cpu, w.capacity.mem_gb))
             raise NoCapacity(
-                f"task needs {request}, more than worker {spec.worker_id!r} has ({target.capacity})"
+                f"task needs {request}, more than any worker has (largest: {biggest.worker_id} "
+                f"with {biggest.capacity})"
             )
-    elif all_workers and not fits_anywhere(request, all_workers):
-        biggest = max(all_workers, key=lambda w: (w.capacity.cpu, w.capacity.mem_gb))
-        raise NoCapacity(
-            f"task needs {request}, more than any worker has (largest: {biggest.worker_id} "
-            f"with {biggest.capacity})"
-        )
-    tasks.insert(conn, task_id, spec, now)
-    events.add(conn, task_id, "submitted", spec.owner or "unknown", f"image {spec.image}", now)
-    if spec.worker_id and not commit_placement(
-        conn, task_id, spec.worker_id, request, now, spec.owner or "user"
-    ):
-        target = next(w for w in all_workers if w.worker_id == spec.worker_id)
-        raise NoCapacity(
-            f"worker {spec.worker_id!r} has no room for {request} now "
-            f"(available: {target.available})"
-        )
+        _insert(conn, task_id, spec, now)
     task = tasks.get(conn, task_id)
     if task is None:  # inserted above, in this transaction
         raise NotFound(f"task {task_id!r} not found")
     return task
+
+
+def _insert(conn: Connection, task_id: str, spec: TaskSpec, now: float) -> None:
+    tasks.insert(conn, task_id, spec, now)
+    events.add(conn, task_id, "submitted", spec.owner or "unknown", f"image {spec.image}", now)
+
+
+def _submit_placed(
+    conn: Connection,
+    task_id: str,
+    spec: TaskSpec,
+    now: float,
+    interval: float,
+    heard: float | None,
+) -> None:
+    """A task that names its worker: the worker's row locked first (as a placement locks
+    it), then checked, the task stored and placed."""
+    name, request = spec.worker_id, spec.resources
+    row = lock_row(conn, workers_table, "worker_id", name)
+    if row is None or row["removed_at"] is not None:
+        raise NotFound(f"unknown worker {name!r}")
+    state = worker_state(_last_beat(row, {name: heard} if heard else None), now, interval)
+    if state != "healthy":
+        raise Conflict(f"worker {name!r} is {state}: not taking tasks")
+    if row["drained"]:
+        raise Conflict(f"worker {name!r} is drained: not taking tasks")
+    capacity = workers.capacity_of(row)
+    if not request.fits_in(capacity):
+        raise NoCapacity(f"task needs {request}, more than worker {name!r} has ({capacity})")
+    _insert(conn, task_id, spec, now)
+    if not _place_on_locked(conn, row, task_id, request, now, spec.owner or "user"):
+        held = holdings.allocated_by_worker(conn, name).get(name, Resources())
+        available = (capacity - held).clamp_zero()
+        raise NoCapacity(f"worker {name!r} has no room for {request} now (available: {available})")
 
 
 def task_detail(conn: Connection, task_id: str) -> Task | None:

@@ -5,6 +5,7 @@ it; `task ls --status pending` shows it."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from sqlalchemy import Connection
 
@@ -32,11 +33,13 @@ def reserved_tx(conn: Connection, pending_priority: dict[str, int]) -> dict[str,
     return out
 
 
-def queue_tx(conn: Connection, now: float, interval: float) -> tuple[list[Slot], list[Worker]]:
+def queue_tx(
+    conn: Connection, now: float, interval: float, heard: Mapping[str, float] | None = None
+) -> tuple[list[Slot], list[Worker]]:
     pending = tasks.pending(conn, QUEUE_MAX)
     if not pending:
         return [], []
-    workers = load_workers(conn, now, interval)
+    workers = load_workers(conn, now, interval, heard=heard)
     ordered = queue_order(pending, queue.running_by_owner(conn))
     reserved = reserved_tx(conn, {t.task_id: t.spec.priority for t in pending})
     return plan(ordered, workers, now, queue.backing_off(conn, now), reserved), workers

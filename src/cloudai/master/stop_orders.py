@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from cloudai.api.v1 import types_pb2
 from cloudai.core.lifecycle import TERMINAL, TaskStatus
 from cloudai.core.models import Cancellation, TaskResult
-from cloudai.store import cancellations, queue, results, tasks
+from cloudai.store import cancellations, results, tasks
 
 __all__ = ["order_pb", "stop_orders_tx", "store_unrun_result"]
 
@@ -61,18 +61,17 @@ def stop_orders_tx(
     for c in cancellations.open_for_worker(conn, worker_id):
         orders.append(order_pb(c))
         ordered.add(c.task_id)
-    known = tasks.statuses(conn, sorted(running - ordered))
-    runs = queue.runs_of(conn, sorted(running - ordered))
+    known = tasks.statuses_and_runs(conn, sorted(running - ordered))
     terminal = {s.value for s in TERMINAL}
     for task_id in sorted(running - ordered):
         if task_id not in known:
             if unknown is not None:
                 unknown.append(task_id)
             continue
-        status, placed_on = known[task_id]
+        status, placed_on, run = known[task_id]
         if status in terminal or placed_on != worker_id:
             order = types_pb2.CancelTaskRequest(task_id=task_id, reason="not yours")
             if status not in terminal:  # a retried task: the worker's run is an earlier one
-                order.attempt = max(runs.get(task_id, 1) - 1, 0)
+                order.attempt = max(run - 1, 0)
             orders.append(order)
     return orders

@@ -30,6 +30,7 @@ from cloudai.errors import (
 from cloudai.failpoints import failpoint
 from cloudai.master import planner
 from cloudai.master.auth import Caller
+from cloudai.master.beats import Beats
 from cloudai.master.canceller import Canceller
 from cloudai.master.config import MasterConfig
 from cloudai.master.deadlines import with_time_limit
@@ -73,6 +74,7 @@ class TaskDesk:
     dispatcher: Dispatcher
     peers: WorkerPeers
     canceller: Canceller
+    beats: Beats
 
     async def submit(self, spec: TaskSpec, caller: Caller) -> Task:
         """Submit as `caller`, who owns the task (whatever the spec says)."""
@@ -85,26 +87,32 @@ class TaskDesk:
         problems = spec.problems()
         if problems:
             raise InvalidArgument("; ".join(problems))
-        task = await self.store.tx(self._submit_tx, new_task_id(), spec, time.time())
+        task, address = await self.store.tx(self._submit_tx, new_task_id(), spec, time.time())
         log.info("task %s submitted (%s, %s)", task.task_id, spec.image, spec.resources)
         self.metrics.submitted.inc()
-        if task.worker_id:
+        if task.worker_id and address:  # placed: delivered now, with what the store said
             self.metrics.placements.labels(task.worker_id).inc()
-            self.dispatcher.deliver_soon(task.task_id, task.worker_id)
+            self.dispatcher.deliver_soon(task.task_id, task.worker_id, (task, address))
         # Place it now if it fits, so the reply already says where it runs.
         if task.status is TaskStatus.PENDING and await self.dispatcher.place_pending():
             task = await self.get_task(task.task_id)
-        self.dispatcher.wake()
         return task
 
-    def _submit_tx(self, conn: Connection, task_id: str, spec: TaskSpec, now: float) -> Task:
+    def _submit_tx(
+        self, conn: Connection, task_id: str, spec: TaskSpec, now: float
+    ) -> tuple[Task, str]:
+        """The task stored (and placed, when it names its worker), and its worker's address
+        ("": not placed)."""
         if tasks.pending_of(conn, spec.owner) >= self.config.max_pending_per_user:
             raise RateLimited(
                 f"{spec.owner} has {self.config.max_pending_per_user} pending tasks already: "
                 "wait for some to start, or cancel some",
                 retry_after=self.config.heartbeat_interval,
             )
-        return planner.submit(conn, task_id, spec, now, self.config.heartbeat_interval)
+        heard = self.beats.last(spec.worker_id) if spec.worker_id else None
+        task = planner.submit(conn, task_id, spec, now, self.config.heartbeat_interval, heard)
+        row = workers.get(conn, task.worker_id) if task.worker_id else None
+        return task, "" if row is None else row["address"]
 
     async def get_task(self, task_id: str, caller: Caller | None = None) -> Task:
         """A task with its events; with `caller`, only its owner or an admin may see it."""
@@ -148,7 +156,9 @@ class TaskDesk:
         """Pending tasks in queue order, each with its position and why it waits."""
         if status != TaskStatus.PENDING.value or not found:
             return found
-        slots, _ = await self.store.tx(queue_tx, time.time(), self.config.heartbeat_interval)
+        slots, _ = await self.store.tx(
+            queue_tx, time.time(), self.config.heartbeat_interval, self.beats.heard()
+        )
         return in_queue_order(found, slots)
 
     async def report(self, result: TaskResult) -> str:

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
+
+
+@functools.cache
+def _insert_ignore_stmt(dialect: str, table: Table, key: str) -> Any:
+    mod = postgresql if dialect == "postgresql" else sqlite
+    return mod.insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
 
 
 def insert_ignore(conn: Connection, table: Table, key: str, values: dict[str, Any]) -> bool:
     """INSERT ... ON CONFLICT (key) DO NOTHING; True when the row was inserted."""
-    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = (
-        mod.insert(table)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[key])
-        .returning(table.c[key])
-    )
+    stmt = _insert_ignore_stmt(conn.dialect.name, table, key)
     # RETURNING, not rowcount: with an implicit RETURNING of the primary key, PostgreSQL
     # drivers do not report a reliable rowcount for INSERT ... ON CONFLICT.
-    return conn.execute(stmt).first() is not None
+    return conn.execute(stmt, values).first() is not None
 
 
 def upsert(
@@ -33,9 +34,13 @@ def upsert(
     conn.execute(stmt)
 
 
+@functools.cache
+def _lock_row_stmt(dialect: str, table: Table, key: str) -> Any:
+    stmt = table.select().where(table.c[key] == bindparam("key_value"))
+    return stmt.with_for_update() if dialect == "postgresql" else stmt
+
+
 def lock_row(conn: Connection, table: Table, key: str, value: str) -> Any:
     """SELECT the row FOR UPDATE (PostgreSQL); SQLite's BEGIN IMMEDIATE already holds the lock."""
-    stmt = table.select().where(table.c[key] == value)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).mappings().first()
+    stmt = _lock_row_stmt(conn.dialect.name, table, key)
+    return conn.execute(stmt, {"key_value": value}).mappings().first()

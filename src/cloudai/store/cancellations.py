@@ -9,10 +9,11 @@ write the stage times, `forced`, `exit_code` and `stop_error`."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select, select
+from sqlalchemy import Connection, RowMapping, Select, bindparam, select
 
 from cloudai.core.models import Cancellation
 from cloudai.core.stop import STAGE_COLUMNS, TRANSITIONS, StopStage
@@ -48,40 +49,41 @@ def create(
     stop_signal: str,
     now: float,
 ) -> None:
-    conn.execute(
-        cancellations.insert().values(
-            task_id=task_id,
-            worker_id=worker_id,
-            requested_by=requested_by,
-            requested_at=now,
-            reason=reason,
-            force=force,
-            grace_seconds=grace_seconds,
-            stop_signal=stop_signal,
-            delivery_attempts=0,
-            last_error="",
-            forced=False,
-            stop_error="",
-        )
-    )
+    values = {
+        "task_id": task_id,
+        "worker_id": worker_id,
+        "requested_by": requested_by,
+        "requested_at": now,
+        "reason": reason,
+        "force": force,
+        "grace_seconds": grace_seconds,
+        "stop_signal": stop_signal,
+        "delivery_attempts": 0,
+        "last_error": "",
+        "forced": False,
+        "stop_error": "",
+    }
+    conn.execute(_INSERT, values)
+
+
+# Built once (hot paths: each cancel, stop update and heartbeat's full pass).
+_INSERT = cancellations.insert()
+_GET = _select().where(cancellations.c.task_id == bindparam("t_id"))
+_OPEN_FOR_WORKER = (
+    _select()
+    .where(cancellations.c.worker_id == bindparam("w"), cancellations.c.removed_at.is_(None))
+    .order_by(cancellations.c.requested_at)
+)
 
 
 def get(conn: Connection, task_id: str) -> Cancellation | None:
-    row = (
-        conn.execute(_select().where(cancellations.c.task_id == task_id))
-        .mappings()
-        .first()
-    )
+    row = conn.execute(_GET, {"t_id": task_id}).mappings().first()
     return None if row is None else _from_row(row)
 
 
 def open_for_worker(conn: Connection, worker_id: str) -> list[Cancellation]:
     """Stops on this worker that it has not confirmed yet (not removed)."""
-    rows = conn.execute(
-        _select()
-        .where(cancellations.c.worker_id == worker_id, cancellations.c.removed_at.is_(None))
-        .order_by(cancellations.c.requested_at)
-    ).mappings()
+    rows = conn.execute(_OPEN_FOR_WORKER, {"w": worker_id}).mappings()
     return [_from_row(r) for r in rows]
 
 
@@ -113,25 +115,33 @@ def advance(
     nothing when the stage is recorded already or the stop is past it (core/stop.py's table).
     True when this call recorded it. `stop_failed` records `error` (the first one kept);
     `forced` marks that a SIGKILL was sent; `exit_code` comes with `exited`."""
-    t = cancellations
-    values: dict[str, Any]
     if stage is StopStage.REQUESTED:
         raise ValueError("`requested` is recorded by create(), with the decision")
+    with_code = exit_code is not None and stage is StopStage.EXITED
+    params: dict[str, Any] = {"t_id": task_id, "at": at, "code": exit_code}
+    params["error"] = (error or "stop failed")[:2000]
+    res = conn.execute(_advance_stmt(stage, forced, with_code), params)
+    return res.rowcount == 1
+
+
+@functools.cache
+def _advance_stmt(stage: StopStage, forced: bool, with_code: bool) -> Any:
+    t = cancellations
+    values: dict[str, Any]
     if stage is StopStage.STOP_FAILED:
         guard = [t.c.stop_error == "", t.c.removed_at.is_(None)]
-        values = {"stop_error": (error or "stop failed")[:2000]}
+        values = {"stop_error": bindparam("error")}
     else:
         column = STAGE_COLUMNS[stage]
         guard = [t.c[c].is_(None) for c in (column, *_later_columns(stage))]
         if stage not in TRANSITIONS[StopStage.STOP_FAILED]:  # a failed stop only ends
             guard.append(t.c.stop_error == "")
-        values = {column: at}
-        if exit_code is not None and stage is StopStage.EXITED:
-            values["exit_code"] = exit_code
+        values = {column: bindparam("at")}
+        if with_code:
+            values["exit_code"] = bindparam("code")
     if forced:
         values["forced"] = True
-    res = conn.execute(t.update().where(t.c.task_id == task_id, *guard).values(**values))
-    return res.rowcount == 1
+    return t.update().where(t.c.task_id == bindparam("t_id"), *guard).values(**values)
 
 
 def forget(conn: Connection, task_id: str) -> None:

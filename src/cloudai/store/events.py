@@ -11,6 +11,8 @@ from cloudai.store.schema import task_events
 
 __all__ = ["add", "for_task", "since"]
 
+_INSERT = task_events.insert()  # built once: a hot path (every submit, cancel and stop)
+
 
 def add(
     conn: Connection,
@@ -21,13 +23,14 @@ def add(
     at: float | None = None,
 ) -> None:
     conn.execute(
-        task_events.insert().values(
-            task_id=task_id,
-            at=time.time() if at is None else at,
-            kind=kind,
-            actor=actor,
-            message=message,
-        )
+        _INSERT,
+        {
+            "task_id": task_id,
+            "at": time.time() if at is None else at,
+            "kind": kind,
+            "actor": actor,
+            "message": message,
+        },
     )
 
 

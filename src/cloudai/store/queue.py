@@ -16,7 +16,6 @@ __all__ = [
     "lowest_preemptible",
     "preemptions_for",
     "running_by_owner",
-    "runs_of",
     "stopping",
 ]
 
@@ -96,13 +95,3 @@ def lowest_preemptible(conn: Connection) -> int | None:
         )
     ).scalar_one_or_none()
     return None if low is None else int(low)
-
-
-def runs_of(conn: Connection, task_ids: list[str]) -> dict[str, int]:
-    """task_id -> its current run's number, for the given IDs that exist."""
-    if not task_ids:
-        return {}
-    rows = conn.execute(
-        select(tasks.c.task_id, tasks.c.attempt).where(tasks.c.task_id.in_(task_ids))
-    )
-    return {r[0]: int(r[1]) for r in rows}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, RowMapping, bindparam, select
 
 from cloudai.core.models import TaskResult
 from cloudai.store._dialect import insert_ignore
@@ -34,5 +34,8 @@ def insert_once(conn: Connection, result: TaskResult, now: float) -> bool:
     )
 
 
+_GET = select(results).where(results.c.task_id == bindparam("t_id"))  # built once: hot
+
+
 def get(conn: Connection, task_id: str) -> RowMapping | None:
-    return conn.execute(select(results).where(results.c.task_id == task_id)).mappings().first()
+    return conn.execute(_GET, {"t_id": task_id}).mappings().first()

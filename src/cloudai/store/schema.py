@@ -81,7 +81,7 @@ tasks = Table(
     Column("attempt", Integer, nullable=False, default=1, server_default="1"),
     Column("not_before", Float, nullable=True),  # a retry's backoff: not placed before this
     Index("ix_tasks_status", "status"),
-    Index("ix_tasks_owner", "owner"),
+    Index("ix_tasks_owner_status", "owner", "status"),  # a user's pending count
 )
 
 assignments = Table(

@@ -5,41 +5,39 @@ says whether this caller won. Allocated resources are derived from the rows, nev
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, func, or_, select
+from sqlalchemy import Connection, RowMapping, bindparam, func, select
 
-from cloudai.core.lifecycle import ACTIVE, HOLDS_RESOURCES, TaskStatus, allowed_sources
+from cloudai.core.lifecycle import TaskStatus, allowed_sources
 from cloudai.core.models import Task, TaskEvent, TaskSpec
 from cloudai.core.requests import TaskFilter
 from cloudai.core.resources import Resources
-from cloudai.core.stop import RELEASED, STAGE_COLUMNS
 from cloudai.store import events as events_table
 from cloudai.store.schema import assignments, cancellations, tasks
 
 __all__ = [
-    "active_ids_by_worker",
-    "active_ids_on",
     "statuses",
+    "statuses_and_runs",
+    "fill_exit",
+    "mark_started",
     "count_by_status",
-    "allocated_by_worker",
     "get",
-    "held_gpus_by_worker",
     "insert",
     "count_tasks",
     "list_tasks",
     "owners",
     "pending",
     "pending_of",
-    "record_usage",
-    "releasing_by_worker",
-    "stop_failures_by_worker",
+    "record_usage_many",
     "transition",
 ]
 
 _ALL = TaskFilter()
 
 _COLUMNS = [*tasks.c, assignments.c.worker_id, assignments.c.gpu_ids]
+_INSERT = tasks.insert()
 # tasks.grace_seconds: a grace not given is stored as this (migration 0007 turned the older
 # rows' 0, which meant "not given", into it); only this module reads or writes the column.
 _GRACE_NOT_GIVEN = -1.0
@@ -52,7 +50,8 @@ def _joined() -> Any:
 def insert(conn: Connection, task_id: str, spec: TaskSpec, now: float) -> None:
     r = spec.resources
     conn.execute(
-        tasks.insert().values(
+        _INSERT,
+        dict(
             task_id=task_id,
             name=spec.name,
             image=spec.image,
@@ -78,18 +77,24 @@ def insert(conn: Connection, task_id: str, spec: TaskSpec, now: float) -> None:
             reason="",
             oom_killed=False,
             created_at=now,
-        )
+        ),
+    )
+
+
+@functools.cache
+def _transition_stmt(dst: TaskStatus, keys: tuple[str, ...]) -> Any:
+    sources = [s.value for s in allowed_sources(dst)]
+    return (
+        tasks.update()
+        .where(tasks.c.task_id == bindparam("t_id"), tasks.c.status.in_(sources))
+        .values(status=dst.value, **{k: bindparam(f"v_{k}") for k in keys})
     )
 
 
 def transition(conn: Connection, task_id: str, dst: TaskStatus, **fields: Any) -> bool:
     """Move the task to `dst` if its current status allows it; True when this call won."""
-    sources = [s.value for s in allowed_sources(dst)]
-    res = conn.execute(
-        tasks.update()
-        .where(tasks.c.task_id == task_id, tasks.c.status.in_(sources))
-        .values(status=dst.value, **fields)
-    )
+    stmt = _transition_stmt(dst, tuple(sorted(fields)))
+    res = conn.execute(stmt, {"t_id": task_id} | {f"v_{k}": v for k, v in fields.items()})
     return res.rowcount == 1
 
 
@@ -134,12 +139,13 @@ def _row_to_task(row: RowMapping, events: tuple[TaskEvent, ...] = ()) -> Task:
     )
 
 
+@functools.cache
+def _get_stmt() -> Any:
+    return select(*_COLUMNS).select_from(_joined()).where(tasks.c.task_id == bindparam("t_id"))
+
+
 def get(conn: Connection, task_id: str, events: bool = False) -> Task | None:
-    row = (
-        conn.execute(select(*_COLUMNS).select_from(_joined()).where(tasks.c.task_id == task_id))
-        .mappings()
-        .first()
-    )
+    row = conn.execute(_get_stmt(), {"t_id": task_id}).mappings().first()
     if row is None:
         return None
     return _row_to_task(row, events_table.for_task(conn, task_id) if events else ())
@@ -185,150 +191,44 @@ def _filtered(stmt: Any, f: TaskFilter) -> Any:
     return stmt
 
 
-def pending(conn: Connection, limit: int = 500) -> list[Task]:
-    stmt = (
+@functools.cache
+def _pending_stmt(limit: int) -> Any:
+    return (
         select(*_COLUMNS)
         .select_from(_joined())
         .where(tasks.c.status == TaskStatus.PENDING.value)
         .order_by(tasks.c.created_at, tasks.c.task_id)
         .limit(limit)
     )
-    return [_row_to_task(r) for r in conn.execute(stmt).mappings()]
 
 
-def _stop_not_done() -> Any:
-    """A task stopped by an order (cancelled, or failed by its time limit) whose container
-    has not exited yet (core/stop.py: RELEASED)."""
-    return and_(
-        tasks.c.status.in_([TaskStatus.CANCELLED.value, TaskStatus.FAILED.value]),
-        cancellations.c.worker_id.is_not(None),
-        *(cancellations.c[STAGE_COLUMNS[s]].is_(None) for s in RELEASED),
+def pending(conn: Connection, limit: int = 500) -> list[Task]:
+    return [_row_to_task(r) for r in conn.execute(_pending_stmt(limit)).mappings()]
+
+
+@functools.cache
+def _statuses_stmt() -> Any:
+    return (
+        select(tasks.c.task_id, tasks.c.status, assignments.c.worker_id, tasks.c.attempt)
+        .select_from(_joined())
+        .where(tasks.c.task_id.in_(bindparam("ids", expanding=True)))
     )
-
-
-def _holding() -> Any:
-    """Running tasks, and cancelled ones whose stop is not done: they hold their resources."""
-    return or_(tasks.c.status.in_([s.value for s in HOLDS_RESOURCES]), _stop_not_done())
-
-
-def _placed() -> Any:
-    return tasks.join(assignments, assignments.c.task_id == tasks.c.task_id).outerjoin(
-        cancellations, cancellations.c.task_id == tasks.c.task_id
-    )
-
-
-def allocated_by_worker(conn: Connection, worker_id: str | None = None) -> dict[str, Resources]:
-    """Sum of the requests of the tasks that hold each worker's resources."""
-    return _sum_requests(conn, _holding(), worker_id)
-
-
-def held_gpus_by_worker(
-    conn: Connection, worker_id: str | None = None
-) -> dict[str, dict[str, str]]:
-    """worker_id -> {gpu_id: task_id}: the devices of the tasks that hold their resources
-    (the same rule as `allocated_by_worker`: until a cancelled task's container is gone)."""
-    stmt = (
-        select(assignments.c.worker_id, tasks.c.task_id, assignments.c.gpu_ids)
-        .select_from(_placed())
-        .where(_holding())
-    )
-    if worker_id is not None:
-        stmt = stmt.where(assignments.c.worker_id == worker_id)
-    out: dict[str, dict[str, str]] = {}
-    for wid, tid, gpu_ids in conn.execute(stmt):
-        for gpu_id in gpu_ids or ():
-            out.setdefault(wid, {})[str(gpu_id)] = tid
-    return out
-
-
-def releasing_by_worker(
-    conn: Connection, worker_id: str | None = None
-) -> dict[str, tuple[list[str], Resources]]:
-    """The cancelled tasks still holding each worker's resources (their container is not gone
-    yet), and what they hold: kubectl's "Terminating"."""
-    stmt = select(assignments.c.worker_id, tasks.c.task_id).select_from(_placed())
-    stmt = stmt.where(_stop_not_done())
-    if worker_id is not None:
-        stmt = stmt.where(assignments.c.worker_id == worker_id)
-    ids: dict[str, list[str]] = {}
-    for wid, tid in conn.execute(stmt):
-        ids.setdefault(wid, []).append(tid)
-    held = _sum_requests(conn, _stop_not_done(), worker_id) if ids else {}
-    return {w: (sorted(t), held.get(w, Resources())) for w, t in ids.items()}
-
-
-def stop_failures_by_worker(
-    conn: Connection, worker_id: str | None = None
-) -> dict[str, tuple[tuple[str, str], ...]]:
-    """worker_id -> ((task_id, why), ...): the releasing tasks whose stop failed (a signal or
-    kill the engine refused or never answered). They hold their resources until their container
-    is gone; `workers` shows why."""
-    stmt = select(assignments.c.worker_id, tasks.c.task_id, cancellations.c.stop_error)
-    stmt = stmt.select_from(_placed()).where(_stop_not_done(), cancellations.c.stop_error != "")
-    if worker_id is not None:
-        stmt = stmt.where(assignments.c.worker_id == worker_id)
-    out: dict[str, list[tuple[str, str]]] = {}
-    for wid, tid, why in conn.execute(stmt):
-        out.setdefault(wid, []).append((tid, why))
-    return {w: tuple(sorted(f)) for w, f in out.items()}
-
-
-def _sum_requests(conn: Connection, which: Any, worker_id: str | None) -> dict[str, Resources]:
-    stmt = (
-        select(
-            assignments.c.worker_id,
-            func.coalesce(func.sum(tasks.c.req_cpu), 0.0),
-            func.coalesce(func.sum(tasks.c.req_mem_gb), 0.0),
-            func.coalesce(func.sum(tasks.c.req_storage_gb), 0.0),
-            func.coalesce(func.sum(tasks.c.req_gpu), 0),
-        )
-        .select_from(_placed())
-        .where(which)
-        .group_by(assignments.c.worker_id)
-    )
-    if worker_id is not None:
-        stmt = stmt.where(assignments.c.worker_id == worker_id)
-    return {
-        r[0]: Resources(float(r[1]), float(r[2]), float(r[3]), int(r[4]))
-        for r in conn.execute(stmt)
-    }
-
-
-def active_ids_by_worker(conn: Connection, worker_id: str | None = None) -> dict[str, list[str]]:
-    """IDs of the active tasks placed on each worker (or on `worker_id`), in one query."""
-    stmt = (
-        select(assignments.c.worker_id, tasks.c.task_id)
-        .select_from(tasks.join(assignments, assignments.c.task_id == tasks.c.task_id))
-        .where(tasks.c.status.in_([s.value for s in ACTIVE]))
-    )
-    if worker_id is not None:
-        stmt = stmt.where(assignments.c.worker_id == worker_id)
-    out: dict[str, list[str]] = {}
-    for wid, tid in conn.execute(stmt):
-        out.setdefault(wid, []).append(tid)
-    return out
 
 
 def statuses(conn: Connection, task_ids: list[str]) -> dict[str, tuple[str, str | None]]:
     """task_id -> (status, worker_id) for the given IDs that exist, in one query."""
+    return {t: (s, w) for t, (s, w, _run) in statuses_and_runs(conn, task_ids).items()}
+
+
+def statuses_and_runs(
+    conn: Connection, task_ids: list[str]
+) -> dict[str, tuple[str, str | None, int]]:
+    """task_id -> (status, worker_id, its current run's number) for the IDs that exist."""
     if not task_ids:
         return {}
-    stmt = (
-        select(tasks.c.task_id, tasks.c.status, assignments.c.worker_id)
-        .select_from(_joined())
-        .where(tasks.c.task_id.in_(task_ids))
-    )
-    return {r[0]: (r[1], r[2]) for r in conn.execute(stmt)}
-
-
-def active_ids_on(conn: Connection, worker_id: str) -> list[str]:
-    """IDs of the active tasks placed on a worker."""
-    stmt = (
-        select(tasks.c.task_id)
-        .select_from(tasks.join(assignments, assignments.c.task_id == tasks.c.task_id))
-        .where(assignments.c.worker_id == worker_id, tasks.c.status.in_([s.value for s in ACTIVE]))
-    )
-    return [r[0] for r in conn.execute(stmt)]
+    return {
+        r[0]: (r[1], r[2], int(r[3])) for r in conn.execute(_statuses_stmt(), {"ids": task_ids})
+    }
 
 
 def fill_exit(conn: Connection, task_id: str, exit_code: int | None, oom_killed: bool) -> None:
@@ -346,30 +246,42 @@ def count_by_status(conn: Connection) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
-def record_usage(
-    conn: Connection, usage: list[tuple[str, float, float]], worker_id: str, now: float
+def record_usage_many(
+    conn: Connection, usage: list[tuple[str, str, float | None, float | None, float]]
 ) -> None:
-    """The usage a worker measured for its running tasks: (task_id, cpu %, memory GB)."""
-    for task_id, cpu, mem in usage:
-        conn.execute(
-            tasks.update()
-            .where(
-                tasks.c.task_id == task_id,
-                tasks.c.status == TaskStatus.RUNNING.value,
-                tasks.c.task_id.in_(
-                    select(assignments.c.task_id).where(assignments.c.worker_id == worker_id)
-                ),
-            )
-            .values(cpu_percent=cpu, mem_used_gb=mem, usage_at=now)
+    """Usage from many heartbeats, (task_id, worker_id, cpu %, memory GB, at), in one
+    statement: a task counts only while running on the worker that measured it."""
+    if not usage:
+        return
+    stmt = (
+        tasks.update()
+        .where(
+            tasks.c.task_id == bindparam("t"),
+            tasks.c.status == TaskStatus.RUNNING.value,
+            tasks.c.task_id.in_(
+                select(assignments.c.task_id).where(assignments.c.worker_id == bindparam("w"))
+            ),
         )
+        .values(
+            cpu_percent=bindparam("cpu"), mem_used_gb=bindparam("mem"), usage_at=bindparam("at")
+        )
+    )
+    conn.execute(
+        stmt, [{"t": t, "w": w, "cpu": cpu, "mem": mem, "at": at} for t, w, cpu, mem, at in usage]
+    )
+
+
+@functools.cache
+def _mark_started_stmt() -> Any:
+    return (
+        tasks.update()
+        .where(tasks.c.task_id == bindparam("t_id"), tasks.c.started_at.is_(None))
+        .values(started_at=bindparam("at"))
+    )
 
 
 def mark_started(conn: Connection, task_id: str, now: float) -> None:
-    conn.execute(
-        tasks.update()
-        .where(tasks.c.task_id == task_id, tasks.c.started_at.is_(None))
-        .values(started_at=now)
-    )
+    conn.execute(_mark_started_stmt(), {"t_id": task_id, "at": now})
 
 
 def owners(conn: Connection, task_ids: list[str]) -> dict[str, str]:
@@ -378,11 +290,14 @@ def owners(conn: Connection, task_ids: list[str]) -> dict[str, str]:
     return {r[0]: r[1] for r in rows}
 
 
-def pending_of(conn: Connection, owner: str) -> int:
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(tasks)
-            .where(tasks.c.owner == owner, tasks.c.status == TaskStatus.PENDING.value)
-        ).scalar_one()
+@functools.cache
+def _pending_of_stmt() -> Any:
+    return (
+        select(func.count())
+        .select_from(tasks)
+        .where(tasks.c.owner == bindparam("owner"), tasks.c.status == TaskStatus.PENDING.value)
     )
+
+
+def pending_of(conn: Connection, owner: str) -> int:
+    return int(conn.execute(_pending_of_stmt(), {"owner": owner}).scalar_one())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, RowMapping, bindparam, select
 
 from cloudai.core.gpus import MAX_GPUS, GpuDevice
 from cloudai.core.resources import Resources
@@ -24,6 +25,7 @@ __all__ = [
     "register_self",
     "set_drained",
     "touch",
+    "touch_many",
 ]
 
 WorkerRow: TypeAlias = RowMapping
@@ -91,17 +93,11 @@ def register_manual(
     )
 
 
-def touch(
-    conn: Connection,
-    worker_id: str,
+def _touch_values(
     now: float,
-    telemetry: Mapping[str, float] | None = None,
-    gpus: Sequence[GpuDevice] | None = None,
-) -> bool:
-    """Record a heartbeat (and the node telemetry it carried: with `gpus`, each GPU's and its
-    busy flag; an empty list: NVML does not answer there); False for an unknown (or removed)
-    worker: it registers again. Only the worker's own devices count (`gpu_ids_of`,
-    `busy_gpus_of`)."""
+    telemetry: Mapping[str, float | None] | None,
+    gpus: Sequence[GpuDevice] | None,
+) -> dict[str, Any]:
     values: dict[str, Any] = {"last_heartbeat": now}
     for key in ("cpu_percent", "mem_used_gb", "disk_free_gb"):
         if telemetry and key in telemetry:
@@ -117,12 +113,49 @@ def touch(
             for d in gpus[:MAX_GPUS]
         } or None
         values["busy_gpu_ids"] = sorted(d.gpu_id for d in gpus[:MAX_GPUS] if d.busy) or None
-    res = conn.execute(
+    return values
+
+
+def touch(
+    conn: Connection,
+    worker_id: str,
+    now: float,
+    telemetry: Mapping[str, float | None] | None = None,
+    gpus: Sequence[GpuDevice] | None = None,
+) -> bool:
+    """Record a heartbeat (and the node telemetry it carried: with `gpus`, each GPU's and its
+    busy flag; an empty list: NVML does not answer there); False for an unknown (or removed)
+    worker: it registers again. Only the worker's own devices count (`gpu_ids_of`,
+    `busy_gpus_of`)."""
+    values = _touch_values(now, telemetry, gpus)
+    row = {"w": worker_id} | {f"v_{k}": v for k, v in values.items()}
+    return conn.execute(_touch_stmt(tuple(sorted(values))), row).rowcount == 1
+
+
+@functools.cache
+def _touch_stmt(keys: tuple[str, ...]) -> Any:
+    return (
         workers.update()
-        .where(workers.c.worker_id == worker_id, workers.c.removed_at.is_(None))
-        .values(**values)
+        .where(workers.c.worker_id == bindparam("w"), workers.c.removed_at.is_(None))
+        .values({k: bindparam(f"v_{k}") for k in keys})
     )
-    return res.rowcount == 1
+
+
+def touch_many(
+    conn: Connection,
+    beats: Iterable[
+        tuple[str, float, Mapping[str, float | None] | None, Sequence[GpuDevice] | None]
+    ],
+) -> None:
+    """Record many heartbeats (worker_id, at, telemetry, gpus) as `touch` does, in one
+    statement per shape of row (executemany); a removed worker's is skipped."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for worker_id, now, telemetry, gpus in beats:
+        values = _touch_values(now, telemetry, gpus)
+        row = {"w": worker_id} | {f"v_{k}": v for k, v in values.items()}
+        shapes.setdefault(tuple(sorted(values)), []).append(row)
+    for keys, rows in shapes.items():
+        conn.execute(_touch_stmt(keys), rows)
 
 
 def set_drained(conn: Connection, worker_id: str, drained: bool) -> bool:
@@ -144,9 +177,12 @@ def mark_removed(conn: Connection, worker_id: str, now: float) -> bool:
     return res.rowcount == 1
 
 
+_GET = select(workers).where(workers.c.worker_id == bindparam("w"))  # built once: hot
+
+
 def get(conn: Connection, worker_id: str) -> WorkerRow | None:
     """A worker's row, also a removed one's (its tasks' history refers to it)."""
-    return conn.execute(select(workers).where(workers.c.worker_id == worker_id)).mappings().first()
+    return conn.execute(_GET, {"w": worker_id}).mappings().first()
 
 
 def all_rows(conn: Connection) -> list[WorkerRow]:
