@@ -32,7 +32,8 @@ POINTS: dict[str, str] = {
     "worker.after_spool": "a worker: a task run's end (its result, logs included) is written "
     "to its spool; its container is not removed yet, the master not told",
     "worker.after_remove": "a worker: a task run's end is spooled and its container removed; "
-    "the master not told yet (a stop's `exited` and `removed` updates have not left)",
+    "for a stop, the master not told yet (its `exited` and `removed` updates have not left); "
+    "for a run that ended by itself, its report may be on its way",
 }
 
 _ARMED: frozenset[str] = frozenset(
