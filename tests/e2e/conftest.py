@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from docker.errors import APIError as DockerAPIError
+from docker.errors import NotFound
 
 from tests.cluster import ProcCluster
 
@@ -24,9 +25,11 @@ def docker_cluster(docker: Any, tmp_path: Any) -> Iterator[ProcCluster]:
         raise
     finally:
         c.close()
-        for container in docker.containers.list(all=True, filters={"label": "cloudai.task"}):
+        mine = {"label": "cloudai.task"}
+        for container in docker.containers.list(all=True, ignore_removed=True, filters=mine):
             if container.labels.get("cloudai.worker") in ("w1", "w2"):
-                container.remove(force=True)
+                with contextlib.suppress(NotFound):  # its worker removed it meanwhile
+                    container.remove(force=True)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -94,7 +94,9 @@ def _logs_with(c: ProcCluster, task_id: str, marker: str) -> str:
 
 def _container(h: Hardened, task_id: str) -> Any:
     found = eventually(
-        lambda: h.docker.containers.list(all=True, filters={"label": f"cloudai.task={task_id}"}),
+        lambda: h.docker.containers.list(
+            all=True, ignore_removed=True, filters={"label": f"cloudai.task={task_id}"}
+        ),
         timeout=30,
         what=f"the container of {task_id}",
     )
@@ -106,7 +108,9 @@ def _remove(h: Hardened, task_id: str) -> None:
     h.cluster.cli("cancel", task_id, "--force")  # it may have ended already: that is fine
     eventually(
         lambda: (
-            not h.docker.containers.list(all=True, filters={"label": f"cloudai.task={task_id}"})
+            not h.docker.containers.list(
+                all=True, ignore_removed=True, filters={"label": f"cloudai.task={task_id}"}
+            )
         ),
         timeout=30,
         what=f"the container of {task_id} to be removed",
@@ -227,7 +231,7 @@ def test_an_image_outside_the_allowed_registries_is_refused(hardened: Hardened) 
     shown = c.cli("task", "show", task_id)
     assert shown.returncode == 0 and "does not allow" in shown.stdout
     assert not hardened.docker.containers.list(
-        all=True, filters={"label": f"cloudai.task={task_id}"}
+        all=True, ignore_removed=True, filters={"label": f"cloudai.task={task_id}"}
     )
 
 

@@ -11,7 +11,9 @@ from tests.helpers import TEST_IMAGE, eventually
 
 
 def _containers(docker: Any, task_id: str) -> list[Any]:
-    return docker.containers.list(all=True, filters={"label": f"cloudai.task={task_id}"})
+    return docker.containers.list(
+        all=True, ignore_removed=True, filters={"label": f"cloudai.task={task_id}"}
+    )
 
 
 def test_task_prints_and_completes(docker_cluster: ProcCluster, docker: Any) -> None:

@@ -57,7 +57,9 @@ def run(c: ProcCluster, worker_id: str, *command: str) -> str:
 
 
 def container(docker: Any, task_id: str) -> Any:
-    (found,) = docker.containers.list(all=True, filters={"label": f"cloudai.task={task_id}"})
+    (found,) = docker.containers.list(
+        all=True, ignore_removed=True, filters={"label": f"cloudai.task={task_id}"}
+    )
     return found
 
 
@@ -381,7 +383,12 @@ def test_worker_sigkill_never_restarted_its_tasks_end_worker_lost(
 
         c.add_worker(worker_id)  # it returns: the container is an orphan now, and goes
         holds_invariants(c, docker, worker_id, seen=seen, acknowledged=[task_id])
-        assert docker.containers.list(all=True, filters={"label": f"cloudai.task={task_id}"}) == []
+        assert (
+            docker.containers.list(
+                all=True, ignore_removed=True, filters={"label": f"cloudai.task={task_id}"}
+            )
+            == []
+        )
         after = c.client.get_task(task_id)
         assert after.status.value == "failed" and after.result == lost.result
         assert "late_report" in [e.kind for e in after.events]  # its report, kept as an event

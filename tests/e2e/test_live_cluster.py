@@ -268,7 +268,7 @@ def test_lost_on_worker_when_its_container_vanished(docker: Any, tmp_path: pathl
         c.workers["w1"].kill()
         c.workers["w1"].wait(10)
         for container in docker.containers.list(
-            all=True, filters={"label": f"cloudai.task={task_id}"}
+            all=True, ignore_removed=True, filters={"label": f"cloudai.task={task_id}"}
         ):
             container.remove(force=True)  # behind the worker's back
         c.add_worker("w1")
@@ -295,7 +295,9 @@ def test_lost_worker_containers_are_stopped_when_it_returns(
             os.kill(pid, signal.SIGCONT)
         eventually(
             lambda: (
-                not docker.containers.list(all=True, filters={"label": f"cloudai.task={task_id}"})
+                not docker.containers.list(
+                    all=True, ignore_removed=True, filters={"label": f"cloudai.task={task_id}"}
+                )
             ),
             timeout=30,
             what="the lost task's container to be stopped by order and removed",

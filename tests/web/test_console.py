@@ -76,7 +76,9 @@ def test_log_in_watch_a_task_live_and_cancel_it(
     assert done.cancellation is not None and done.cancellation.requested_by == "admin"
     eventually(
         lambda: (
-            not docker.containers.list(all=True, filters={"label": f"cloudai.task={task.task_id}"})
+            not docker.containers.list(
+                all=True, ignore_removed=True, filters={"label": f"cloudai.task={task.task_id}"}
+            )
         ),
         what=f"task {task.task_id}'s container to be gone from the engine",
     )

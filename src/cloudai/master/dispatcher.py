@@ -43,6 +43,7 @@ class Dispatcher:
         # More work for a round, at most once a dispatch interval (not at every wake-up).
         self.also: list[Callable[[], Awaitable[None]]] = []
         self._also_at = -float("inf")  # monotonic: when `also` last ran
+        self._deliver_due = False
         self.on_placed: Callable[[str], None] = lambda _worker_id: None
         self.on_delivered: Callable[[str], None] = lambda _worker_id: None
         self.heard: Callable[[], Mapping[str, float]] = dict  # heartbeats not yet written
@@ -51,7 +52,11 @@ class Dispatcher:
         self.on_store_away: Callable[[], None] = lambda: None  # each round the store fails
         self.store_away_since: float | None = None  # monotonic
 
-    def wake(self) -> None:
+    def wake(self, deliver: bool = False) -> None:
+        """Run a round now: placement (room may have freed, work may wait); with `deliver`,
+        also the retry of undelivered assignments (a worker is back), which otherwise runs
+        once a dispatch interval."""
+        self._deliver_due = self._deliver_due or deliver
         self._wake.set()
 
     async def stop(self) -> None:
@@ -87,9 +92,12 @@ class Dispatcher:
 
     async def round(self) -> None:
         await self.place_pending()
-        await self.deliver()
-        if time.monotonic() - self._also_at < self.config.dispatch_interval:
-            return  # a wake-up (a submit, a cancel): placement and delivery only
+        periodic = time.monotonic() - self._also_at >= self.config.dispatch_interval
+        if periodic or self._deliver_due:
+            self._deliver_due = False
+            await self.deliver()
+        if not periodic:
+            return  # a wake-up (room freed): placement only
         self._also_at = time.monotonic()
         for extra in self.also:
             await extra()

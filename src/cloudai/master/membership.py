@@ -171,7 +171,7 @@ class Membership:
         )
         if orders:
             log.info("worker %s: %d stop order(s) with its registration", worker_id, len(orders))
-        self.dispatcher.wake()
+        self.dispatcher.wake(deliver=True)  # what waits for it goes now
         return orders
 
     def _register_tx(
@@ -260,7 +260,7 @@ class Membership:
             time.time(),
             gpu_ids or None,
         )
-        self.dispatcher.wake()
+        self.dispatcher.wake(deliver=True)
         return await self.get_worker(worker_id)
 
     async def heartbeat(
