@@ -17,22 +17,24 @@ from cloudai.master.canceller import Canceller, CancelOutcome
 from cloudai.master.config import MasterConfig
 from cloudai.master.dispatcher import Dispatcher
 from cloudai.master.peers import WorkerPeers
-from cloudai.master.stop_updates import Applied, apply_update_tx
+from cloudai.master.stop_updates import Applied, apply_read_update_tx
 from cloudai.master.task_desk import deny_tx
 from cloudai.metrics import MasterMetrics
-from cloudai.store import Store, assignments, tasks
+from cloudai.store import Store, assignments, cancellations, tasks
 
 __all__ = ["CancelDesk"]
 
 
 def _apply_own_update_tx(conn: Connection, update: StopUpdate, now: float) -> Applied:
-    """A stop update from the worker the task is placed on (another's is refused)."""
-    placed_on = assignments.worker_of(conn, update.task_id)
+    """A stop update from the worker the task is placed on (another's is refused). A stop's
+    row names that worker (a run placed again forgets the row of the earlier run's stop)."""
+    c = cancellations.get(conn, update.task_id)
+    placed_on = c.worker_id if c is not None else assignments.worker_of(conn, update.task_id)
     if placed_on is not None and placed_on != update.worker_id:
         raise PermissionDenied(
             f"task {update.task_id} is not assigned to worker {update.worker_id[:64]!r}"
         )
-    return apply_update_tx(conn, update, now)
+    return apply_read_update_tx(conn, update, now, c)
 
 
 class CancelDesk:

@@ -39,7 +39,7 @@ from cloudai.master.peers import WorkerPeers
 from cloudai.master.stop_orders import order_pb, store_unrun_result
 from cloudai.master.webhook import Webhook
 from cloudai.metrics import MasterMetrics
-from cloudai.store import Store, assignments, cancellations, events, tasks, workers
+from cloudai.store import Store, cancellations, events, tasks, workers
 
 if TYPE_CHECKING:
     from cloudai.master.config import MasterConfig
@@ -93,7 +93,7 @@ def _decide_tx(
         if now_status is None or now_status.status is TaskStatus.CANCELLED:
             return "already", None
         raise Conflict(f"task {task_id} already {now_status.status.value}: nothing to cancel")
-    worker_id = assignments.worker_of(conn, task_id)
+    worker_id = task.worker_id  # its assignment's (tasks.get reads it alongside)
     if worker_id is None:  # never placed: this is its end, and its one result
         store_unrun_result(conn, task_id, "", "cancelled before it was placed", now)
     signal, grace = req.signal_for(task.spec.signal), req.grace_for(task.spec.grace)

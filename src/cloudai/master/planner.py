@@ -128,7 +128,7 @@ def commit_placement(
     row = lock_row(conn, workers_table, "worker_id", worker_id)
     if row is None or row["drained"] or row["removed_at"] is not None:
         return False
-    return _place_on_locked(conn, row, task_id, request, now, actor)
+    return _place_on_locked(conn, row, task_id, request, now, actor) is not None
 
 
 def _place_on_locked(
@@ -138,24 +138,26 @@ def _place_on_locked(
     request: Resources,
     now: float,
     actor: str,
-) -> bool:
+) -> tuple[str, ...] | None:
+    """Place the task on the locked worker `row` if it has room: the GPUs it got (None: not
+    placed)."""
     worker_id = row["worker_id"]
     held = holdings.allocated_by_worker(conn, worker_id).get(worker_id, Resources())
     if not request.fits_in(workers.capacity_of(row) - held):
-        return False
+        return None
     gpu_ids: tuple[str, ...] | None = ()
     if request.gpu:
         taken = set(holdings.held_gpus_by_worker(conn, worker_id).get(worker_id, {}))
         taken |= workers.busy_gpus_of(row)
         gpu_ids = pick_gpus(workers.gpu_ids_of(row), taken, request.gpu)
     if gpu_ids is None:
-        return False
+        return None
     if not tasks.transition(conn, task_id, TaskStatus.RUNNING):
-        return False
+        return None
     assignments.create(conn, task_id, worker_id, now, gpu_ids)
     where = f"placed on {worker_id}" + (f", GPU {','.join(gpu_ids)}" if gpu_ids else "")
     events.add(conn, task_id, "placed", actor, where, now)
-    return True
+    return gpu_ids
 
 
 def submit(
@@ -165,11 +167,12 @@ def submit(
     now: float,
     interval: float,
     heard: float | None = None,
-) -> Task:
+) -> tuple[Task, str]:
     """Store a new task; place it at once when it names a worker (`heard`: that worker's
-    last heartbeat not yet written). All or nothing."""
+    last heartbeat not yet written). All or nothing. The task as stored, and the address of
+    the worker it was placed on ("": pending)."""
     if spec.worker_id:
-        _submit_placed(conn, task_id, spec, now, interval, heard)
+        return _submit_placed(conn, task_id, spec, now, interval, heard)
     else:
         all_workers = load_workers(conn, now, interval)
         request = spec.resources
@@ -180,10 +183,7 @@ def submit(
                 f"with {biggest.capacity})"
             )
         _insert(conn, task_id, spec, now)
-    task = tasks.get(conn, task_id)
-    if task is None:  # inserted above, in this transaction
-        raise NotFound(f"task {task_id!r} not found")
-    return task
+    return Task(task_id, spec, TaskStatus.PENDING, created_at=now), ""
 
 
 def _insert(conn: Connection, task_id: str, spec: TaskSpec, now: float) -> None:
@@ -198,7 +198,7 @@ def _submit_placed(
     now: float,
     interval: float,
     heard: float | None,
-) -> None:
+) -> tuple[Task, str]:
     """A task that names its worker: the worker's row locked first (as a placement locks
     it), then checked, the task stored and placed."""
     name, request = spec.worker_id, spec.resources
@@ -214,10 +214,13 @@ def _submit_placed(
     if not request.fits_in(capacity):
         raise NoCapacity(f"task needs {request}, more than worker {name!r} has ({capacity})")
     _insert(conn, task_id, spec, now)
-    if not _place_on_locked(conn, row, task_id, request, now, spec.owner or "user"):
+    gpu_ids = _place_on_locked(conn, row, task_id, request, now, spec.owner or "user")
+    if gpu_ids is None:
         held = holdings.allocated_by_worker(conn, name).get(name, Resources())
         available = (capacity - held).clamp_zero()
         raise NoCapacity(f"worker {name!r} has no room for {request} now (available: {available})")
+    placed = Task(task_id, spec, TaskStatus.RUNNING, name, created_at=now, gpu_ids=gpu_ids)
+    return placed, row["address"]
 
 
 def task_detail(conn: Connection, task_id: str) -> Task | None:
@@ -257,7 +260,7 @@ def record_result(conn: Connection, result: TaskResult, now: float) -> tuple[str
     task = tasks.get(conn, result.task_id)
     if task is None:
         raise NotFound(f"task {result.task_id!r} not found")
-    placed_on = assignments.worker_of(conn, result.task_id)
+    placed_on = task.worker_id  # its assignment's (tasks.get reads it alongside)
     if placed_on != result.worker_id:
         raise Conflict(
             f"task {result.task_id} is assigned to {placed_on!r}, not {result.worker_id!r}"

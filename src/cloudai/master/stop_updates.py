@@ -8,12 +8,14 @@ already seen, or one for a stage the stop has passed, changes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 
 from cloudai.core.models import Cancellation
-from cloudai.core.stop import StopStage
+from cloudai.core.stop import STAGE_COLUMNS, StopStage
 from cloudai.core.stop_update import StopUpdate
 from cloudai.errors import Conflict, NotFound
 from cloudai.master import planner
@@ -21,7 +23,7 @@ from cloudai.master.retries import requeue_unstarted_tx
 from cloudai.master.stop_orders import store_unrun_result
 from cloudai.store import cancellations, events, results
 
-__all__ = ["EVENT_KINDS", "Applied", "apply_update_tx"]
+__all__ = ["EVENT_KINDS", "Applied", "apply_read_update_tx", "apply_update_tx"]
 
 # The audit event each stage leaves (the exit's says how the stop went).
 EVENT_KINDS: dict[StopStage, str] = {
@@ -45,6 +47,20 @@ class Applied:
     how: str = ""
 
 
+def _advanced(c: Cancellation, u: StopUpdate, forced: bool, exit_code: int | None) -> Cancellation:
+    """The row as `cancellations.advance` left it, without reading it again."""
+    changes: dict[str, Any] = {}
+    if u.stage is StopStage.STOP_FAILED:
+        changes["stop_error"] = (u.detail or "stop failed")[:2000]
+    else:
+        changes[STAGE_COLUMNS[u.stage]] = u.at
+        if exit_code is not None and u.stage is StopStage.EXITED:
+            changes["exit_code"] = exit_code
+    if forced:
+        changes["forced"] = True
+    return dataclasses.replace(c, **changes)
+
+
 def _how(c: Cancellation) -> str:
     if c.signal_at is None and c.killed_at is None and not c.stop_error:
         return "already stopped"
@@ -53,7 +69,13 @@ def _how(c: Cancellation) -> str:
 
 def apply_update_tx(conn: Connection, u: StopUpdate, now: float) -> Applied:
     """Apply one worker's update (validated and bounded by the caller)."""
-    c = cancellations.get(conn, u.task_id)
+    return apply_read_update_tx(conn, u, now, cancellations.get(conn, u.task_id))
+
+
+def apply_read_update_tx(
+    conn: Connection, u: StopUpdate, now: float, c: Cancellation | None
+) -> Applied:
+    """`apply_update_tx`, with the task's cancellation as this transaction read it."""
     if c is None and u.result is not None:
         # A stop the master ordered without a cancel (a task it has as ended, or as placed
         # elsewhere: "not yours"): the result is a report like any other, kept as an event.
@@ -73,9 +95,7 @@ def apply_update_tx(conn: Connection, u: StopUpdate, now: float) -> Applied:
         conn, u.task_id, u.stage, u.at, error=u.detail, forced=forced, exit_code=exit_code
     ):
         return Applied(False)
-    after = cancellations.get(conn, u.task_id)
-    if after is None:  # the row was there at the start of this transaction
-        raise NotFound(f"task {u.task_id} has no cancellation")
+    after = _advanced(c, u, forced, exit_code)
     detail = u.detail
     if u.stage is StopStage.EXITED:
         took = max(u.at - c.requested_at, 0.0)

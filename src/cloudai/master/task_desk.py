@@ -103,16 +103,18 @@ class TaskDesk:
     ) -> tuple[Task, str]:
         """The task stored (and placed, when it names its worker), and its worker's address
         ("": not placed)."""
-        if tasks.pending_of(conn, spec.owner) >= self.config.max_pending_per_user:
+        placed_at_once = bool(spec.worker_id)  # or refused: never pending
+        if (
+            not placed_at_once
+            and tasks.pending_of(conn, spec.owner) >= self.config.max_pending_per_user
+        ):
             raise RateLimited(
                 f"{spec.owner} has {self.config.max_pending_per_user} pending tasks already: "
                 "wait for some to start, or cancel some",
                 retry_after=self.config.heartbeat_interval,
             )
         heard = self.beats.last(spec.worker_id) if spec.worker_id else None
-        task = planner.submit(conn, task_id, spec, now, self.config.heartbeat_interval, heard)
-        row = workers.get(conn, task.worker_id) if task.worker_id else None
-        return task, "" if row is None else row["address"]
+        return planner.submit(conn, task_id, spec, now, self.config.heartbeat_interval, heard)
 
     async def get_task(self, task_id: str, caller: Caller | None = None) -> Task:
         """A task with its events; with `caller`, only its owner or an admin may see it."""
