@@ -3,8 +3,8 @@
 `CLOUDAI_FAILPOINTS=name[,name...]` in a process's environment arms those points; it is read
 once, when this module is first imported. A process that reaches an armed point kills itself
 with SIGKILL, as an operator's `kill -9` at that exact moment would: no cleanup, no flush, no
-reply to a call in flight. The fault tests use it to kill the master between two steps that no
-signal from outside could land between reliably (tests/e2e/test_faults_injected.py).
+reply to a call in flight. The fault tests use it to kill the master (or a worker) between two
+steps that no signal from outside could land between reliably (tests/e2e/test_faults_injected.py).
 
 Unarmed (the default: nothing in production sets the variable) a point costs one check of an
 empty set. Each point is named in `POINTS`, where it is placed and what has happened by then;
@@ -29,6 +29,11 @@ POINTS: dict[str, str] = {
     "`delivered` stop update records it)",
     "report.before_result_write": "the master: a worker's result (a report, or the stop update "
     "of a cancelled task's exit) has arrived and been checked; nothing of it is stored yet",
+    "worker.after_spool": "a worker: a task run's end (its result, logs included) is written "
+    "to its spool; its container is not removed yet, the master not told",
+    "worker.after_remove": "a worker: a task run's end is spooled and its container removed; "
+    "for a stop, the master not told yet (its `exited` and `removed` updates have not left); "
+    "for a run that ended by itself, its report may be on its way",
 }
 
 _ARMED: frozenset[str] = frozenset(

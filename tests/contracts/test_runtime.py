@@ -155,3 +155,34 @@ async def test_read_logs_keeps_the_tail_and_says_what_it_dropped(runtime: Runtim
     first, _, rest = tail.partition("\n")
     assert first.startswith("[cloudai: ") and "bytes of earlier output dropped" in first, first
     assert rest.rstrip().endswith("THE-END")
+
+
+async def test_wait_and_read_gives_the_exit_and_the_last_lines(runtime: Runtime) -> None:
+    h = await start(runtime, "t-ended", spec("sh", "-c", "echo first; echo last; exit 4"))
+    exit_, logs = await asyncio.wait_for(runtime.wait_and_read(h), 30)
+    assert exit_.exit_code == 4 and not exit_.oom_killed
+    assert logs.index("first") < logs.index("last")
+
+
+async def test_docker_looks_an_image_up_again_once_it_is_gone(tmp_path: pathlib.Path) -> None:
+    """`prepare` skips the lookup of an image it saw; one removed from the engine since (here a
+    private tag of the test image, untagged) is looked up again by `start`: pulled, or, as
+    here where no registry has it, a clear failure, never a stale "present"."""
+    client = docker_client()
+    tag = f"cloudai-contract/gone-{time.monotonic_ns()}:latest"
+    client.images.get(TEST_IMAGE).tag(tag)
+    rt = open_runtime("docker", f"contract-{time.monotonic_ns()}", str(tmp_path))
+    try:
+        s = TaskSpec(image=tag, command=("true",), resources=Resources(cpu=0.5, mem_gb=0.1))
+        first = await start(rt, "t-img-1", s)
+        assert (await asyncio.wait_for(rt.wait(first), 30)).exit_code == 0
+        client.images.remove(tag)  # only the tag: the test image stays
+        await rt.prepare("t-img-2", s)  # seen before: no lookup, no failure
+        with pytest.raises(RuntimeFailure, match=f"image pull failed for {tag}"):
+            await rt.start("t-img-2", s)
+    finally:
+        for handle in await rt.list():
+            await rt.destroy(handle)
+        await rt.close()
+        if client.images.list(name=tag.split(":")[0]):
+            client.images.remove(tag)

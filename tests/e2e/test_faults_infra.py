@@ -18,6 +18,7 @@ from tests.e2e.test_faults import (
     UNTIL_GO,
     cluster,
     container,
+    ended,
     holds_invariants,
     kinds,
     lost_events,
@@ -110,7 +111,7 @@ def test_network_partition_master_worker_then_healed(
             eventually(lambda: state_of(c, worker_id) != "healthy", timeout=30,
                        what="the master to judge the worker unhealthy")  # fmt: skip
             release(docker, ending)  # it ends while its worker cannot tell the master
-            eventually(lambda: container(docker, ending).status == "exited", what="it to end")
+            eventually(lambda: ended(docker, ending), what="it to end")
             answer = c.cli("cancel", cancelled, "--force")
             assert answer.returncode == 0, answer.stderr  # decided; the stop order waits
             wait_seconds(2 * unhealthy_after - (time.monotonic() - cut_at), "the partition")
@@ -190,9 +191,9 @@ def test_store_unavailable_postgresql_stopped(
             assert answer.returncode == 0, answer.stderr
             assert "will be recorded" in answer.stdout, answer.stdout
             assert cancelled in journal.read_text()  # durable before the answer
-            eventually(lambda: container(docker, cancelled).status == "exited",
+            eventually(lambda: ended(docker, cancelled),
                        what="the journaled stop to reach the worker")  # fmt: skip
-            eventually(lambda: container(docker, ending).status == "exited", what="it to end")
+            eventually(lambda: ended(docker, ending), what="it to end")
             wait_seconds(outage - (time.monotonic() - down_at), "the outage")
             assert c.master is not None and c.master.poll() is None  # it rode it out
             assert container(docker, kept).status == "running"

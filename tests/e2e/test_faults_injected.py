@@ -27,6 +27,7 @@ from tests.e2e.test_faults import (
     release,
     restart_master,
     run,
+    spooled,
     worker_log,
 )
 from tests.faultproxy import EngineProxy, TcpProxy
@@ -158,12 +159,12 @@ def test_a_result_report_lost_on_the_way_is_retried_and_stored_once(
                     timeout=30,
                     what="the report to be stored while its answer is dropped",
                 )
-                assert container(docker, task_id).status == "exited"  # no answer: kept
+                assert "finished" in spooled(c, worker_id, task_id)  # no answer: kept
             assert proxy.cut() >= 1
             eventually(
-                lambda: containers_of(docker, task_id) == [],
+                lambda: containers_of(docker, task_id) == [] and not spooled(c, worker_id, task_id),
                 timeout=30,
-                what="the report to be acknowledged and the container removed",
+                what="the container removed, and the report acknowledged (its spool entry gone)",
             )
             log = worker_log(c, worker_id)
             assert f"[Task {task_id}] ⚠ result report failed (attempt 1), retrying" in log

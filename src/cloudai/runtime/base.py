@@ -63,6 +63,19 @@ class Runtime(abc.ABC):
     async def wait(self, handle: Handle) -> Exit:
         """Block until the task has exited; its exit code and whether it was OOM-killed."""
 
+    async def wait_and_read(self, handle: Handle, limit: int = LOG_LIMIT) -> tuple[Exit, str]:
+        """`wait`, then what the task left: its exit and its output's tail (`read_logs`, or a
+        note of why it could not be read). A runtime may read both at once."""
+        exit_ = await self.wait(handle)
+        return exit_, await self.final_logs(handle, limit)
+
+    async def final_logs(self, handle: Handle, limit: int = LOG_LIMIT) -> str:
+        """`read_logs` for a result: a failure to read them is a note, never a lost result."""
+        try:
+            return await self.read_logs(handle, limit)
+        except CloudAIError as exc:
+            return f"(logs unavailable: {exc})"
+
     @abc.abstractmethod
     async def is_running(self, handle: Handle) -> bool:
         """Whether the task's main process is still running (a primitive of `stop`)."""

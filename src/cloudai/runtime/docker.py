@@ -52,6 +52,10 @@ _ENGINE_RETRY = 0.5  # between two tries of an engine that is away (restarting)
 _ENGINE_PATIENCE = 60.0  # how long a log read or a removal waits for it
 
 
+class _ImageGone(Exception):
+    """The engine no longer has an image `prepare` saw: pull it again (inside `start`)."""
+
+
 def _explain(exc: Exception) -> str:
     if isinstance(exc, docker.errors.APIError):
         return str(exc.explanation or exc)
@@ -111,6 +115,7 @@ class DockerRuntime(Runtime):
         except docker.errors.DockerException as exc:
             raise Unavailable(f"no Docker engine: {exc}") from exc
         self.api = self.client.api
+        self._present: set[str] = set()  # images the engine had (`prepare` skips their lookup)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -138,8 +143,14 @@ class DockerRuntime(Runtime):
             raise Unavailable(f"Docker engine not answering: {exc}") from exc
 
     async def prepare(self, task_id: str, spec: TaskSpec) -> None:
+        """Pull the image if the engine lacks it. An image seen here before is not looked up
+        again (one engine call less on the way to a start); one removed from the engine
+        meanwhile is pulled again by `start`."""
+        if spec.image in self._present:
+            return
         try:
             await self._call(self.api.inspect_image, spec.image)
+            self._present.add(spec.image)
             return
         except docker.errors.ImageNotFound:
             pass
@@ -151,9 +162,15 @@ class DockerRuntime(Runtime):
             await self._call(self.api.pull, repo, tag=tag or "latest")
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             raise RuntimeFailure(f"image pull failed for {spec.image}: {_explain(exc)}") from exc
+        self._present.add(spec.image)
 
     async def start(self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = ()) -> Handle:
-        return await self._call(self._start_sync, task_id, spec, tuple(gpu_ids))
+        try:
+            return await self._call(self._start_sync, task_id, spec, tuple(gpu_ids))
+        except _ImageGone:  # removed from the engine since `prepare` saw it
+            self._present.discard(spec.image)
+            await self.prepare(task_id, spec)
+            return await self._call(self._start_sync, task_id, spec, tuple(gpu_ids))
 
     def _start_sync(self, task_id: str, spec: TaskSpec, gpu_ids: tuple[str, ...]) -> Handle:
         host_config = self.api.create_host_config(
@@ -176,6 +193,8 @@ class DockerRuntime(Runtime):
                 stop_signal=spec.signal,
             )
             cid = created["Id"]
+        except docker.errors.ImageNotFound as exc:
+            raise _ImageGone(spec.image) from exc
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: a container of this task exists already
                 raise RuntimeFailure(f"cannot create container: {_explain(exc)}") from exc
@@ -187,13 +206,31 @@ class DockerRuntime(Runtime):
         return Handle(task_id=task_id, ref=cid, started_at=time.time(), gpu_ids=gpu_ids)
 
     async def wait(self, handle: Handle) -> Exit:
-        """The container's exit. An engine that goes away (restarted: its containers run on
-        under live-restore) breaks the wait, which is taken up again once it is back: the
+        out = await self._waited(handle)
+        return out if isinstance(out, Exit) else await self._exit_of(handle, out)
+
+    async def wait_and_read(self, handle: Handle, limit: int = LOG_LIMIT) -> tuple[Exit, str]:
+        """The exit, then its details (OOM) and the output's tail read at once: two engine
+        calls side by side, not one after the other, on the way to the removal."""
+        out = await self._waited(handle)
+        if isinstance(out, Exit):
+            return out, await self.final_logs(handle, limit)
+        exit_, logs = await asyncio.gather(
+            self._exit_of(handle, out), self.final_logs(handle, limit)
+        )
+        return exit_, logs
+
+    async def _waited(self, handle: Handle) -> dict[str, Any] | Exit:
+        """The engine's answer to a wait for the container's exit (an Exit when it is gone).
+        An engine that goes away (restarted: its containers run on under live-restore) breaks
+        the wait, which is taken up again once it is back: the
         container's fate is the engine's to tell, never guessed from a broken connection."""
         away = 0
         while True:
             try:
-                out = await self._call(self.api.wait, handle.ref, timeout=_WAIT_SLICE)
+                out: dict[str, Any] = await self._call(
+                    self.api.wait, handle.ref, timeout=_WAIT_SLICE
+                )
                 break
             except requests.exceptions.ReadTimeout:
                 continue  # still running (or the engine is slow): wait on
@@ -212,6 +249,9 @@ class DockerRuntime(Runtime):
         if away:
             log.info("[Task %s] Docker engine back: its container is followed again",
                      handle.task_id)  # fmt: skip
+        return out
+
+    async def _exit_of(self, handle: Handle, out: dict[str, Any]) -> Exit:
         code = out.get("StatusCode")
         try:
             state = (await self._call(self.api.inspect_container, handle.ref))["State"]

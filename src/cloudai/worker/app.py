@@ -10,11 +10,12 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudai import failpoints
 from cloudai.api.v1 import worker_pb2_grpc
 from cloudai.core.hardening import ContainerPolicy
 from cloudai.core.models import validate_worker_id
 from cloudai.core.resources import Resources
-from cloudai.errors import check
+from cloudai.errors import InvalidArgument, check
 from cloudai.loops import Loops
 from cloudai.metrics import WorkerMetrics, start_metrics
 from cloudai.rpc.server import Served, new_server
@@ -24,6 +25,7 @@ from cloudai.worker.gpus import Gpus
 from cloudai.worker.identity import ClusterIdentity
 from cloudai.worker.link import MasterLink
 from cloudai.worker.service import WorkerService
+from cloudai.worker.spool import Spool
 from cloudai.worker.supervisor import STEP_DEADLINE, Supervisor
 from cloudai.worker.telemetry import Sampler
 
@@ -110,6 +112,8 @@ def _log_isolation(cfg: WorkerConfig) -> None:
 
 async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     check(cfg.problems())  # before anything starts: a worker the master refuses never runs
+    if problem := failpoints.check_armed():  # a test hook (docs/reliability.md)
+        raise InvalidArgument(problem)
     runtime = open_runtime(cfg.runtime, cfg.worker_id, cfg.state_dir, cfg.policy)
     identity = ClusterIdentity(cfg.state_dir)
     runtime.cluster = lambda: identity.expected
@@ -132,7 +136,8 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
     )
     metrics = WorkerMetrics()
     link.metrics = metrics
-    supervisor = Supervisor(runtime, link, cfg.worker_id, metrics, cfg.engine_deadline)
+    spool = Spool(cfg.state_dir)  # the ends the master has not answered for
+    supervisor = Supervisor(runtime, link, cfg.worker_id, metrics, cfg.engine_deadline, spool)
     if gpus.measured and gpus.ids:
 
         async def check_released(gpu_ids: tuple[str, ...]) -> None:
@@ -174,7 +179,8 @@ async def serve_worker(cfg: WorkerConfig) -> RunningWorker:
             served.port,
         )
     log.info(
-        "worker %s serving on %s (advertised %s), runtime %s, capacity %s, %d task(s) re-adopted",
+        "worker %s serving on %s (advertised %s), runtime %s, capacity %s, %d task(s) re-adopted "
+        "or replayed from the spool",
         cfg.worker_id,
         cfg.listen,
         address,

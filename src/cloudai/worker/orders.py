@@ -15,7 +15,7 @@ from cloudai.core.limits import (
     number_problem,
     quote,
 )
-from cloudai.core.models import STOP_SIGNALS, validate_task_id
+from cloudai.core.models import DEFAULT_GRACE_SECONDS, STOP_SIGNALS, TaskSpec, validate_task_id
 from cloudai.errors import InvalidArgument, check
 
 __all__ = ["CancelOrder", "order_from_pb"]
@@ -30,6 +30,17 @@ class CancelOrder:
     requested_by: str = ""
     received_at: float = field(default_factory=time.time)
     attempt: int = 0  # the run it stops (a retry reuses the task ID); 0: every run
+
+    def signal_for(self, spec: TaskSpec | None) -> str:
+        """The signal it sends to a task of `spec` (None: re-adopted, its spec unknown)."""
+        if self.force:
+            return "SIGKILL"
+        return self.signal or (spec.signal if spec else "SIGTERM")
+
+    def grace_for(self, spec: TaskSpec | None) -> float:
+        if self.grace is not None:
+            return self.grace
+        return spec.grace if spec else DEFAULT_GRACE_SECONDS
 
 
 def order_from_pb(m: types_pb2.CancelTaskRequest) -> tuple[str, CancelOrder]:

@@ -1,13 +1,17 @@
-"""Runs each task through the runtime, from start to reported result to removal, and stops it
+"""Runs each task through the runtime, from start to removal to reported result, and stops it
 on order.
 
-The container (or process group) is removed only after the master acknowledged the result, so
-a worker that dies in between finds it again at start (`adopt`) and reports it then.
+When a task's process has ended, its end (result, last log lines, times) is written to the
+spool (worker/spool.py) first; then its container (or process group) is removed and the master
+told (worker/ending.py), the removal never waiting on the master. A worker that dies before the
+master has answered finds the spooled end again at start (`adopt`), removes what is left of
+the container and tells it then; one that dies before the spool was written finds the
+container instead, re-adopts it, and reports it then.
 
 A stop is carried out in steps, each under its own deadline, so a hung engine call is reported
 ("kill failed"), never a hung worker: the stop signal, the grace period, SIGKILL if it still
-runs, then (after the result is acknowledged) removal. A start re-checks for a cancel before
-each of its steps, so a task cancelled mid-start never runs on.
+runs, then removal. A start re-checks for a cancel before each of its steps, so a task
+cancelled mid-start never runs on.
 
 A task's GPUs are the device IDs the master picked; they are held while its process lives.
 When it has exited, `on_gpus_released` (the worker's GPU check) runs before the task's end is
@@ -22,15 +26,17 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from cloudai.core.lifecycle import TaskStatus
-from cloudai.core.models import DEFAULT_GRACE_SECONDS, TaskResult, TaskSpec
+from cloudai.core.models import TaskSpec
 from cloudai.core.stop import StopStage
 from cloudai.errors import CloudAIError, Conflict, NotFound
+from cloudai.failpoints import failpoint
 from cloudai.logsetup import box
 from cloudai.metrics import WorkerMetrics
 from cloudai.runtime.base import STEP_DEADLINE, Exit, Handle, Runtime
+from cloudai.worker.ending import Ends, StopRecord, build_result
 from cloudai.worker.link import MasterLink
 from cloudai.worker.orders import CancelOrder
+from cloudai.worker.spool import Spool, Spooled
 
 __all__ = ["STEP_DEADLINE", "CancelOrder", "Supervisor"]
 
@@ -39,27 +45,13 @@ TOMBSTONES = 10_000  # cancelled task IDs remembered, so a late assignment is re
 EVERY_RUN = 2**31  # a tombstone for every run of a task (a stop order that names none)
 
 
-@dataclass(slots=True)
-class _Stop:
-    """How this worker stopped a task (for its metrics; the master hears each stage as a
-    stop update)."""
-
-    received_at: float
-    signal: str
-    signal_at: float | None = None
-    killed_at: float | None = None  # SIGKILL after the grace ran out
-    exited_at: float | None = None
-    forced: bool = False  # it ended by SIGKILL
-    error: str = ""  # e.g. "kill failed: ..."
-
-
 @dataclass
 class _Entry:
     task_id: str
     spec: TaskSpec | None  # None for a task re-adopted after a restart
     handle: Handle | None = None
     cancel: CancelOrder | None = None
-    stop: _Stop | None = None
+    stop: StopRecord | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
@@ -77,11 +69,14 @@ class Supervisor:
         worker_id: str,
         metrics: WorkerMetrics | None = None,
         step_deadline: float = STEP_DEADLINE,
+        spool: Spool | None = None,
     ) -> None:
         self.step_deadline = step_deadline  # `cloudai worker --engine-deadline`
         self.metrics = metrics or WorkerMetrics()
         self.runtime = runtime
         self.link = link
+        self.spool = spool or Spool(None)  # None: in memory only (tests of this class)
+        self.ends = Ends(runtime, link, self.metrics, step_deadline)
         self.worker_id = worker_id
         self._tasks: dict[str, _Entry] = {}
         # task_id -> the last run stopped here: that run never starts, a later one (a retry
@@ -113,11 +108,32 @@ class Supervisor:
         return entry
 
     async def adopt(self) -> int:
-        """Take back the tasks this worker's runtime still holds (after a restart)."""
+        """Take back the tasks this worker's runtime still holds (after a restart), and tell
+        the master the spooled ends it has not answered for (their containers, if still
+        there, are removed first). Returns how many tasks it took back or replays."""
+        spooled: dict[str, list[Spooled]] = {}
+        for rec in await asyncio.to_thread(self.spool.load):
+            spooled.setdefault(rec.task_id, []).append(rec)
         handles = await self.runtime.list()
-        for handle in handles:
+        held = {h.task_id: h for h in handles}
+        for task_id, recs in spooled.items():
+            if task_id in self._tasks:
+                continue
+            entry = _Entry(task_id, None, attempt=recs[-1].attempt)
+            if any(r.stop for r in recs):
+                entry.cancel = CancelOrder()  # its stop orders are this replay's to answer
+            entry.started.set()
+            entry.exited.set()
+            self._tasks[task_id] = entry
+            entry.runner = asyncio.create_task(
+                self._replay(entry, recs, held.pop(task_id, None)), name=f"replay-{task_id}"
+            )
+            log.info("[Task %s] its end is spooled: telling the master again", task_id)
+        adopted = 0
+        for handle in held.values():
             if handle.task_id in self._tasks:
                 continue
+            adopted += 1
             entry = _Entry(handle.task_id, None, handle, gpu_ids=handle.gpu_ids)
             entry.started.set()
             self._tasks[handle.task_id] = entry
@@ -125,7 +141,15 @@ class Supervisor:
                 self._finish(entry, handle), name=f"task-{handle.task_id}"
             )
             log.info("[Task %s] re-adopted (%s)", handle.task_id, handle.ref[:12])
-        return len(handles)
+        return adopted + len(spooled)
+
+    async def _replay(self, entry: _Entry, recs: list[Spooled], handle: Handle | None) -> None:
+        for rec in recs:
+            mine = handle if handle is not None and handle.ref == rec.ref else None
+            await self._deliver(entry, rec, mine)
+        if handle is not None and all(handle.ref != r.ref for r in recs):
+            await self.ends.remove(handle)  # not a run it knows of (cannot be: see `assign`)
+        self._tasks.pop(entry.task_id, None)
 
     def assign(
         self, task_id: str, spec: TaskSpec, gpu_ids: Sequence[str] = (), attempt: int = 0
@@ -179,10 +203,10 @@ class Supervisor:
 
     async def _finish(self, entry: _Entry, handle: Handle) -> None:
         try:
-            exit_ = await self.runtime.wait(handle)
+            exit_, logs = await self.runtime.wait_and_read(handle)
         except Exception as exc:  # a task's runner must end in a report, whatever broke
             log.exception("[Task %s] ✗ cannot follow its container", entry.task_id)
-            exit_ = Exit(None, error=f"worker cannot follow the container: {exc}")
+            exit_, logs = Exit(None, error=f"worker cannot follow the container: {exc}"), ""
         exited_at = entry.exited_at = time.time()
         entry.exited.set()
         if entry.stopper is not None:  # let the stop record how it ended
@@ -192,75 +216,72 @@ class Supervisor:
                 log.warning("[Task %s] ⚠ stop still busy after the exit", entry.task_id)
         if entry.stop is not None:
             entry.stop.exited_at = exited_at
-        await self._report_and_forget(entry, exit_, handle.started_at)
+        await self._report_and_forget(entry, exit_, handle.started_at, logs)
 
-    async def _report_and_forget(self, entry: _Entry, exit_: Exit, started_at: float) -> None:
+    async def _report_and_forget(
+        self, entry: _Entry, exit_: Exit, started_at: float, logs: str = ""
+    ) -> None:
+        """The run's end: spooled (durable), then its container removed and the master told;
+        forgotten once the master has answered."""
         entry.exited.set()  # its devices are let go (it never started, or it has exited)
-        if entry.handle is not None and entry.gpu_ids and self.on_gpus_released is not None:
+        handle = entry.handle
+        result = build_result(
+            entry.task_id,
+            self.worker_id,
+            exit_,
+            logs,
+            cancelled=entry.cancel is not None,
+            started_at=started_at if handle else None,
+        )
+        rec = Spooled(
+            result,
+            entry.attempt,
+            stop=entry.cancel is not None,
+            exited_at=entry.exited_at if handle else None,
+            ref=handle.ref if handle else "",
+        )
+        try:
+            await self.spool.write(rec)
+            durable = True
+        except OSError as exc:  # e.g. a full disk: the master hears first, as before the spool
+            log.error(
+                "[Task %s] ✗ cannot spool its end: %s; removing after the report", rec.task_id, exc
+            )
+            durable = False
+        failpoint("worker.after_spool")  # a test hook: spooled, not yet removed nor reported
+        log.info(
+            "[Task %s] ended %s (exit %s)%s",
+            entry.task_id,
+            result.status.value,
+            exit_.exit_code,
+            f": {exit_.error}" if exit_.error else "",
+        )
+        self.metrics.tasks_ended.labels(result.status.value).inc()
+        if entry.stop is not None:
+            self.ends.count_stop(entry.stop)
+        await self._deliver(entry, rec, handle, durable)
+        self._tasks.pop(entry.task_id, None)
+
+    async def _deliver(
+        self, entry: _Entry, rec: Spooled, handle: Handle | None, durable: bool = True
+    ) -> None:
+        """Remove the container and tell the master (a stop: after the removal, else alongside
+        it), then drop the spool entry; not `durable` (unspooled): the master hears first."""
+        if durable:
+            removal = self.ends.removal(rec, handle)
+            if removal is not None and rec.stop:
+                await asyncio.wait({removal})
+        else:
+            await self.ends.tell_end(rec)
+            removal = self.ends.removal(rec, handle)
+        if handle is not None and entry.gpu_ids and self.on_gpus_released is not None:
             try:
                 await asyncio.wait_for(self.on_gpus_released(entry.gpu_ids), self.step_deadline)
             except (CloudAIError, TimeoutError) as exc:
                 log.warning("[Task %s] ⚠ GPU check after the exit: %s", entry.task_id, exc)
-        logs = await self.runtime.read_logs(entry.handle) if entry.handle else ""
-        if entry.cancel is not None:
-            status = TaskStatus.CANCELLED
-        elif exit_.exit_code == 0 and not exit_.error:
-            status = TaskStatus.COMPLETED
-        else:
-            status = TaskStatus.FAILED
-        result = TaskResult(
-            task_id=entry.task_id,
-            worker_id=self.worker_id,
-            status=status,
-            logs=logs,
-            exit_code=exit_.exit_code,
-            completed_at=time.time(),
-            error=exit_.error,
-            oom_killed=exit_.oom_killed,
-            started_at=started_at if entry.handle else None,
-        )
-        log.info(
-            "[Task %s] ended %s (exit %s)%s",
-            entry.task_id,
-            status.value,
-            exit_.exit_code,
-            f": {exit_.error}" if exit_.error else "",
-        )
-        if entry.cancel is None:
-            await self.link.report(result)
-        else:  # a stop's end: its exit (or, never started, its end) carries the result
-            stage = StopStage.EXITED if entry.handle is not None else StopStage.REMOVED
-            detail = "" if entry.handle is not None else "never started"
-            await self.link.update(entry.task_id, stage, detail, result, at=entry.exited_at)
-        self.metrics.tasks_ended.labels(status.value).inc()
-        if entry.stop is not None:
-            self._count_stop(entry.stop)
-        if entry.cancel is not None:
-            log.info("[Task %s] ✓ cancellation reported to master", entry.task_id)
-        if entry.handle is not None:
-            try:
-                await asyncio.wait_for(self.runtime.destroy(entry.handle), self.step_deadline)
-                if entry.cancel is not None:
-                    log.info("[Task %s] ✓ container removed", entry.task_id)
-                    self.link.update(entry.task_id, StopStage.REMOVED)
-            except (CloudAIError, TimeoutError) as exc:
-                silent = f"the engine did not answer within {self.step_deadline:g}s"
-                error = f"remove failed: {str(exc) or silent}"
-                log.warning("[Task %s] ✗ %s", entry.task_id, error)
-                if entry.cancel is not None:
-                    self.link.update(entry.task_id, StopStage.STOP_FAILED, error)
-        self._tasks.pop(entry.task_id, None)
-
-    def _count_stop(self, stop: _Stop) -> None:
-        if stop.error:
-            how = "kill_failed"
-        elif stop.signal_at is None and stop.killed_at is None:
-            how = "already_stopped"
-        else:
-            how = "forced" if stop.forced else "graceful"
-        self.metrics.stops.labels(how).inc()
-        if stop.exited_at is not None:
-            self.metrics.stop_seconds.observe(max(stop.exited_at - stop.received_at, 0.0))
+        await self.ends.tell(rec, removal, lambda: entry.cancel is not None, told=not durable)
+        if durable:
+            await self.spool.delete(rec)
 
     def _tombstone(self, task_id: str, attempt: int) -> None:
         self._tombstones[task_id] = max(attempt, self._tombstones.get(task_id, -1))
@@ -284,6 +305,8 @@ class Supervisor:
         if entry.cancel is not None:
             return f"task {task_id} is already stopping on {self.worker_id}"
         entry.cancel = order
+        if entry.handle is not None and entry.stopper is None:  # first: the signal goes out
+            entry.stopper = asyncio.create_task(self._stop(entry), name=f"stop-{task_id}")
         self.link.update(
             task_id,
             StopStage.DELIVERED,
@@ -299,13 +322,11 @@ class Supervisor:
                     f"Reason: {order.reason or '-'}",
                     "Mode: force (SIGKILL now)"
                     if order.force
-                    else f"Mode: {self._signal_of(entry, order)}, "
-                    f"grace {self._grace_of(entry, order):g}s",
+                    else f"Mode: {order.signal_for(entry.spec)}, "
+                    f"grace {order.grace_for(entry.spec):g}s",
                 ],
             )
         )
-        if entry.handle is not None and entry.stopper is None:
-            entry.stopper = asyncio.create_task(self._stop(entry), name=f"stop-{task_id}")
         return f"task {task_id} stopping on {self.worker_id}"
 
     def _confirm_gone(self, task_id: str) -> None:
@@ -317,26 +338,14 @@ class Supervisor:
         sent = self.link.update(task_id, StopStage.REMOVED, f"not on {self.worker_id}")
         sent.add_done_callback(lambda _t: self._confirming.discard(task_id))
 
-    @staticmethod
-    def _signal_of(entry: _Entry, order: CancelOrder) -> str:
-        if order.force:
-            return "SIGKILL"
-        return order.signal or (entry.spec.signal if entry.spec else "SIGTERM")
-
-    @staticmethod
-    def _grace_of(entry: _Entry, order: CancelOrder) -> float:
-        if order.grace is not None:
-            return order.grace
-        return entry.spec.grace if entry.spec else DEFAULT_GRACE_SECONDS
-
     async def _stop(self, entry: _Entry) -> None:
         """The runtime's stop sequence (signal, grace, SIGKILL, each step under its own
         deadline), each step told to the master as it happens."""
         handle, order, tid = entry.handle, entry.cancel, entry.task_id
         if handle is None or order is None:
             return  # not started, or no order: nothing to stop (yet)
-        signal, grace = self._signal_of(entry, order), self._grace_of(entry, order)
-        stop = entry.stop = _Stop(received_at=order.received_at, signal=signal)
+        signal, grace = order.signal_for(entry.spec), order.grace_for(entry.spec)
+        stop = entry.stop = StopRecord(received_at=order.received_at, signal=signal)
         log.info("[Task %s] Cancelling task (container: %s)...", tid, handle.ref[:12])
 
         def on_step(step: str, at: float) -> None:
