@@ -29,7 +29,7 @@ from cloudai.core.gpus import GpuDevice
 
 __all__ = ["Beats", "FULL_EVERY", "Touch"]
 
-FULL_EVERY = 12  # intervals: a full pass at least this often per worker
+FULL_EVERY = 24  # intervals: a full pass at least this often per worker (2 min at 5 s)
 GAP = 2.0  # intervals of silence after which a heartbeat takes the full pass
 
 
