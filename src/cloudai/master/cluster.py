@@ -51,14 +51,14 @@ class Cluster(Membership, TaskDesk, CancelDesk):
         self.peers = WorkerPeers(tls)
         self.dispatcher = Dispatcher(store, self.peers, self.config)
         self.metrics = MasterMetrics()
-        self.metrics.watch(self._metrics_snapshot)
+        self.beats = Beats(self.config.heartbeat_interval)  # heartbeats in memory
+        self.metrics.watch(self._metrics_snapshot)  # collects at once: after what it reads
         self.loops = Loops("master", self.metrics.loop_failures)
         self.metrics_server: Any = None
         self.web_server: Any = None  # web.WebServer, when --http-listen is given
         self.canceller = Canceller(store, self.peers, self.config, self.metrics)
         self.dispatcher.also.append(self.canceller.outage.replay)  # first: before new orders
         self.dispatcher.on_store_away = self._lease_from_now
-        self.beats = Beats(self.config.heartbeat_interval)  # heartbeats in memory
         self.dispatcher.on_delivered = self.beats.changed
         self.dispatcher.heard = self.beats.heard
         self.canceller.on_decided = self.beats.changed
