@@ -472,8 +472,8 @@ def test_master_restarted_on_another_store_is_refused_and_loses_nothing(
 ) -> None:
     """Fault 14. The master restarted on an empty store (a forgotten --db) is another cluster:
     the worker refuses it, loudly, and its task runs on; a task that ends meanwhile keeps its
-    container and its result for the right master. Back on the right store, the task has its
-    one result, with its logs."""
+    result, spooled, for the right master. Back on the right store, the task has its one
+    result, with its logs (its report survives the worker's reconnects in between)."""
     metrics = free_port()
     refused = "cloudai_worker_masters_refused_total"
     with cluster(tmp_path, "--worker-lost-after", "60") as c:

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import grpc
 
@@ -22,6 +23,7 @@ from cloudai.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
     WrongCluster,
 )
 from cloudai.metrics import WorkerMetrics
@@ -77,6 +79,7 @@ class MasterLink:
         self._channel: grpc.aio.Channel | None = None
         self._stub_cache: master_pb2_grpc.MasterStub | None = None
         self._connecting = asyncio.Lock()
+        self._retired: set[grpc.aio.Channel] = set()  # replaced, closing once their calls end
         self.registered = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._updates: dict[str, asyncio.Task[None]] = {}  # each task's latest stop update
@@ -117,13 +120,38 @@ class MasterLink:
         return grpc.aio.secure_channel(target, creds, options=options)
 
     async def _reconnect(self) -> None:
-        """Forget the channel: the next call asks the master again where to call it."""
+        """Forget the channel: the next call asks the master again where to call it. The old
+        channel closes in the background once its calls are done (each has its deadline):
+        closing it at once would cancel a report in flight, and the caller would see its own
+        task cancelled, not a failed call to retry."""
         if self.tls is None:
             return  # one plaintext port: nothing to ask
         async with self._connecting:
             channel, self._channel, self._stub_cache = self._channel, None, None
         if channel is not None:
-            await channel.close()
+            self._retired.add(channel)
+            self._spawn(self._retire(channel), "close-old-channel")
+
+    async def _retire(self, channel: grpc.aio.Channel) -> None:
+        await channel.close(grace=RPC_DEADLINE)
+        self._retired.discard(channel)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        t = asyncio.create_task(coro, name=name)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+        return t
+
+    async def _call(self, method: str, request: Any) -> Any:
+        """One call to the master, failing as a CloudAIError. A stub whose channel a reconnect
+        closed meanwhile (grpc's UsageError) fails as Unavailable: the next call opens anew."""
+        stub = await self._stub()
+        try:
+            return await getattr(stub, method)(request, timeout=RPC_DEADLINE)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, f"master at {self.master}") from exc
+        except grpc.aio.UsageError as exc:
+            raise Unavailable(f"master at {self.master}: the channel was replaced") from exc
 
     @property
     def cluster_id(self) -> str:
@@ -138,21 +166,18 @@ class MasterLink:
 
     async def register(self, running: list[str]) -> list[tuple[str, CancelOrder]]:
         """Register; returns the stop orders the master queued for this worker."""
-        try:
-            reply = await (await self._stub()).RegisterWorker(
-                master_pb2.RegisterWorkerRequest(
-                    worker_id=self.worker_id,
-                    address=self.address,
-                    capacity=resources_to_pb(self.capacity),
-                    runtime=self.runtime,
-                    running_task_ids=running,
-                    gpu_ids=list(self.gpu_ids),
-                    cluster_id=self.cluster_id,
-                ),
-                timeout=RPC_DEADLINE,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc, f"master at {self.master}") from exc
+        reply = await self._call(
+            "RegisterWorker",
+            master_pb2.RegisterWorkerRequest(
+                worker_id=self.worker_id,
+                address=self.address,
+                capacity=resources_to_pb(self.capacity),
+                runtime=self.runtime,
+                running_task_ids=running,
+                gpu_ids=list(self.gpu_ids),
+                cluster_id=self.cluster_id,
+            ),
+        )
         self._check_cluster(reply.cluster_id)
         self.registered.set()
         log.info(
@@ -183,10 +208,7 @@ class MasterLink:
         )
         for key, value in (node or {}).items():
             setattr(request, key, value)
-        try:
-            reply = await (await self._stub()).SendHeartbeat(request, timeout=RPC_DEADLINE)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc, f"master at {self.master}") from exc
+        reply = await self._call("SendHeartbeat", request)
         self._check_cluster(reply.cluster_id)
         return bool(reply.known), [order_from_pb(o) for o in reply.stop_orders]
 
@@ -275,14 +297,9 @@ class MasterLink:
         """Send a result until the master acknowledges it (it stores each task's result once)."""
         message = result_to_pb(result)
         message.cluster_id = self.cluster_id  # a master of another cluster refuses it
-
-        async def send() -> types_pb2.TaskAck:
-            ack: types_pb2.TaskAck = await (await self._stub()).ReportTaskCompletion(
-                message, timeout=RPC_DEADLINE
-            )
-            return ack
-
-        answered = await self._until_answered(result.task_id, "result", send)
+        answered = await self._until_answered(
+            result.task_id, "result", lambda: self._call("ReportTaskCompletion", message)
+        )
         if answered is not None:
             log.info("[Task %s] ✓ result reported to master: %s", result.task_id, answered)
 
@@ -303,12 +320,10 @@ class MasterLink:
         message = stop_update_to_pb(u)
         message.cluster_id = self.cluster_id
         before = self._updates.get(task_id)
-        t = asyncio.create_task(self._send_update(message, before), name=f"stop-{task_id}-{stage}")
+        t = self._spawn(self._send_update(message, before), f"stop-{task_id}-{stage}")
         self._updates[task_id] = t
-        self._background.add(t)
 
         def done(_t: asyncio.Task[None]) -> None:
-            self._background.discard(t)
             if self._updates.get(task_id) is t:
                 del self._updates[task_id]
 
@@ -320,14 +335,11 @@ class MasterLink:
     ) -> None:
         if before is not None:
             await asyncio.wait({before})  # the earlier stage first; its outcome is its own
-
-        async def send() -> types_pb2.TaskAck:
-            ack: types_pb2.TaskAck = await (await self._stub()).UpdateStop(
-                message, timeout=RPC_DEADLINE
-            )
-            return ack
-
-        await self._until_answered(message.task_id, f"stop stage {message.stage}", send)
+        await self._until_answered(
+            message.task_id,
+            f"stop stage {message.stage}",
+            lambda: self._call("UpdateStop", message),
+        )
 
     async def _until_answered(
         self, task_id: str, what: str, send: Callable[[], Awaitable[types_pb2.TaskAck]]
@@ -343,12 +355,7 @@ class MasterLink:
                 ack = await send()
                 self.report_attempts.pop(task_id, None)
                 return ack.message
-            except (grpc.aio.AioRpcError, CloudAIError) as exc:
-                err = (
-                    from_rpc_error(exc, f"master at {self.master}")
-                    if isinstance(exc, grpc.aio.AioRpcError)
-                    else exc
-                )
+            except CloudAIError as err:
                 if isinstance(err, (NotFound, Conflict, InvalidArgument, PermissionDenied)):
                     log.warning("[Task %s] ✗ master refused the %s: %s", task_id, what, err)
                     self.report_attempts.pop(task_id, None)
@@ -369,5 +376,6 @@ class MasterLink:
     async def close(self) -> None:
         for t in list(self._background):
             t.cancel()
-        if self._channel is not None:
-            await self._channel.close()
+        for channel in [*self._retired, self._channel]:
+            if channel is not None:
+                await channel.close()
