@@ -84,26 +84,34 @@ class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
             await asyncio.gather(*late, return_exceptions=True)
 
     async def _stopped(self, worker_id: str, task_id: str, ran: bool) -> None:
-        """A stop's updates, in order, as a real worker sends them: signalled, exited (with
-        the result), removed; for a task it does not hold, removed at once."""
-        stages = ("signalled", "exited", "removed") if ran else ("removed",)
-        for stage in stages:
+        """A stop's updates, in order, as a real worker sends them: signalled, then exited
+        (with the result) and removed together in one UpdateStops; for a task it does not
+        hold, removed at once."""
+        calls = (("signalled",), ("exited", "removed")) if ran else (("removed",),)
+        for stages in calls:
             now = time.time()
-            update = master_pb2.StopUpdate(
-                task_id=task_id, worker_id=worker_id, stage=stage, at=now
-            )
-            if stage == "exited":
-                update.result.CopyFrom(
-                    types_pb2.TaskResult(
-                        task_id=task_id,
-                        worker_id=worker_id,
-                        status="cancelled",
-                        exit_code=143,
-                        completed_at=now,
+            updates = [
+                master_pb2.StopUpdate(task_id=task_id, worker_id=worker_id, stage=s, at=now)
+                for s in stages
+            ]
+            for update in updates:
+                if update.stage == "exited":
+                    update.result.CopyFrom(
+                        types_pb2.TaskResult(
+                            task_id=task_id,
+                            worker_id=worker_id,
+                            status="cancelled",
+                            exit_code=143,
+                            completed_at=now,
+                        )
                     )
-                )
+            stub = self.stubs[worker_id]
             try:
-                await self.stubs[worker_id].UpdateStop(update, timeout=RPC_TIMEOUT)
+                if len(updates) == 1:
+                    await stub.UpdateStop(updates[0], timeout=RPC_TIMEOUT)
+                else:
+                    batch = master_pb2.StopUpdates(worker_id=worker_id, updates=updates)
+                    await stub.UpdateStops(batch, timeout=RPC_TIMEOUT)
             except grpc.aio.AioRpcError as exc:
                 self.update_errors.append(f"{exc.code().name}: {exc.details()}")
                 return

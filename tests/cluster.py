@@ -206,7 +206,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-WORKER_CALLS = frozenset({"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "UpdateStop"})
+WORKER_CALLS = frozenset(
+    {"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "UpdateStop", "UpdateStops"}
+)
 
 
 def _admin_channel(address: str, token: str, pki: Any, options: Any = None) -> Any:

@@ -92,7 +92,13 @@ CODES: dict[str, Counter[str]] = {}  # how the fuzz went: replies by code, per R
 # worker's certificate (the rest go to its client port, with the admin's token), so the fuzz
 # reaches past authentication into the handlers; tests/integration/test_security.py covers
 # the callers that are turned away.
-WORKER_CALLS = {"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "UpdateStop"}
+WORKER_CALLS = {
+    "RegisterWorker",
+    "SendHeartbeat",
+    "ReportTaskCompletion",
+    "UpdateStop",
+    "UpdateStops",
+}
 
 
 @dataclass

@@ -1,13 +1,19 @@
 """The worker's link to the master over mutual TLS, against a stand-in master that holds a
-call open: a reconnect (the heartbeat loop's, after failures) must not cancel a report in
-flight. It did: grpc.aio cancels the calls of a channel closed without grace, and the report's
-task then ended as if cancelled itself, its spooled result told to no one until a restart."""
+call open.
+
+A reconnect (the heartbeat loop's, after failures) must not cancel a report in flight. It did:
+grpc.aio cancels the calls of a channel closed without grace, and the report's task then ended
+as if cancelled itself, its spooled result told to no one until a restart. Stop updates that
+queue while a call is out go together in the next one (UpdateStops)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pathlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -16,18 +22,36 @@ from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
 from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import TaskResult
 from cloudai.core.resources import Resources
+from cloudai.core.stop import StopStage
 from cloudai.security.pki import Pki
 from cloudai.security.tls import Tls
 from cloudai.worker.link import MasterLink
 
 
 class HeldMaster(master_pb2_grpc.MasterServicer):
-    """Answers where to call it; holds each report until `release` is set."""
+    """Answers where to call it; holds each report and stop update until `release` is set;
+    refuses a batch of stop updates when told to (as one refused update refuses its call)."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse_batches: bool = False) -> None:
         self.reports = 0
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
+        self.refuse_batches = refuse_batches
+        self.stops: list[list[str]] = []  # the stages of each stop call, as they came
+
+    async def UpdateStop(self, request: Any, context: Any) -> object:
+        self.stops.append([request.stage])
+        self.holding.set()
+        await self.release.wait()
+        if request.stage == "killed":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such stage here")
+        return types_pb2.TaskAck(success=True, message="recorded")
+
+    async def UpdateStops(self, request: Any, context: Any) -> object:
+        self.stops.append([u.stage for u in request.updates])
+        if self.refuse_batches:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "one of them is unknown")
+        return types_pb2.TaskAck(success=True, message="recorded")
 
     async def GetClusterInfo(self, request: object, context: object) -> object:
         return master_pb2.ClusterInfo(tls=True)
@@ -39,16 +63,8 @@ class HeldMaster(master_pb2_grpc.MasterServicer):
         return types_pb2.TaskAck(success=True, message="stored")
 
 
-@pytest.fixture
-def pki(tmp_path: pathlib.Path) -> Pki:
-    pki = Pki(tmp_path / "pki")
-    pki.init([])
-    pki.issue_worker("w1")
-    return pki
-
-
-async def test_a_reconnect_lets_a_report_in_flight_finish(pki: Pki) -> None:
-    master = HeldMaster()
+@contextlib.asynccontextmanager
+async def linked(pki: Pki, master: HeldMaster) -> AsyncIterator[MasterLink]:
     server = grpc.aio.server()
     master_pb2_grpc.add_MasterServicer_to_server(master, server)
     port = server.add_secure_port("127.0.0.1:0", Tls.for_master(pki).server_credentials(True))
@@ -61,8 +77,25 @@ async def test_a_reconnect_lets_a_report_in_flight_finish(pki: Pki) -> None:
         "process",
         tls=Tls.for_worker(pki, "w1"),
     )
-    result = TaskResult("t1", "w1", TaskStatus.COMPLETED, "done\n", 0, time.time())
     try:
+        yield link
+    finally:
+        await link.close()
+        await server.stop(None)
+
+
+@pytest.fixture
+def pki(tmp_path: pathlib.Path) -> Pki:
+    pki = Pki(tmp_path / "pki")
+    pki.init([])
+    pki.issue_worker("w1")
+    return pki
+
+
+async def test_a_reconnect_lets_a_report_in_flight_finish(pki: Pki) -> None:
+    master = HeldMaster()
+    result = TaskResult("t1", "w1", TaskStatus.COMPLETED, "done\n", 0, time.time())
+    async with linked(pki, master) as link:
         report = asyncio.create_task(link.report(result))
         await asyncio.wait_for(master.holding.wait(), 10)
         await link._reconnect()  # as the heartbeat loop does after three failed beats
@@ -72,6 +105,33 @@ async def test_a_reconnect_lets_a_report_in_flight_finish(pki: Pki) -> None:
         await asyncio.wait_for(report, 10)  # answered, not cancelled
         assert master.reports == 1
         assert link.report_attempts == {}
-    finally:
-        await link.close()
-        await server.stop(None)
+
+
+async def test_stop_updates_that_queue_behind_a_call_go_together(pki: Pki) -> None:
+    master = HeldMaster()
+    async with linked(pki, master) as link:
+        link.update("t1", StopStage.DELIVERED)
+        await asyncio.wait_for(master.holding.wait(), 10)
+        link.update("t1", StopStage.SIGNALLED, "SIGTERM")
+        link.update("t1", StopStage.EXITED)
+        last = link.update("t1", StopStage.REMOVED)
+        master.release.set()
+        await asyncio.wait_for(last, 10)
+        assert master.stops == [["delivered"], ["signalled", "exited", "removed"]]
+        later = link.update("t1", StopStage.REMOVED)  # a later one: a call of its own
+        other = link.update("t2", StopStage.REMOVED)  # another task's: its own too
+        await asyncio.wait_for(asyncio.gather(later, other), 10)
+        assert sorted(master.stops[2:]) == [["removed"], ["removed"]]
+
+
+async def test_a_refused_batch_is_sent_again_one_update_at_a_time(pki: Pki) -> None:
+    """One refused stage costs only itself: the others are sent alone, in order."""
+    master = HeldMaster(refuse_batches=True)
+    async with linked(pki, master) as link:
+        link.update("t1", StopStage.DELIVERED)
+        await asyncio.wait_for(master.holding.wait(), 10)
+        link.update("t1", StopStage.KILLED)  # the stand-in refuses this one
+        last = link.update("t1", StopStage.EXITED)
+        master.release.set()
+        await asyncio.wait_for(last, 10)
+        assert master.stops == [["delivered"], ["killed", "exited"], ["killed"], ["exited"]]

@@ -88,7 +88,17 @@ def worker_rpcs(task_id: str, worker_id: str) -> dict[str, Callable[[Any], Any]]
             ),
             timeout=5,
         ),
+        "UpdateStops": lambda stub: stub.UpdateStops(
+            master_pb2.StopUpdates(worker_id=worker_id, updates=[removed(task_id, worker_id)]),
+            timeout=5,
+        ),
     }
+
+
+def removed(task_id: str, worker_id: str) -> master_pb2.StopUpdate:
+    return master_pb2.StopUpdate(
+        task_id=task_id, worker_id=worker_id, stage="removed", at=time.time()
+    )
 
 
 def master_stub(channel: grpc.Channel) -> master_pb2_grpc.MasterStub:
@@ -292,6 +302,25 @@ def test_a_worker_cannot_report_on_another_workers_task(
                 )
             )
             is grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert (
+            code_of(
+                lambda: stub.UpdateStops(
+                    master_pb2.StopUpdates(worker_id="w2", updates=[removed(task.task_id, "w2")]),
+                    timeout=5,
+                )
+            )
+            is grpc.StatusCode.PERMISSION_DENIED
+        )
+        # w2's certificate, an update that claims to be w1's inside w2's call
+        assert (
+            code_of(
+                lambda: stub.UpdateStops(
+                    master_pb2.StopUpdates(worker_id="w2", updates=[removed(task.task_id, "w1")]),
+                    timeout=5,
+                )
+            )
+            is grpc.StatusCode.INVALID_ARGUMENT
         )
         assert running_on(cluster, task.task_id, "w1")
         assert stored_result(cluster, task.task_id) is None

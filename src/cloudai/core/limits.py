@@ -74,6 +74,7 @@ COMMAND_BYTES_MAX = 64 * 1024  # all arguments together, UTF-8
 ENV_VARS_MAX = 256
 ENV_BYTES_MAX = 64 * 1024  # all names and values together, UTF-8
 IDS_MAX = 10_000  # task IDs in one request (a bulk cancel, a heartbeat's lists)
+STOP_UPDATES_MAX = 16  # stop updates in one UpdateStops call
 LIST_FIELD_MAX = 1024  # characters of each task's command, and of its env, in a task list
 
 # ---- numbers -----------------------------------------------------------------------------

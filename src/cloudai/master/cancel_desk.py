@@ -7,10 +7,10 @@ import time
 
 from sqlalchemy import Connection
 
-from cloudai.core.limits import ids_problems
+from cloudai.core.limits import STOP_UPDATES_MAX, ids_problems
 from cloudai.core.requests import CancelRequest
 from cloudai.core.stop_update import StopUpdate
-from cloudai.errors import PermissionDenied, check
+from cloudai.errors import InvalidArgument, PermissionDenied, check
 from cloudai.failpoints import failpoint
 from cloudai.master.auth import Caller
 from cloudai.master.canceller import Canceller, CancelOutcome
@@ -35,6 +35,10 @@ def _apply_own_update_tx(conn: Connection, update: StopUpdate, now: float) -> Ap
             f"task {update.task_id} is not assigned to worker {update.worker_id[:64]!r}"
         )
     return apply_read_update_tx(conn, update, now, c)
+
+
+def _apply_own_updates_tx(conn: Connection, updates: list[StopUpdate], now: float) -> list[Applied]:
+    return [_apply_own_update_tx(conn, u, now) for u in updates]
 
 
 class CancelDesk:
@@ -95,16 +99,25 @@ class CancelDesk:
     async def update_stop(self, update: StopUpdate) -> bool:
         """A worker's stop update (the one channel for a stop's stages): applied once; True
         when it changed something."""
-        check(update.problems())
-        update = update.bounded()
+        return (await self.update_stops([update]))[0]
+
+    async def update_stops(self, updates: list[StopUpdate]) -> list[bool]:
+        """Stop updates of one worker, in order, in one transaction (all or none; a worker
+        sends the stages that queued while its last call was out together): for each, True
+        when it changed something."""
+        if not 0 < len(updates) <= STOP_UPDATES_MAX:
+            raise InvalidArgument(f"1 to {STOP_UPDATES_MAX} stop updates in one call")
+        check(*(u.problems() for u in updates))
+        updates = [u.bounded() for u in updates]
         await self.canceller.outage.replay()  # a stop journaled without the store goes first
-        if update.result is not None:  # a stop's exit carries the task's result
+        if any(u.result is not None for u in updates):  # a stop's exit carries the result
             failpoint("report.before_result_write")
-        applied = await self.store.tx(_apply_own_update_tx, update, time.time())
-        if applied.stop_seconds is not None:
-            self.metrics.cancel_stop.labels(applied.how).observe(applied.stop_seconds)
-        if applied.confirmed is not None:
-            self.canceller.webhook.notify("cancel_confirmed", applied.confirmed)
-        if applied.confirmed is not None or applied.stop_seconds is not None:
+        done = await self.store.tx(_apply_own_updates_tx, updates, time.time())
+        for applied in done:
+            if applied.stop_seconds is not None:
+                self.metrics.cancel_stop.labels(applied.how).observe(applied.stop_seconds)
+            if applied.confirmed is not None:
+                self.canceller.webhook.notify("cancel_confirmed", applied.confirmed)
+        if any(a.confirmed is not None or a.stop_seconds is not None for a in done):
             self.dispatcher.wake()  # an exit or a removal frees the task's resources
-        return applied.advanced
+        return [a.advanced for a in done]

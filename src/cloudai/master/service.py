@@ -206,6 +206,20 @@ class MasterService(master_pb2_grpc.MasterServicer):
         message = "recorded" if changed else "already recorded (or the stop is past it)"
         return types_pb2.TaskAck(success=True, message=message, task_id=request.task_id)
 
+    @translate
+    async def UpdateStops(self, request: master_pb2.StopUpdates, context: Ctx) -> types_pb2.TaskAck:
+        self.auth.worker(context, request.worker_id)
+        self.cluster.admit(request.worker_id, request.cluster_id)
+        for u in request.updates:
+            _require_task_id(u.task_id)
+            if u.worker_id != request.worker_id:
+                raise InvalidArgument(
+                    f"a stop update of worker {u.worker_id[:64]!r} in {request.worker_id!r}'s call"
+                )
+        changed = await self.cluster.update_stops([stop_update_from_pb(u) for u in request.updates])
+        message = f"recorded {sum(changed)} of {len(changed)}"
+        return types_pb2.TaskAck(success=True, message=message)
+
     @translate_stream
     async def StreamTaskLogs(
         self, request: types_pb2.LogsRequest, context: Ctx

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -82,7 +83,9 @@ class MasterLink:
         self._retired: set[grpc.aio.Channel] = set()  # replaced, closing once their calls end
         self.registered = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
-        self._updates: dict[str, asyncio.Task[None]] = {}  # each task's latest stop update
+        # Stop updates not yet sent, and each task's sender (link.update).
+        self._queued: dict[str, list[tuple[master_pb2.StopUpdate, asyncio.Future[None]]]] = {}
+        self._senders: dict[str, asyncio.Task[None]] = {}
         self.metrics: WorkerMetrics = WorkerMetrics()  # replaced by the worker's own
         self.report_attempts: dict[str, int] = {}  # task_id -> failed attempts, while retrying
         self._beat: Callable[[], Awaitable[bool]] | None = None  # set by heartbeat_loop
@@ -311,35 +314,54 @@ class MasterLink:
         result: TaskResult | None = None,
         *,
         at: float | None = None,
-    ) -> asyncio.Task[None]:
+    ) -> asyncio.Future[None]:
         """Tell the master a stop reached `stage` (with the exit: the task's result): the one
         channel for a stop's stages. Updates of one task go in order, each sent until the
         master answers (it applies each once: a repeat changes nothing); a refusal ends it.
-        Await the returned task to know the master has it. `at`: when it happened (now)."""
+        Those that queue while a call is out go together in the next (UpdateStops: the exit
+        and the removal of a stop are one call). Await the returned future to know the master
+        has it. `at`: when it happened (now)."""
         u = StopUpdate(task_id, self.worker_id, stage, at or time.time(), detail, result)
         message = stop_update_to_pb(u)
         message.cluster_id = self.cluster_id
-        before = self._updates.get(task_id)
-        t = self._spawn(self._send_update(message, before), f"stop-{task_id}-{stage}")
-        self._updates[task_id] = t
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.setdefault(task_id, []).append((message, answered))
+        if task_id not in self._senders:
+            self._senders[task_id] = self._spawn(self._send_updates(task_id), f"stop-{task_id}")
+        return answered
 
-        def done(_t: asyncio.Task[None]) -> None:
-            if self._updates.get(task_id) is t:
-                del self._updates[task_id]
+    async def _send_updates(self, task_id: str) -> None:
+        """Send the task's queued updates, all those queued at once in one call, until none
+        is left."""
+        batch: list[tuple[master_pb2.StopUpdate, asyncio.Future[None]]] = []
+        try:
+            while batch := self._queued.pop(task_id, []):
+                await self._send_batch(task_id, [m for m, _ in batch])
+                for _, answered in batch:
+                    if not answered.done():  # its awaiter may have been cancelled
+                        answered.set_result(None)
+        finally:
+            del self._senders[task_id]
+            for _, answered in [*batch, *self._queued.pop(task_id, [])]:
+                answered.cancel()  # a no-op for those answered; the link is closing
 
-        t.add_done_callback(done)
-        return t
-
-    async def _send_update(
-        self, message: master_pb2.StopUpdate, before: asyncio.Task[None] | None
-    ) -> None:
-        if before is not None:
-            await asyncio.wait({before})  # the earlier stage first; its outcome is its own
-        await self._until_answered(
-            message.task_id,
-            f"stop stage {message.stage}",
-            lambda: self._call("UpdateStop", message),
-        )
+    async def _send_batch(self, task_id: str, messages: list[master_pb2.StopUpdate]) -> None:
+        if len(messages) > 1:
+            request = master_pb2.StopUpdates(
+                worker_id=self.worker_id, updates=messages, cluster_id=self.cluster_id
+            )
+            stages = "+".join(m.stage for m in messages)
+            answer = await self._until_answered(
+                task_id, f"stop stages {stages}", lambda: self._call("UpdateStops", request)
+            )
+            if answer is not None:
+                return
+            # Refused together (one transaction): each alone, so that one refusal costs
+            # only its own stage, as before they were batched.
+        for m in messages:
+            await self._until_answered(
+                task_id, f"stop stage {m.stage}", functools.partial(self._call, "UpdateStop", m)
+            )
 
     async def _until_answered(
         self, task_id: str, what: str, send: Callable[[], Awaitable[types_pb2.TaskAck]]

@@ -239,6 +239,16 @@ class StopUpdate(_message.Message):
     cluster_id: str
     def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., stage: _Optional[str] = ..., at: _Optional[float] = ..., detail: _Optional[str] = ..., result: _Optional[_Union[_types_pb2.TaskResult, _Mapping]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
+class StopUpdates(_message.Message):
+    __slots__ = ("worker_id", "updates", "cluster_id")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    updates: _containers.RepeatedCompositeFieldContainer[StopUpdate]
+    cluster_id: str
+    def __init__(self, worker_id: _Optional[str] = ..., updates: _Optional[_Iterable[_Union[StopUpdate, _Mapping]]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("spec",)
     SPEC_FIELD_NUMBER: _ClassVar[int]

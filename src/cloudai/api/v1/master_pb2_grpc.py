@@ -90,6 +90,11 @@ class MasterStub:
                 request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopUpdate.SerializeToString,
                 response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
                 _registered_method=True)
+        self.UpdateStops = channel.unary_unary(
+                '/cloudai.api.v1.Master/UpdateStops',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopUpdates.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
+                _registered_method=True)
         self.DrainWorker = channel.unary_unary(
                 '/cloudai.api.v1.Master/DrainWorker',
                 request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.DrainRequest.SerializeToString,
@@ -210,6 +215,14 @@ class MasterServicer:
 
     def UpdateStop(self, request, context):
         """Workers: how far a stop has got, one stage per call (the one channel for a stop)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateStops(self, request, context):
+        """The same, several stages at once (those that queued while the last call was out),
+        applied in order in one transaction: all or none
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -338,6 +351,11 @@ def add_MasterServicer_to_server(servicer, server):
             'UpdateStop': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateStop,
                     request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopUpdate.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.SerializeToString,
+            ),
+            'UpdateStops': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStops,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.StopUpdates.FromString,
                     response_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.SerializeToString,
             ),
             'DrainWorker': grpc.unary_unary_rpc_method_handler(
@@ -687,6 +705,33 @@ class Master:
             target,
             '/cloudai.api.v1.Master/UpdateStop',
             cloudai_dot_api_dot_v1_dot_master__pb2.StopUpdate.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateStops(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudai.api.v1.Master/UpdateStops',
+            cloudai_dot_api_dot_v1_dot_master__pb2.StopUpdates.SerializeToString,
             cloudai_dot_api_dot_v1_dot_types__pb2.TaskAck.FromString,
             options,
             channel_credentials,
