@@ -214,7 +214,7 @@ class MasterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateStop(self, request, context):
-        """Workers: how far a stop has got, one stage per call (the one channel for a stop)
+        """Workers: how far a stop has got (the one channel for a stop)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
