@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import pathlib
 import time
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -30,12 +31,18 @@ from cloudai.security.tls import Tls
 __all__ = ["compare_to_floor", "run_grpc_floor"]
 
 METHOD = "/bench.Floor/Empty"
+STREAM = "/bench.Floor/Stream"  # one long-lived bidi stream per caller: a message each way
 _TLS = "mutual TLS, a certificate each"
 BASELINE_S = 5.0  # the idle server's CPU, subtracted from its CPU per call
 
 
 def _empty(request: bytes, context: Any) -> bytes:
     return b""
+
+
+async def _echo(requests: Any, context: Any) -> Any:
+    async for _ in requests:
+        yield b""
 
 
 def server_main(pki_dir: str | None, conn: Connection) -> None:
@@ -45,7 +52,11 @@ def server_main(pki_dir: str | None, conn: Connection) -> None:
 async def _serve(pki_dir: str | None, conn: Connection) -> None:
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     handler = grpc.method_handlers_generic_handler(
-        "bench.Floor", {"Empty": grpc.unary_unary_rpc_method_handler(_empty)}
+        "bench.Floor",
+        {
+            "Empty": grpc.unary_unary_rpc_method_handler(_empty),
+            "Stream": grpc.stream_stream_rpc_method_handler(_echo),
+        },
     )
     server.add_generic_rpc_handlers((handler,))
     if pki_dir is None:
@@ -61,32 +72,32 @@ async def _serve(pki_dir: str | None, conn: Connection) -> None:
 
 
 def floor_loadgen_main(peer: Peer, ids: list[str], interval: float, conn: Connection) -> None:
-    asyncio.run(_floor_loadgen(peer, ids, interval, conn))
+    asyncio.run(_floor_loadgen(peer, ids, interval, conn, stream=False))
 
 
-async def _floor_loadgen(peer: Peer, ids: list[str], interval: float, conn: Connection) -> None:
+def stream_loadgen_main(peer: Peer, ids: list[str], interval: float, conn: Connection) -> None:
+    asyncio.run(_floor_loadgen(peer, ids, interval, conn, stream=True))
+
+
+async def _floor_loadgen(
+    peer: Peer, ids: list[str], interval: float, conn: Connection, stream: bool
+) -> None:
     channels = [master_channel(peer, w) for w in ids]  # each with its own certificate
-    calls = [c.unary_unary(METHOD) for c in channels]
+    sends: list[Callable[[], Awaitable[None]]] = []
     try:
         took: list[float] = []
-        for call in calls:  # connect each channel, as registration does for M1
+        for channel in channels:  # connect each channel, as registration does for M1
             p = time.perf_counter()
-            await call(b"", timeout=60, wait_for_ready=True)
+            await channel.unary_unary(METHOD)(b"", timeout=60, wait_for_ready=True)
             took.append((time.perf_counter() - p) * 1000)
+            sends.append(_on_stream(channel) if stream else _unary(channel))
         conn.send(("ready", {"register_ms": took}))
         loop = asyncio.get_running_loop()
         _, start, end = await loop.run_in_executor(None, conn.recv)
         beats: list[tuple[float, float]] = []
         errors: list[str] = []
-
-        def sender(call: Any) -> Any:
-            async def send() -> None:
-                await call(b"", timeout=60)
-
-            return send
-
         await asyncio.gather(
-            *(beat_on_schedule(sender(c), interval, start, end, beats, errors) for c in calls)
+            *(beat_on_schedule(send, interval, start, end, beats, errors) for send in sends)
         )
         conn.send(("done", {"beats": beats, "errors": errors[:20], "error_count": len(errors)}))
     finally:
@@ -94,29 +105,55 @@ async def _floor_loadgen(peer: Peer, ids: list[str], interval: float, conn: Conn
             await c.close()
 
 
+def _unary(channel: grpc.aio.Channel) -> Callable[[], Awaitable[None]]:
+    call = channel.unary_unary(METHOD)
+
+    async def send() -> None:
+        await call(b"", timeout=60)
+
+    return send
+
+
+def _on_stream(channel: grpc.aio.Channel) -> Callable[[], Awaitable[None]]:
+    call = channel.stream_stream(STREAM)()
+
+    async def send() -> None:
+        await call.write(b"")
+        await call.read()
+
+    return send
+
+
 def m2_call_rate(sizes: Sizes) -> float:
     """The calls per second M1 with M2 on top makes the master serve: heartbeats, submits,
-    and per cancel the call and the worker's three stop updates (signalled, exited,
-    removed)."""
+    and per cancel the call and the worker's two stop update calls (signalled; exited and
+    removed together)."""
     busy = max(sizes.m_window - sizes.m_idle, 1.0)
-    return sizes.m_workers / INTERVAL + sizes.m_submit / busy + 4 * sizes.m_cancel / busy
+    return sizes.m_workers / INTERVAL + sizes.m_submit / busy + 3 * sizes.m_cancel / busy
 
 
 def run_grpc_floor(sizes: Sizes, ui: Ui, secure: bool = True) -> list[Measure]:
-    step = ui.step("G1     gRPC floor", int(2 * sizes.g1_window))
+    step = ui.step("G1     gRPC floor", int(3 * sizes.g1_window))
     with Procs(secure=secure) as procs:  # only for its PKI: certs init in a temporary home
         try:
             pki = str(procs.pki_dir) if procs.pki_dir else None
             out = _run(sizes, step, pki, INTERVAL, "")
             # The same, at the rate of calls M1 with M2 puts on the master.
             busy = sizes.g1_workers / m2_call_rate(sizes)
-            return out + _run(sizes, step, pki, busy, " at M1+M2's rate")
+            out += _run(sizes, step, pki, busy, " at M1+M2's rate")
+            # M1's rate as messages on one long-lived stream per caller (a heartbeat stream).
+            return out + _run(sizes, step, pki, INTERVAL, " on a stream", stream_loadgen_main)
         finally:
             step.done()
 
 
 def _run(
-    sizes: Sizes, step: Step, pki_dir: str | None, interval: float, suffix: str
+    sizes: Sizes,
+    step: Step,
+    pki_dir: str | None,
+    interval: float,
+    suffix: str,
+    loadgen: Callable[..., None] = floor_loadgen_main,
 ) -> list[Measure]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -138,7 +175,7 @@ def _run(
             sizes.g1_window,
             0.0,
             step,
-            target=floor_loadgen_main,
+            target=loadgen,
             baseline=min(BASELINE_S, sizes.g1_window / 2),
             interval=interval,
         )
@@ -148,16 +185,21 @@ def _run(
         if server.is_alive():
             server.kill()
             server.join(5)
-    return _measures(w, sizes, pki_dir is not None, interval, suffix)
+    return _measures(
+        w, sizes, pki_dir is not None, interval, suffix, loadgen is not floor_loadgen_main
+    )
 
 
-def _measures(w: Window, sizes: Sizes, secure: bool, interval: float, suffix: str) -> list[Measure]:
+def _measures(
+    w: Window, sizes: Sizes, secure: bool, interval: float, suffix: str, stream: bool
+) -> list[Measure]:
     calls = w.beats_in(w.start, w.end)
     per_call = w.cpu_us_per_call(w.start, w.end)
     gross = w.cpu_us_per_call(w.start, w.end, net=False) or 0.0
     gens, _ = loadgen_note(w)
+    how = "one empty message each way on its bidi stream" if stream else "one empty unary call"
     what = (
-        f"{sizes.g1_workers} channels ({_TLS if secure else 'plaintext'}), one empty unary call "
+        f"{sizes.g1_workers} channels ({_TLS if secure else 'plaintext'}), {how} "
         f"each every {interval:.3g} s ({sizes.g1_workers / interval:.0f}/s), {sizes.g1_window:g} s"
     )
     errors = f"; {w.hb_error_count} calls failed ({w.hb_errors[:2]})" if w.hb_errors else ""
@@ -165,7 +207,7 @@ def _measures(w: Window, sizes: Sizes, secure: bool, interval: float, suffix: st
         Measure(
             "G1",
             f"G1 gRPC floor call{suffix}",
-            f"empty unary call (grpc.aio), {what}",
+            f"{'a stream message' if stream else 'an empty unary call'} (grpc.aio), {what}",
             "ms",
             calls,
             headline="p99",
