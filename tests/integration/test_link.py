@@ -135,3 +135,51 @@ async def test_a_refused_batch_is_sent_again_one_update_at_a_time(pki: Pki) -> N
         master.release.set()
         await asyncio.wait_for(last, 10)
         assert master.stops == [["delivered"], ["killed", "exited"], ["killed"], ["exited"]]
+
+
+class OlderMaster(HeldMaster):
+    """A master from before UpdateStops: gRPC's UNIMPLEMENTED."""
+
+    async def UpdateStops(self, request: Any, context: Any) -> object:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+
+async def test_an_older_master_gets_one_update_per_call(pki: Pki) -> None:
+    master = OlderMaster()
+    async with linked(pki, master) as link:
+        link.update("t1", StopStage.DELIVERED)
+        await asyncio.wait_for(master.holding.wait(), 10)
+        link.update("t1", StopStage.SIGNALLED)
+        last = link.update("t1", StopStage.EXITED)
+        master.release.set()
+        await asyncio.wait_for(last, 10)
+        assert master.stops == [["delivered"], ["signalled"], ["exited"]]
+        link.update("t2", StopStage.DELIVERED)
+        link.update("t2", StopStage.SIGNALLED)
+        await asyncio.wait_for(link.update("t2", StopStage.EXITED), 10)  # no batch tried
+        assert master.stops[3:] == [["delivered"], ["signalled"], ["exited"]]
+
+
+async def test_a_long_queue_goes_in_calls_of_at_most_16(pki: Pki) -> None:
+    master = HeldMaster()
+    async with linked(pki, master) as link:
+        link.update("t1", StopStage.DELIVERED)
+        await asyncio.wait_for(master.holding.wait(), 10)
+        queued = [link.update("t1", StopStage.SIGNALLED, str(i)) for i in range(20)]
+        master.release.set()
+        await asyncio.wait_for(asyncio.gather(*queued), 10)
+        assert [len(c) for c in master.stops] == [1, 16, 4]
+
+
+async def test_updates_left_unsent_at_close_are_cancelled_not_lost_silently(pki: Pki) -> None:
+    master = HeldMaster()
+    async with linked(pki, master) as link:
+        first = link.update("t1", StopStage.DELIVERED)
+        await asyncio.wait_for(master.holding.wait(), 10)
+        queued = link.update("t1", StopStage.SIGNALLED)
+        never_ran = link.update("t2", StopStage.REMOVED)  # its sender has not started yet
+        await link.close()
+        for f in (first, queued, never_ran):
+            await asyncio.wait_for(asyncio.wait({f}), 10)
+            assert f.cancelled()
+        master.release.set()

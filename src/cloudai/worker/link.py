@@ -14,6 +14,7 @@ import grpc
 
 from cloudai.api.v1 import master_pb2, master_pb2_grpc, types_pb2
 from cloudai.core.gpus import GpuDevice
+from cloudai.core.limits import STOP_UPDATES_MAX
 from cloudai.core.models import TaskResult
 from cloudai.core.resources import Resources
 from cloudai.core.stop import StopStage
@@ -40,6 +41,8 @@ __all__ = ["MasterLink"]
 log = logging.getLogger("cloudai.worker.link")
 RPC_DEADLINE = 10.0
 Telemetry = Callable[[], tuple[dict[str, float], list[tuple[str, float, float]]]]
+UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
+_Queued = tuple[master_pb2.StopUpdate, "asyncio.Future[None]"]  # an update, answered when sent
 REFUSED_LOG_EVERY = 12  # heartbeats refused between two ERROR lines (a minute at 5 s)
 
 
@@ -84,8 +87,10 @@ class MasterLink:
         self.registered = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         # Stop updates not yet sent, and each task's sender (link.update).
-        self._queued: dict[str, list[tuple[master_pb2.StopUpdate, asyncio.Future[None]]]] = {}
+        self._queued: dict[str, list[_Queued]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
+        self._sending: dict[str, list[_Queued]] = {}
+        self._batches = True  # False: the master has no UpdateStops (an older one)
         self.metrics: WorkerMetrics = WorkerMetrics()  # replaced by the worker's own
         self.report_attempts: dict[str, int] = {}  # task_id -> failed attempts, while retrying
         self._beat: Callable[[], Awaitable[bool]] | None = None  # set by heartbeat_loop
@@ -327,34 +332,65 @@ class MasterLink:
         answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queued.setdefault(task_id, []).append((message, answered))
         if task_id not in self._senders:
-            self._senders[task_id] = self._spawn(self._send_updates(task_id), f"stop-{task_id}")
+            sender = self._spawn(self._send_updates(task_id), f"stop-{task_id}")
+            self._senders[task_id] = sender
+            # A sender cancelled before it ran never reaches its own `finally`.
+            sender.add_done_callback(lambda t: self._end_sender(task_id, t, None))
         return answered
 
     async def _send_updates(self, task_id: str) -> None:
-        """Send the task's queued updates, all those queued at once in one call, until none
-        is left."""
-        batch: list[tuple[master_pb2.StopUpdate, asyncio.Future[None]]] = []
+        """Send the task's queued updates, those queued together in one call (at most
+        STOP_UPDATES_MAX), until none is left."""
+        error: Exception | None = None
         try:
-            while batch := self._queued.pop(task_id, []):
+            while queued := self._queued.pop(task_id, []):
+                batch, rest = queued[:STOP_UPDATES_MAX], queued[STOP_UPDATES_MAX:]
+                if rest:
+                    self._queued[task_id] = rest
+                self._sending[task_id] = batch
                 await self._send_batch(task_id, [m for m, _ in batch])
+                del self._sending[task_id]
                 for _, answered in batch:
                     if not answered.done():  # its awaiter may have been cancelled
                         answered.set_result(None)
+        except Exception as exc:  # a bug: its callers get it, not a cancellation
+            log.error("[Task %s] ✗ stop updates not sent: %s", task_id, exc, exc_info=exc)
+            error = exc
         finally:
-            del self._senders[task_id]
-            for _, answered in [*batch, *self._queued.pop(task_id, [])]:
-                answered.cancel()  # a no-op for those answered; the link is closing
+            self._end_sender(task_id, asyncio.current_task(), error)
+
+    def _end_sender(self, task_id: str, sender: object, error: Exception | None) -> None:
+        """The task's sender ended (once: later calls are no-ops). What it left unsent is
+        cancelled (the link is closing) or failed with its error."""
+        if self._senders.get(task_id) is not sender:
+            return
+        del self._senders[task_id]
+        for _, answered in [*self._sending.pop(task_id, []), *self._queued.pop(task_id, [])]:
+            if answered.done():
+                continue
+            if error is None:
+                answered.cancel()
+            else:
+                answered.set_exception(error)
 
     async def _send_batch(self, task_id: str, messages: list[master_pb2.StopUpdate]) -> None:
-        if len(messages) > 1:
+        if len(messages) > 1 and self._batches:
             request = master_pb2.StopUpdates(
                 worker_id=self.worker_id, updates=messages, cluster_id=self.cluster_id
             )
+
+            async def send() -> Any:
+                try:
+                    return await self._call("UpdateStops", request)
+                except CloudAIError as exc:
+                    cause = exc.__cause__
+                    if isinstance(cause, grpc.aio.AioRpcError) and cause.code() is UNIMPLEMENTED:
+                        self._batches = False  # an older master: one update per call from now
+                        raise InvalidArgument(f"master at {self.master}: no UpdateStops") from exc
+                    raise
+
             stages = "+".join(m.stage for m in messages)
-            answer = await self._until_answered(
-                task_id, f"stop stages {stages}", lambda: self._call("UpdateStops", request)
-            )
-            if answer is not None:
+            if await self._until_answered(task_id, f"stop stages {stages}", send) is not None:
                 return
             # Refused together (one transaction): each alone, so that one refusal costs
             # only its own stage, as before they were batched.
