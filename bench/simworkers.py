@@ -115,6 +115,8 @@ class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
             except grpc.aio.AioRpcError as exc:
                 self.update_errors.append(f"{exc.code().name}: {exc.details()}")
                 return
+            except grpc.aio.UsageError:  # the channel closed at the end of the window
+                return
 
     async def StreamTaskLogs(self, request: Any, context: Any) -> AsyncIterator[Any]:
         return
