@@ -130,7 +130,7 @@ def _measures(kind: str, n: int, w: Window, sizes: Sizes) -> list[Measure]:
         Measure(
             "M5",
             f"M5 heartbeat {kind}",
-            f"SendHeartbeat, {fleet}",
+            f"Heartbeats (one stream per worker), {fleet}",
             "ms",
             w.beats_in(w.start, w.end),
             note=f"registration (16 at once per load generator) p99 "

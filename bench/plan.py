@@ -101,11 +101,11 @@ TINY = Sizes(
     m4_starts=1,
     profile_window=0.0,
     g1_workers=4,
-    g1_window=2.0,
+    g1_window=3.0,
     k_points=(4,),  # and M5's 8: two points per store
-    k_window=2.0,
+    k_window=5.0,  # one interval: every worker beats in it
     m5_workers=8,
-    m5_window=2.0,
+    m5_window=5.0,
 )
 
 

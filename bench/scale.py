@@ -106,7 +106,7 @@ def _measures(w: Window, sizes: Sizes, secure: bool) -> list[Measure]:
         Measure(
             "M1",
             "M1 heartbeat alone",
-            f"SendHeartbeat, {alone}",
+            f"Heartbeats (one stream per worker), {alone}",
             "ms",
             hb_idle,
             note=f"registration of the {sizes.m_workers} workers (16 at once per load "
@@ -132,7 +132,13 @@ def _measures(w: Window, sizes: Sizes, secure: bool) -> list[Measure]:
             extra={"n": len(hb_idle), "gross_us": gross, "idle_pct": w.idle_pct},
             note=f"{gross:.0f} µs with the idle loops included",
         ),
-        Measure("M1", "M1 heartbeat with M2", f"SendHeartbeat, {with_m2}", "ms", hb_busy),
+        Measure(
+            "M1",
+            "M1 heartbeat with M2",
+            f"Heartbeats (one stream per worker), {with_m2}",
+            "ms",
+            hb_busy,
+        ),
         Measure(
             "M1",
             "M1 master CPU with M2",

@@ -3,11 +3,11 @@ protocol to a real master, with a fake runtime (nothing ever runs).
 
 Each load-generator process registers its share of the workers (RegisterWorker, each with its
 own channel, as a real worker has), heartbeats each of them every `interval` seconds on a
-fixed schedule with a random phase (SendHeartbeat, listing the tasks it holds), and serves the
-Worker service on one port that every one of its workers gives as its address: AssignTask and
-CancelTask are acknowledged at once; a task stays "running" until cancelled or ordered
-stopped. A task is told apart by the worker named in its spec (M2's client, bench/m2driver.py,
-names one).
+fixed schedule with a random phase (on its heartbeat stream, listing the tasks it holds), and
+serves the Worker service on one port that every one of its workers gives as its address:
+AssignTask and CancelTask are acknowledged at once; a task stays "running" until cancelled or
+ordered stopped. A task is told apart by the worker named in its spec (M2's client,
+bench/m2driver.py, names one).
 
 When the master is secure, each worker has its own certificate and calls the master's worker
 port with mutual TLS, and the Worker server serves TLS (bench/secure.py).
@@ -202,8 +202,10 @@ async def _beat(
     beats: list[tuple[float, float]],
     errors: list[str],
 ) -> None:
-    """Heartbeat one simulated worker, listing the tasks it holds; obey the stop orders."""
+    """Heartbeat one simulated worker on its heartbeat stream, as a real worker does (a new
+    stream after one broke), listing the tasks it holds; obey the stop orders."""
     rng = random.Random(worker_id)
+    stream: list[Any] = []  # the open stream, if any
 
     async def send() -> None:
         request = master_pb2.HeartbeatRequest(
@@ -213,7 +215,18 @@ async def _beat(
             mem_used_gb=rng.uniform(1, 8),
             disk_free_gb=500.0,
         )
-        reply = await stub.SendHeartbeat(request, timeout=RPC_TIMEOUT)
+        if not stream or stream[0].done():
+            stream[:] = [stub.Heartbeats()]
+        call = stream[0]
+        try:
+            await call.write(request)
+            reply = await asyncio.wait_for(call.read(), RPC_TIMEOUT)
+            if reply is grpc.aio.EOF:
+                raise EOFError("the master ended the heartbeat stream")
+        except BaseException:
+            call.cancel()
+            stream.clear()
+            raise
         for order in reply.stop_orders:
             fake.stop(order.task_id, worker_id)
 
@@ -238,6 +251,8 @@ async def beat_on_schedule(
             await send()
         except grpc.aio.AioRpcError as exc:
             errors.append(f"{exc.code().name}: {exc.details()}")
+        except (TimeoutError, EOFError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
         else:
             beats.append((sent, (time.perf_counter() - p) * 1000))
         at += interval

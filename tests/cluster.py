@@ -207,7 +207,14 @@ def free_port() -> int:
 
 
 WORKER_CALLS = frozenset(
-    {"RegisterWorker", "SendHeartbeat", "ReportTaskCompletion", "UpdateStop", "UpdateStops"}
+    {
+        "RegisterWorker",
+        "SendHeartbeat",
+        "Heartbeats",
+        "ReportTaskCompletion",
+        "UpdateStop",
+        "UpdateStops",
+    }
 )
 
 

@@ -155,3 +155,28 @@ def test_a_removed_worker_is_not_answered_from_memory(store: Store) -> None:
         assert await c.heartbeat("w1", [], []) == (False, [])  # it registers again
 
     run(go())
+
+
+def test_a_quiet_registration_counts_as_the_full_pass_a_noisy_one_does_not(store: Store) -> None:
+    """5,000 workers registering must not mean 5,000 full passes in the next interval: a
+    registration is a full pass of its own (written, reconciled, its orders). When it was quiet
+    the first heartbeat that says the same is answered from memory; when it sent an order,
+    the heartbeats repeat it until the worker says `removed`."""
+
+    async def go() -> None:
+        c = _cluster(store)
+        await c.register_worker("w1", ADDRESS, Resources(2, 4), "docker")
+        registered = _db_beat(store)
+        await asyncio.sleep(0.01)
+        assert await c.heartbeat("w1", [], []) == (True, [])
+        assert _db_beat(store) == registered  # from memory: written in the next batch
+        _place(store, "task-1")
+        await c.canceller.cancel("task-1", CancelRequest("admin"))
+        orders = await c.register_worker("w1", ADDRESS, Resources(2, 4), "docker", ["task-1"])
+        assert [o.task_id for o in orders] == ["task-1"]
+        known, orders = await c.heartbeat("w1", ["task-1"], [])
+        assert known and [o.task_id for o in orders] == ["task-1"]  # not answered from memory
+        await c.canceller.close()
+        await c.peers.close()
+
+    run(go())

@@ -95,6 +95,7 @@ CODES: dict[str, Counter[str]] = {}  # how the fuzz went: replies by code, per R
 WORKER_CALLS = {
     "RegisterWorker",
     "SendHeartbeat",
+    "Heartbeats",
     "ReportTaskCompletion",
     "UpdateStop",
     "UpdateStops",
@@ -232,7 +233,10 @@ def _hints(env: FuzzEnv, method: MethodDescriptor) -> Hints:
 @functools.cache
 def _callable(channel: grpc.Channel, method: MethodDescriptor) -> Any:
     path = f"/{method.containing_service.full_name}/{method.name}"
-    make = channel.unary_stream if method.server_streaming else channel.unary_unary
+    if method.client_streaming:  # a bidi stream (Heartbeats): one request on it
+        make = channel.stream_stream
+    else:
+        make = channel.unary_stream if method.server_streaming else channel.unary_unary
     return make(
         path,
         request_serializer=message_class(method.input_type).SerializeToString,
@@ -245,6 +249,8 @@ def _call(
 ) -> tuple[Any, str, Any]:
     fn = _callable(channel, method)
     try:
+        if method.client_streaming:
+            return OK, "", list(fn(iter([request]), timeout=10, metadata=metadata))
         if method.server_streaming:
             return OK, "", list(fn(request, timeout=1, metadata=metadata))
         return OK, "", fn(request, timeout=10, metadata=metadata)

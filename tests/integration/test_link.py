@@ -23,6 +23,7 @@ from cloudai.core.lifecycle import TaskStatus
 from cloudai.core.models import TaskResult
 from cloudai.core.resources import Resources
 from cloudai.core.stop import StopStage
+from cloudai.errors import Unavailable
 from cloudai.security.pki import Pki
 from cloudai.security.tls import Tls
 from cloudai.worker.link import MasterLink
@@ -33,11 +34,30 @@ class HeldMaster(master_pb2_grpc.MasterServicer):
     refuses a batch of stop updates when told to (as one refused update refuses its call)."""
 
     def __init__(self, refuse_batches: bool = False) -> None:
+        self.beats = []
         self.reports = 0
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
         self.refuse_batches = refuse_batches
         self.stops: list[list[str]] = []  # the stages of each stop call, as they came
+
+    streams = 0  # heartbeat streams opened
+    beats: list[str] = []  # "stream" or "call", per heartbeat
+    break_after = 0  # end each stream (UNAVAILABLE) after this many heartbeats; 0: never
+
+    async def Heartbeats(self, requests: Any, context: Any) -> Any:
+        self.streams += 1
+        n = 0
+        async for _ in requests:
+            self.beats.append("stream")
+            yield master_pb2.HeartbeatResponse(known=True)
+            n += 1
+            if n == self.break_after:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+
+    async def SendHeartbeat(self, request: Any, context: Any) -> object:
+        self.beats.append("call")
+        return master_pb2.HeartbeatResponse(known=True)
 
     async def UpdateStop(self, request: Any, context: Any) -> object:
         self.stops.append([request.stage])
@@ -183,3 +203,43 @@ async def test_updates_left_unsent_at_close_are_cancelled_not_lost_silently(pki:
             await asyncio.wait_for(asyncio.wait({f}), 10)
             assert f.cancelled()
         master.release.set()
+
+
+async def test_heartbeats_go_on_one_stream_reopened_when_it_breaks(pki: Pki) -> None:
+    master = HeldMaster()
+    master.break_after = 3
+    async with linked(pki, master) as link:
+        for _ in range(3):
+            assert (await link.heartbeat([], []))[0] is True
+        assert master.streams == 1 and master.beats == ["stream"] * 3
+        # The master ended the stream after the third reply: the next heartbeat opens a new
+        # one (the status arrives just after the reply: wait for it, not for luck).
+        ended = link._stream
+        await asyncio.wait_for(ended.code(), 10)
+        assert (await link.heartbeat([], []))[0] is True
+        assert master.streams == 2 and master.beats == ["stream"] * 4
+        # Broken while a heartbeat is out: that heartbeat fails as a call would (UNAVAILABLE).
+        master.break_after = 1
+        await link._reconnect()  # a new channel: the next heartbeat opens a new stream
+        assert (await link.heartbeat([], []))[0] is True
+        await asyncio.wait_for(link._stream.code(), 10)
+        link._stream.done = lambda: False  # as if the end had not arrived yet
+        with pytest.raises(Unavailable):
+            await link.heartbeat([], [])
+        assert (await link.heartbeat([], []))[0] is True
+
+
+class StreamlessMaster(HeldMaster):
+    """A master from before the heartbeat stream."""
+
+    async def Heartbeats(self, requests: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield  # a generator, as a stream handler is
+
+
+async def test_a_master_without_the_stream_gets_one_call_per_heartbeat(pki: Pki) -> None:
+    master = StreamlessMaster()
+    async with linked(pki, master) as link:
+        for _ in range(3):
+            assert (await link.heartbeat([], []))[0] is True
+        assert master.beats == ["call"] * 3

@@ -79,6 +79,10 @@ def worker_rpcs(task_id: str, worker_id: str) -> dict[str, Callable[[Any], Any]]
         "SendHeartbeat": lambda stub: stub.SendHeartbeat(
             master_pb2.HeartbeatRequest(worker_id=worker_id, running_task_ids=[]), timeout=5
         ),
+        "Heartbeats": lambda stub: stub.Heartbeats(
+            iter([master_pb2.HeartbeatRequest(worker_id=worker_id, running_task_ids=[])]),
+            timeout=5,
+        ),
         "ReportTaskCompletion": lambda stub: stub.ReportTaskCompletion(
             forged_result(task_id, worker_id, "failed"), timeout=5
         ),

@@ -154,8 +154,9 @@ class Membership:
         if gpu_ids and len(gpu_ids) != capacity.gpu:
             raise InvalidArgument(f"{len(gpu_ids)} GPU ids for a capacity of {capacity.gpu} GPUs")
         self.canceller.outage.heard(worker_id, running or [], address)
-        self.beats.forget(worker_id)  # its first heartbeat takes the full pass
-        orders = await self.store.tx(
+        self.beats.forget(worker_id)  # nothing of it is answered from memory until...
+        gen, now = self.beats.generation(worker_id), time.time()
+        orders, quiet = await self.store.tx(
             self._register_tx,
             worker_id,
             address,
@@ -163,8 +164,13 @@ class Membership:
             runtime,
             running or [],
             gpu_ids or None,
-            time.time(),
+            now,
         )
+        # ...this registration, a full pass of its own (written, reconciled, its orders): a
+        # first heartbeat that says the same is answered from memory, as after a heartbeat's.
+        # Not for a worker with GPUs: its first heartbeat writes their telemetry at once.
+        if capacity.gpu == 0:
+            self.beats.after_full(worker_id, gen, running or [], [], [], now, quiet)
         gpus = f", GPUs {','.join(gpu_ids)}" if gpu_ids else ""
         log.info(
             "worker %s registered at %s with %s (%s)%s", worker_id, address, capacity, runtime, gpus
@@ -184,13 +190,14 @@ class Membership:
         running: list[str],
         gpu_ids: list[str] | None,
         now: float,
-    ) -> list[types_pb2.CancelTaskRequest]:
+    ) -> tuple[list[types_pb2.CancelTaskRequest], bool]:
+        """Register, reconcile, the stop orders; and whether it was quiet (as `_heartbeat_tx`)."""
         workers.register_self(conn, worker_id, address, capacity, runtime, now, gpu_ids)
-        self._reconcile(conn, worker_id, set(running), set(), now)
+        waiting = self._reconcile(conn, worker_id, set(running), set(), now)
         unknown: list[str] = []
         orders = stop_orders_tx(conn, worker_id, running, unknown)
         self._report_unknown(worker_id, unknown)
-        return orders
+        return orders, not (orders or unknown or waiting)
 
     def _report_unknown(self, worker_id: str, unknown: list[str]) -> None:
         """Tasks a worker runs that the store has no record of: kept running (this master may

@@ -27,7 +27,7 @@ from cloudai.store import (
     tasks,
     workers,
 )
-from cloudai.store._dialect import lock_row
+from cloudai.store._dialect import lock_row, one_snapshot
 from cloudai.store.schema import workers as workers_table
 
 __all__ = [
@@ -224,7 +224,9 @@ def _submit_placed(
 
 
 def task_detail(conn: Connection, task_id: str) -> Task | None:
-    """A task with its events and its stored result."""
+    """A task with its events and its stored result, as one snapshot (a stop's exit and
+    removal commit together: never the removal without the exit's event)."""
+    one_snapshot(conn)
     task = tasks.get(conn, task_id, events=True)
     if task is None:
         return None

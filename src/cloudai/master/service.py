@@ -93,7 +93,22 @@ class MasterService(master_pb2_grpc.MasterServicer):
     async def SendHeartbeat(
         self, request: master_pb2.HeartbeatRequest, context: Ctx
     ) -> master_pb2.HeartbeatResponse:
-        self.auth.worker(context, request.worker_id)
+        return await self._heartbeat(request, context)
+
+    @translate_stream
+    async def Heartbeats(
+        self, requests: AsyncIterator[master_pb2.HeartbeatRequest], context: Ctx
+    ) -> AsyncIterator[master_pb2.HeartbeatResponse]:
+        checked = None  # the worker the peer's certificate was checked for, on this stream
+        async for request in requests:
+            yield await self._heartbeat(request, context, checked)
+            checked = request.worker_id
+
+    async def _heartbeat(
+        self, request: master_pb2.HeartbeatRequest, context: Ctx, checked: str | None = None
+    ) -> master_pb2.HeartbeatResponse:
+        if request.worker_id != checked:
+            self.auth.worker(context, request.worker_id)
         self.cluster.admit(request.worker_id, request.cluster_id)
         telemetry = {
             "cpu_percent": _finite(request.cpu_percent),

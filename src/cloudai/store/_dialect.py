@@ -44,3 +44,12 @@ def lock_row(conn: Connection, table: Table, key: str, value: str) -> Any:
     """SELECT the row FOR UPDATE (PostgreSQL); SQLite's BEGIN IMMEDIATE already holds the lock."""
     stmt = _lock_row_stmt(conn.dialect.name, table, key)
     return conn.execute(stmt, {"key_value": value}).mappings().first()
+
+
+def one_snapshot(conn: Connection) -> None:
+    """Make the rest of this (reading) transaction see one snapshot: PostgreSQL's REPEATABLE
+    READ, before the transaction's first query. Its default, READ COMMITTED, gives each
+    statement the newest commits, so a view read in several statements could show a commit's
+    later rows without its earlier ones. SQLite's transactions already read one snapshot."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

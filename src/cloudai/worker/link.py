@@ -58,6 +58,10 @@ def _channel_options(interval: float) -> list[tuple[str, int]]:
     ]
 
 
+class _NoStream(Exception):
+    """The master has no heartbeat stream (UNIMPLEMENTED)."""
+
+
 class MasterLink:
     def __init__(
         self,
@@ -91,6 +95,10 @@ class MasterLink:
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._sending: dict[str, list[_Queued]] = {}
         self._batches = True  # False: the master has no UpdateStops (an older one)
+        self._streams = True  # False: the master has no heartbeat stream (an older one)
+        self._stream: Any = None  # the heartbeat stream (a grpc.aio StreamStreamCall)
+        self._stream_stub: master_pb2_grpc.MasterStub | None = None  # the stub it is on
+        self._beating = asyncio.Lock()
         self.metrics: WorkerMetrics = WorkerMetrics()  # replaced by the worker's own
         self.report_attempts: dict[str, int] = {}  # task_id -> failed attempts, while retrying
         self._beat: Callable[[], Awaitable[bool]] | None = None  # set by heartbeat_loop
@@ -216,9 +224,55 @@ class MasterLink:
         )
         for key, value in (node or {}).items():
             setattr(request, key, value)
-        reply = await self._call("SendHeartbeat", request)
+        reply = await self._send_beat(request)
         self._check_cluster(reply.cluster_id)
         return bool(reply.known), [order_from_pb(o) for o in reply.stop_orders]
+
+    async def _send_beat(self, request: master_pb2.HeartbeatRequest) -> Any:
+        """A heartbeat on this worker's stream to the master (opened at first use, and again
+        after it broke); by SendHeartbeat to a master without the stream (an older one)."""
+        if self._streams:
+            async with self._beating:  # one heartbeat on the stream at a time
+                try:
+                    return await self._on_stream(request)
+                except _NoStream:
+                    self._streams = False
+                    log.info(
+                        "master %s has no heartbeat stream: one call per heartbeat", self.master
+                    )
+        return await self._call("SendHeartbeat", request)
+
+    async def _on_stream(self, request: master_pb2.HeartbeatRequest) -> Any:
+        stub = await self._stub()
+        if self._stream is None or self._stream_stub is not stub or self._stream.done():
+            self._drop_stream()  # none yet, on a replaced channel, or ended by the master
+            self._stream, self._stream_stub = stub.Heartbeats(), stub
+        call = self._stream
+        try:
+            await asyncio.wait_for(call.write(request), RPC_DEADLINE)
+            reply = await asyncio.wait_for(call.read(), RPC_DEADLINE)
+        except grpc.aio.AioRpcError as exc:
+            self._drop_stream()
+            if exc.code() is UNIMPLEMENTED:
+                raise _NoStream from exc
+            if exc.code() is not grpc.StatusCode.INTERNAL:
+                raise from_rpc_error(exc, f"master at {self.master}") from exc
+            broke: BaseException = exc  # a write on a stream that ended meanwhile
+        except (TimeoutError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            self._drop_stream()
+            broke = exc
+        else:
+            if reply is not grpc.aio.EOF:
+                return reply
+            self._drop_stream()
+            broke = EOFError("the master ended it")
+        why = str(broke) if str(broke) else f"no answer within {RPC_DEADLINE:g}s"
+        raise Unavailable(f"master at {self.master}: heartbeat stream broke: {why}") from broke
+
+    def _drop_stream(self) -> None:
+        call, self._stream, self._stream_stub = self._stream, None, None
+        if call is not None:
+            call.cancel()
 
     async def heartbeat_loop(
         self,
@@ -432,6 +486,7 @@ class MasterLink:
             delay = min(delay * 2, 5.0)
 
     async def close(self) -> None:
+        self._drop_stream()
         for t in list(self._background):
             t.cancel()
         for channel in [*self._retired, self._channel]:

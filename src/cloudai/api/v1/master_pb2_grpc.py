@@ -50,6 +50,11 @@ class MasterStub:
                 request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.Heartbeats = channel.stream_stream(
+                '/cloudai.api.v1.Master/Heartbeats',
+                request_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
         self.ReportTaskCompletion = channel.unary_unary(
                 '/cloudai.api.v1.Master/ReportTaskCompletion',
                 request_serializer=cloudai_dot_api_dot_v1_dot_types__pb2.TaskResult.SerializeToString,
@@ -165,6 +170,14 @@ class MasterServicer:
 
     def SendHeartbeat(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeats(self, request_iterator, context):
+        """The same heartbeats on one long-lived stream per worker: a reply per request, in order.
+        A refusal ends the stream with its status, as SendHeartbeat's would end the call.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -310,6 +323,11 @@ def add_MasterServicer_to_server(servicer, server):
             ),
             'SendHeartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.SendHeartbeat,
+                    request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatRequest.FromString,
+                    response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'Heartbeats': grpc.stream_stream_rpc_method_handler(
+                    servicer.Heartbeats,
                     request_deserializer=cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatRequest.FromString,
                     response_serializer=cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatResponse.SerializeToString,
             ),
@@ -488,6 +506,33 @@ class Master:
             request,
             target,
             '/cloudai.api.v1.Master/SendHeartbeat',
+            cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatRequest.SerializeToString,
+            cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeats(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/cloudai.api.v1.Master/Heartbeats',
             cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatRequest.SerializeToString,
             cloudai_dot_api_dot_v1_dot_master__pb2.HeartbeatResponse.FromString,
             options,
