@@ -58,7 +58,7 @@ from cloudai.core.resources import Resources
 from cloudai.core.stop_update import WORKER_STAGES
 from cloudai.security.tls import master_target_options
 from cloudai.worker import app as worker_app
-from tests.cluster import LocalCluster
+from tests.cluster import WORKER_CALLS, LocalCluster
 from tests.fuzz import FUZZ_EXAMPLES, HarmlessRuntime, Hints, ids_like, message_class, requests
 from tests.helpers import need
 
@@ -91,15 +91,7 @@ CODES: dict[str, Counter[str]] = {}  # how the fuzz went: replies by code, per R
 # The master's calls that workers make: they go to its port for workers, with the harmless
 # worker's certificate (the rest go to its client port, with the admin's token), so the fuzz
 # reaches past authentication into the handlers; tests/integration/test_security.py covers
-# the callers that are turned away.
-WORKER_CALLS = {
-    "RegisterWorker",
-    "SendHeartbeat",
-    "Heartbeats",
-    "ReportTaskCompletion",
-    "UpdateStop",
-    "UpdateStops",
-}
+# the callers that are turned away (WORKER_CALLS, from tests/cluster.py).
 
 
 @dataclass
