@@ -119,8 +119,9 @@ async def test_a_reconnect_lets_a_report_in_flight_finish(pki: Pki) -> None:
         report = asyncio.create_task(link.report(result))
         await asyncio.wait_for(master.holding.wait(), 10)
         await link._reconnect()  # as the heartbeat loop does after three failed beats
-        await asyncio.sleep(0.2)  # the old channel's close has begun
-        assert not report.done()
+        (closing,) = [t for t in link._background if t.get_name() == "close-old-channel"]
+        done, _ = await asyncio.wait({closing}, timeout=0.5)
+        assert not done and not report.done()  # the old channel waits for the call in flight
         master.release.set()
         await asyncio.wait_for(report, 10)  # answered, not cancelled
         assert master.reports == 1
