@@ -266,7 +266,8 @@ class MasterLink:
                 return reply
             self._drop_stream()
             broke = EOFError("the master ended it")
-        why = str(broke) if str(broke) else f"no answer within {RPC_DEADLINE:g}s"
+        text = broke.details() if isinstance(broke, grpc.aio.AioRpcError) else str(broke)
+        why = text or f"no answer within {RPC_DEADLINE:g}s"
         raise Unavailable(f"master at {self.master}: heartbeat stream broke: {why}") from broke
 
     def _drop_stream(self) -> None:
