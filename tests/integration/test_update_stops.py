@@ -47,7 +47,8 @@ def test_a_stops_exit_and_removal_go_in_one_call(cluster: LocalCluster) -> None:
     kinds = [e.kind for e in done.events]
     assert kinds.index("stopped") < kinds.index("removed")
     stops = [s for m, s in sent if m in ("UpdateStop", "UpdateStops")]
-    assert ["exited", "removed"] in stops, sent  # together, in order
+    # Together, in order, in one call (signalled may join them when it queued behind delivered).
+    assert any(s[i : i + 2] == ["exited", "removed"] for s in stops for i in range(len(s))), sent
     eventually(
         lambda: (
             next(w for w in cluster.client.list_workers() if w.worker_id == "w1").allocated.cpu == 0
