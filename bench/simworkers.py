@@ -220,7 +220,8 @@ async def _beat(
         call = stream[0]
         try:
             await call.write(request)
-            reply = await asyncio.wait_for(call.read(), RPC_TIMEOUT)
+            async with asyncio.timeout(RPC_TIMEOUT):
+                reply = await call.read()
             if reply is grpc.aio.EOF:
                 raise EOFError("the master ended the heartbeat stream")
         except BaseException:

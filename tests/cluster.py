@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import pathlib
@@ -32,10 +31,35 @@ class Loop:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.held: set[asyncio.Future[Any]] = set()  # what run() waits for, not to be collected
         self.thread.start()
 
     def run(self, coro: Any, timeout: float = 30.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(self._held(coro), self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            self.dump(f"{coro.__qualname__} still running after {timeout:g}s")
+            raise
+
+    async def _held(self, coro: Any) -> Any:
+        task = asyncio.ensure_future(coro)
+        self.held.add(task)
+        try:
+            return await task
+        finally:
+            self.held.discard(task)
+
+    def dump(self, why: str) -> None:
+        """Print where each of the loop's tasks waits (a hung shutdown says where it hangs)."""
+        print(f"\n=== {why}; the loop's tasks:", file=sys.stderr)
+        for task in {*self.held, *asyncio.all_tasks(self.loop)}:
+            task.print_stack(limit=12, file=sys.stderr)
+            waits = getattr(task, "_fut_waiter", None)
+            for child in getattr(waits, "_children", []):  # what a gather waits for
+                print(f"  gathered: {child!r}", file=sys.stderr)
+                if isinstance(child, asyncio.Task):
+                    child.print_stack(limit=12, file=sys.stderr)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -182,14 +206,20 @@ class LocalCluster:
         )
 
     def close(self) -> None:
+        """Stop everything; a worker whose shutdown fails or hangs fails the test once the rest
+        is stopped (a hang used to be swallowed here, and cost 30 s of the suite each time)."""
+        failed = []
         for wid in list(self.workers):
-            with contextlib.suppress(Exception):  # teardown goes on for the rest
+            try:
                 self.loop.run(_remove_all(self.workers[wid]))
                 self.stop_worker(wid)
+            except Exception as exc:  # teardown goes on for the rest, then says it
+                failed.append(f"worker {wid}: {exc!r}")
         if self.master is not None:
             self.stop_master()
         self.client.close()
         self.loop.close()
+        assert not failed, f"the cluster did not stop cleanly: {'; '.join(failed)}"
 
 
 async def _remove_all(worker: RunningWorker) -> None:

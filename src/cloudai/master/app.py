@@ -125,7 +125,8 @@ async def shutdown_master(cluster: Cluster, served: Served) -> None:
     await served.set_serving([SERVICE], serving=False)
     await served.server.stop(grace=2.0)
     try:
-        await asyncio.wait_for(cluster.stop(), SHUTDOWN_DEADLINE)
+        async with asyncio.timeout(SHUTDOWN_DEADLINE):
+            await cluster.stop()
     except TimeoutError:  # a stuck peer call must not keep the master from stopping
         log.warning("⚠ background work did not stop within %gs; going on", SHUTDOWN_DEADLINE)
     if cluster.metrics_server is not None:

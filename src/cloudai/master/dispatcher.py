@@ -79,7 +79,8 @@ class Dispatcher:
                     log.info("✓ the store answers again, after %.1fs away", away)
                     self.store_away_since = None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.dispatch_interval)
+                async with asyncio.timeout(self.config.dispatch_interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _store_away(self, exc: StoreUnavailable) -> None:

@@ -111,7 +111,8 @@ class Runtime(abc.ABC):
         on_step("signalled", time.time())
         if signal != "SIGKILL":
             try:
-                await asyncio.wait_for(wait_exit(), grace)
+                async with asyncio.timeout(grace):
+                    await wait_exit()
                 return "exited"
             except TimeoutError:
                 pass
@@ -119,7 +120,8 @@ class Runtime(abc.ABC):
                 return "exited"
             on_step("killed", time.time())
         try:
-            await asyncio.wait_for(wait_exit(), step_deadline)
+            async with asyncio.timeout(step_deadline):
+                await wait_exit()
         except TimeoutError:
             raise RuntimeFailure(
                 f"kill failed: still running {step_deadline:g}s after SIGKILL"
@@ -130,7 +132,8 @@ class Runtime(abc.ABC):
         """One signal under its deadline; False when the task is not running."""
         what = "kill" if signal == "SIGKILL" else signal
         try:
-            return await asyncio.wait_for(self.signal(handle, signal), deadline)
+            async with asyncio.timeout(deadline):
+                return await self.signal(handle, signal)
         except TimeoutError:
             raise RuntimeFailure(
                 f"{what} failed: the engine did not answer within {deadline:g}s"

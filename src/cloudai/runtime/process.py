@@ -224,7 +224,8 @@ class ProcessRuntime(Runtime):
         child = self._children.pop(handle.task_id, None)
         if child is not None and child.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                await asyncio.wait_for(child.wait(), 5)
+                async with asyncio.timeout(5):
+                    await child.wait()
         shutil.rmtree(self._dir(handle.task_id), ignore_errors=True)
 
     async def list(self) -> list[Handle]:

@@ -201,7 +201,8 @@ class _Api:
             await _sse(resp, "hello", {"user": caller.name, "admin": caller.admin})
             while True:
                 try:
-                    kind, data = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
+                    async with asyncio.timeout(KEEPALIVE):
+                        kind, data = await sub.queue.get()
                 except TimeoutError:
                     await resp.write(b": keepalive\n\n")
                     continue

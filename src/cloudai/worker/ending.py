@@ -96,7 +96,8 @@ class Ends:
     async def remove(self, handle: Handle) -> tuple[float, str]:
         """Remove the container under the step deadline: (when, "") or (when, why not)."""
         try:
-            await asyncio.wait_for(self.runtime.destroy(handle), self.step_deadline)
+            async with asyncio.timeout(self.step_deadline):
+                await self.runtime.destroy(handle)
         except (CloudAIError, TimeoutError) as exc:
             silent = f"the engine did not answer within {self.step_deadline:g}s"
             error = f"remove failed: {str(exc) or silent}"

@@ -150,9 +150,8 @@ class Gpus:
             return
         before = self.busy
         try:
-            self.devices = await asyncio.wait_for(
-                asyncio.to_thread(self.check, set(held)), NVML_DEADLINE
-            )
+            async with asyncio.timeout(NVML_DEADLINE):
+                self.devices = await asyncio.to_thread(self.check, set(held))
         except TimeoutError:
             log.warning("⚠ NVML did not answer within %gs: GPU state kept", NVML_DEADLINE)
             return

@@ -249,8 +249,9 @@ class MasterLink:
             self._stream, self._stream_stub = stub.Heartbeats(), stub
         call = self._stream
         try:
-            await asyncio.wait_for(call.write(request), RPC_DEADLINE)
-            reply = await asyncio.wait_for(call.read(), RPC_DEADLINE)
+            async with asyncio.timeout(RPC_DEADLINE):  # a beat's deadline, as a call has
+                await call.write(request)
+                reply = await call.read()
         except grpc.aio.AioRpcError as exc:
             self._drop_stream()
             if exc.code() is UNIMPLEMENTED:

@@ -102,7 +102,8 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         self._from_master(context)
         check(validate_task_id(request.task_id))
         entry = self.supervisor.handle_of(request.task_id)
-        await asyncio.wait_for(entry.started.wait(), timeout=600)
+        async with asyncio.timeout(600):
+            await entry.started.wait()
         if entry.handle is None:
             return
         async for data in self.supervisor.runtime.follow_logs(entry.handle, request.follow):

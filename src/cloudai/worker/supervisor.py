@@ -211,7 +211,8 @@ class Supervisor:
         entry.exited.set()
         if entry.stopper is not None:  # let the stop record how it ended
             try:
-                await asyncio.wait_for(asyncio.shield(entry.stopper), self.step_deadline)
+                async with asyncio.timeout(self.step_deadline):
+                    await asyncio.shield(entry.stopper)
             except TimeoutError:
                 log.warning("[Task %s] ⚠ stop still busy after the exit", entry.task_id)
         if entry.stop is not None:
@@ -276,7 +277,8 @@ class Supervisor:
             removal = self.ends.removal(rec, handle)
         if handle is not None and entry.gpu_ids and self.on_gpus_released is not None:
             try:
-                await asyncio.wait_for(self.on_gpus_released(entry.gpu_ids), self.step_deadline)
+                async with asyncio.timeout(self.step_deadline):
+                    await self.on_gpus_released(entry.gpu_ids)
             except (CloudAIError, TimeoutError) as exc:
                 log.warning("[Task %s] ⚠ GPU check after the exit: %s", entry.task_id, exc)
         await self.ends.tell(rec, removal, lambda: entry.cancel is not None, told=not durable)
