@@ -24,7 +24,6 @@ from cloudai.errors import (
     PermissionDenied,
     Unavailable,
 )
-from cloudai.master.accounts import write_bootstrap
 from cloudai.rpc.errors import from_rpc_error
 from cloudai.security.pki import Pki, fingerprint, new_csr
 from cloudai.security.tls import Tls, master_target_options
@@ -76,6 +75,8 @@ def _write_secret(path: pathlib.Path, text: str) -> None:
 
 def init_pki(home: pathlib.Path, sans: list[str]) -> str:
     """A new CA, the master's certificate and the first admin; returns its token."""
+    from cloudai.master.accounts import write_bootstrap  # the store's modules: only here
+
     pki = pki_of(home)
     pki.init(sans)
     token = new_user_token()
