@@ -3,7 +3,8 @@ protocol to a real master, with a fake runtime (nothing ever runs).
 
 Each load-generator process registers its share of the workers (RegisterWorker, each with its
 own channel, as a real worker has), heartbeats each of them every `interval` seconds on a
-fixed schedule with a random phase (on its heartbeat stream, listing the tasks it holds), and
+fixed schedule with a random phase, from its registration on, as a real worker does (on its
+heartbeat stream, listing the tasks it holds; only those in the measured window count), and
 serves the Worker service on one port that every one of its workers gives as its address:
 AssignTask and CancelTask are acknowledged at once; a task stays "running" until cancelled or
 ordered stopped. A task is told apart by the worker named in its spec (M2's client,
@@ -18,6 +19,7 @@ ready -> go(start, end) -> done(results)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +36,9 @@ __all__ = ["beat_on_schedule", "loadgen_main"]
 
 CAPACITY = types_pb2.Resources(cpu=64, mem_gb=256, storage_gb=1000, gpu=0)
 RPC_TIMEOUT = 60.0
+# A heartbeat that failed without an answer (an AioRpcError is one with): no reply in time, the
+# stream ended or broke, or its channel was replaced.
+BEAT_FAILURES = (TimeoutError, EOFError, asyncio.InvalidStateError, grpc.aio.UsageError)
 
 
 class _FakeWorkers(worker_pb2_grpc.WorkerServicer):
@@ -143,15 +148,22 @@ async def _loadgen(master: Peer, ids: list[str], interval: float, conn: Connecti
     stubs = {w: master_pb2_grpc.MasterStub(c) for w, c in channels.items()}
     fake.stubs = stubs
     loop = asyncio.get_running_loop()
+    window: asyncio.Future[tuple[float, float]] = loop.create_future()  # (start, end), at go
+    beats: list[tuple[float, float]] = []
+    errors: list[str] = []
+    beating: list[asyncio.Task[None]] = []
+
+    def registered(w: str) -> None:  # it beats from now on, as a real worker does
+        first = time.time() + random.uniform(0, interval)  # a phase of its own
+        beat = _beat(stubs[w], w, fake, interval, first, window, beats, errors)
+        beating.append(asyncio.create_task(beat))
+
     try:
-        register_ms = await _register_all(stubs, f"127.0.0.1:{port}")
+        register_ms = await _register_all(stubs, f"127.0.0.1:{port}", registered)
         conn.send(("ready", {"register_ms": register_ms}))
         _, start, end = await loop.run_in_executor(None, conn.recv)
-        beats: list[tuple[float, float]] = []
-        errors: list[str] = []
-        await asyncio.gather(
-            *(_beat(stubs[w], w, fake, interval, start, end, beats, errors) for w in ids)
-        )
+        window.set_result((start, end))
+        await asyncio.gather(*beating)
         conn.send(
             (
                 "done",
@@ -172,7 +184,9 @@ async def _loadgen(master: Peer, ids: list[str], interval: float, conn: Connecti
         await server.stop(1.0)
 
 
-async def _register_all(stubs: dict[str, Any], address: str) -> list[float]:
+async def _register_all(
+    stubs: dict[str, Any], address: str, registered: Callable[[str], None]
+) -> list[float]:
     took: list[float] = []
     gate = asyncio.Semaphore(16)
 
@@ -187,6 +201,7 @@ async def _register_all(stubs: dict[str, Any], address: str) -> list[float]:
                 wait_for_ready=True,
             )
             took.append((time.perf_counter() - p) * 1000)
+            registered(worker_id)
 
     await asyncio.gather(*(one(w) for w in stubs))
     return took
@@ -197,13 +212,15 @@ async def _beat(
     worker_id: str,
     fake: _FakeWorkers,
     interval: float,
-    start: float,
-    end: float,
+    first: float,
+    window: asyncio.Future[tuple[float, float]],
     beats: list[tuple[float, float]],
     errors: list[str],
 ) -> None:
     """Heartbeat one simulated worker on its heartbeat stream, as a real worker does (a new
-    stream after one broke), listing the tasks it holds; obey the stop orders."""
+    stream after one broke), listing the tasks it holds; obey the stop orders. It beats from
+    `first` (within an interval of its registration) on; those before the window (known at
+    go) are not measured."""
     rng = random.Random(worker_id)
     stream: list[Any] = []  # the open stream, if any
 
@@ -231,7 +248,21 @@ async def _beat(
         for order in reply.stop_orders:
             fake.stop(order.task_id, worker_id)
 
-    await beat_on_schedule(send, interval, start, end, beats, errors)
+    at = first
+    while not window.done() or at < window.result()[0]:
+        await asyncio.sleep(max(0.0, at - time.time()))
+        if window.done() and at >= window.result()[0]:
+            break  # the window began while it waited: this beat is measured
+        await _quietly(send)
+        at += interval
+    _, end = window.result()
+    await beat_on_schedule(send, interval, at, end, beats, errors, first=at)
+
+
+async def _quietly(send: Callable[[], Awaitable[None]]) -> None:
+    """A heartbeat before the window: its failure is the next one's to report."""
+    with contextlib.suppress(grpc.aio.AioRpcError, *BEAT_FAILURES):
+        await send()
 
 
 async def beat_on_schedule(
@@ -241,9 +272,11 @@ async def beat_on_schedule(
     end: float,
     beats: list[tuple[float, float]],
     errors: list[str],
+    first: float | None = None,
 ) -> None:
-    """Call `send` on a fixed schedule from a random phase until `end`: (sent at, ms) each."""
-    at = start + random.uniform(0, interval)
+    """Call `send` on a fixed schedule from `first` (None: a random phase after `start`)
+    until `end`: (sent at, ms) each."""
+    at = start + random.uniform(0, interval) if first is None else first
     while at < end:
         await asyncio.sleep(max(0.0, at - time.time()))
         sent = time.time()
@@ -252,7 +285,7 @@ async def beat_on_schedule(
             await send()
         except grpc.aio.AioRpcError as exc:
             errors.append(f"{exc.code().name}: {exc.details()}")
-        except (TimeoutError, EOFError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+        except BEAT_FAILURES as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
         else:
             beats.append((sent, (time.perf_counter() - p) * 1000))
