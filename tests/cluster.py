@@ -31,29 +31,20 @@ class Loop:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.held: set[asyncio.Future[Any]] = set()  # what run() waits for, not to be collected
         self.thread.start()
 
     def run(self, coro: Any, timeout: float = 30.0) -> Any:
-        future = asyncio.run_coroutine_threadsafe(self._held(coro), self.loop)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout)
         except TimeoutError:
             self.dump(f"{coro.__qualname__} still running after {timeout:g}s")
             raise
 
-    async def _held(self, coro: Any) -> Any:
-        task = asyncio.ensure_future(coro)
-        self.held.add(task)
-        try:
-            return await task
-        finally:
-            self.held.discard(task)
-
     def dump(self, why: str) -> None:
         """Print where each of the loop's tasks waits (a hung shutdown says where it hangs)."""
         print(f"\n=== {why}; the loop's tasks:", file=sys.stderr)
-        for task in {*self.held, *asyncio.all_tasks(self.loop)}:
+        for task in asyncio.all_tasks(self.loop):
             task.print_stack(limit=12, file=sys.stderr)
             waits = getattr(task, "_fut_waiter", None)
             for child in getattr(waits, "_children", []):  # what a gather waits for
